@@ -1,0 +1,214 @@
+"""The meshkit exception tree.
+
+Every error meshkit raises on purpose derives from `MeshkitError`, one family per pattern.
+Foreign errors (a database driver's, grpcio's, Consul's) are translated where they enter and
+chained with `from`, so callers catch meshkit's types only.
+
+```text
+MeshkitError
+├── ConfigurationError (also ValueError)      a config or argument is invalid
+├── ResilienceError
+│   ├── CircuitOpenError                      the breaker rejects the call
+│   ├── BulkheadFullError                     no concurrency slot nor queue place
+│   ├── RateLimitExceededError                no token available
+│   └── DeadlineExceededError (also TimeoutError)
+├── BalancingError
+│   └── NoAvailableEndpointError              nothing to pick from
+└── EventSourcingError
+    ├── VersionConflictError                  optimistic concurrency lost a race
+    ├── StreamNotFoundError                   a stream that must exist does not
+    └── EventDecodeError                      a stored event cannot be read back
+        └── UnknownEventTypeError             ... because its type is not registered
+```
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BalancingError",
+    "BulkheadFullError",
+    "CircuitOpenError",
+    "ConfigurationError",
+    "DeadlineExceededError",
+    "EventDecodeError",
+    "EventSourcingError",
+    "MeshkitError",
+    "NoAvailableEndpointError",
+    "RateLimitExceededError",
+    "ResilienceError",
+    "StreamNotFoundError",
+    "UnknownEventTypeError",
+    "VersionConflictError",
+]
+
+
+class MeshkitError(Exception):
+    """The root of every error meshkit raises on purpose."""
+
+
+class ConfigurationError(MeshkitError, ValueError):
+    """A configuration value or argument is invalid.
+
+    Attributes:
+        field: The name of the offending field or argument.
+        value: The value that was rejected.
+        reason: Why it was rejected.
+    """
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(f"invalid {field}={value!r}: {reason}")
+
+
+# ---------------------------------------------------------------- resilience
+
+
+class ResilienceError(MeshkitError):
+    """A resilience policy rejected or abandoned a call."""
+
+
+class CircuitOpenError(ResilienceError):
+    """The circuit breaker is not admitting calls.
+
+    Attributes:
+        name: The breaker's name.
+        retry_after: Seconds until the breaker may admit a trial call again (0 when unknown,
+            for example while forced open).
+    """
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        self.name = name
+        self.retry_after = retry_after
+        super().__init__(f"circuit {name!r} is open; retry after {retry_after:.3f}s")
+
+
+class BulkheadFullError(ResilienceError):
+    """The bulkhead has no free concurrency slot and no free queue place.
+
+    Attributes:
+        name: The bulkhead's name.
+        max_concurrent: Its concurrency limit.
+        max_queued: Its queue limit.
+    """
+
+    def __init__(self, name: str, max_concurrent: int, max_queued: int) -> None:
+        self.name = name
+        self.max_concurrent = max_concurrent
+        self.max_queued = max_queued
+        super().__init__(
+            f"bulkhead {name!r} is full ({max_concurrent} running, {max_queued} queued)"
+        )
+
+
+class RateLimitExceededError(ResilienceError):
+    """The rate limiter has no token for this call.
+
+    Attributes:
+        name: The limiter's name.
+        retry_after: Seconds until enough tokens will have accrued.
+    """
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        self.name = name
+        self.retry_after = retry_after
+        super().__init__(f"rate limit {name!r} exceeded; retry after {retry_after:.3f}s")
+
+
+class DeadlineExceededError(ResilienceError, TimeoutError):
+    """A call did not finish before its timeout or its caller's deadline.
+
+    Attributes:
+        timeout: The budget in seconds that was exceeded.
+    """
+
+    def __init__(self, timeout: float, what: str = "call") -> None:
+        self.timeout = timeout
+        super().__init__(f"{what} exceeded its deadline of {timeout:.3f}s")
+
+
+# ---------------------------------------------------------------- balancing
+
+
+class BalancingError(MeshkitError):
+    """A load balancer could not pick an endpoint."""
+
+
+class NoAvailableEndpointError(BalancingError):
+    """There is no endpoint to pick: none configured, or all ejected.
+
+    Attributes:
+        balancer: A short description of the balancer (its class name).
+        reason: Why nothing is available.
+    """
+
+    def __init__(self, balancer: str, reason: str = "no endpoints") -> None:
+        self.balancer = balancer
+        self.reason = reason
+        super().__init__(f"{balancer}: no available endpoint ({reason})")
+
+
+# ---------------------------------------------------------------- event sourcing
+
+
+class EventSourcingError(MeshkitError):
+    """An event store or aggregate operation failed."""
+
+
+class VersionConflictError(EventSourcingError):
+    """An append expected a stream version that is no longer current.
+
+    Attributes:
+        stream_id: The stream written to.
+        expected_version: The version the writer expected.
+        actual_version: The version the stream is at.
+    """
+
+    def __init__(self, stream_id: str, expected_version: int, actual_version: int) -> None:
+        self.stream_id = stream_id
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        super().__init__(
+            f"stream {stream_id!r}: expected version {expected_version}, "
+            f"but it is at {actual_version}"
+        )
+
+
+class StreamNotFoundError(EventSourcingError):
+    """A stream that must exist has no events.
+
+    Attributes:
+        stream_id: The stream looked up.
+    """
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        super().__init__(f"stream {stream_id!r} not found")
+
+
+class EventDecodeError(EventSourcingError):
+    """A stored event cannot be turned back into an event object.
+
+    Attributes:
+        stream_id: The event's stream.
+        version: The event's version in its stream.
+        event_type: The stored type name.
+        reason: What went wrong.
+    """
+
+    def __init__(self, stream_id: str, version: int, event_type: str, reason: str) -> None:
+        self.stream_id = stream_id
+        self.version = version
+        self.event_type = event_type
+        self.reason = reason
+        super().__init__(
+            f"cannot decode event {event_type!r} at {stream_id!r} version {version}: {reason}"
+        )
+
+
+class UnknownEventTypeError(EventDecodeError):
+    """A stored event's type name is not registered with the decoder."""
+
+    def __init__(self, stream_id: str, version: int, event_type: str) -> None:
+        super().__init__(stream_id, version, event_type, "unknown event type")

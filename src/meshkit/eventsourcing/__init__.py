@@ -1,0 +1,8 @@
+"""Event sourcing: events, aggregates, repositories, event stores and subscriptions."""
+
+from __future__ import annotations
+
+from meshkit.eventsourcing._event import Event, JSONSerializer, Serializer, Snapshot
+from meshkit.eventsourcing._store import NO_STREAM, EventStore
+
+__all__ = ["NO_STREAM", "Event", "EventStore", "JSONSerializer", "Serializer", "Snapshot"]

@@ -1,0 +1,104 @@
+"""The stored event envelope, snapshots, and the payload serializer."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from typing import TYPE_CHECKING, Any, Protocol, final, runtime_checkable
+
+import attrs
+
+from meshkit._validate import ge, instance_of
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["Event", "JSONSerializer", "Serializer", "Snapshot", "utc_now"]
+
+
+def utc_now() -> dt.datetime:
+    """Return the current time as an aware UTC datetime."""
+    return dt.datetime.now(dt.UTC)
+
+
+@attrs.frozen(kw_only=True)
+class Event:
+    """One event in a stream, as an event store keeps it.
+
+    Attributes:
+        stream_id: The stream (usually one aggregate instance) the event belongs to.
+        version: Its 1-based position in that stream; gapless.
+        type: The registered type name the payload decodes as.
+        data: The JSON-compatible payload.
+        schema_version: The payload's schema version, for upcasting (>= 1).
+        event_id: Unique id; appending the same ids again is a no-op (idempotent append).
+        timestamp: When the event was recorded (aware UTC).
+        correlation_id: The id of the request or process that led to it, if any.
+        causation_id: The id of the message or event that caused it, if any.
+        position: Its position in the store's global log; `None` until stored.
+    """
+
+    stream_id: str = attrs.field(validator=instance_of(str))
+    version: int = attrs.field(validator=[instance_of(int), ge(1)])
+    type: str = attrs.field(validator=instance_of(str))
+    data: Mapping[str, Any] = attrs.field(factory=dict)
+    schema_version: int = attrs.field(default=1, validator=[instance_of(int), ge(1)])
+    event_id: uuid.UUID = attrs.field(factory=uuid.uuid4)
+    timestamp: dt.datetime = attrs.field(factory=utc_now)
+    correlation_id: uuid.UUID | None = None
+    causation_id: uuid.UUID | None = None
+    position: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Snapshot:
+    """An aggregate's state as of a stream version, to load without replaying everything.
+
+    Attributes:
+        stream_id: The aggregate's stream.
+        version: The stream version the state reflects.
+        type: The aggregate's type name.
+        state: The JSON-compatible state.
+        schema_version: The state's schema marker; a snapshot whose marker differs from the
+            aggregate class's current one is stale and ignored.
+        timestamp: When it was taken.
+    """
+
+    stream_id: str = attrs.field(validator=instance_of(str))
+    version: int = attrs.field(validator=[instance_of(int), ge(1)])
+    type: str = attrs.field(validator=instance_of(str))
+    state: Mapping[str, Any] = attrs.field(factory=dict)
+    schema_version: int = attrs.field(default=1, validator=[instance_of(int), ge(1)])
+    timestamp: dt.datetime = attrs.field(factory=utc_now)
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Turns an event payload (or snapshot state) into bytes and back."""
+
+    def dumps(self, data: Mapping[str, Any]) -> bytes:
+        """Encode a payload."""
+        ...
+
+    def loads(self, raw: bytes) -> dict[str, Any]:
+        """Decode a payload (raise `ValueError` on corrupt input)."""
+        ...
+
+
+@final
+@attrs.frozen
+class JSONSerializer:
+    """The default serializer: compact UTF-8 JSON."""
+
+    def dumps(self, data: Mapping[str, Any]) -> bytes:
+        """Encode `data` as compact JSON."""
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def loads(self, raw: bytes) -> dict[str, Any]:
+        """Decode JSON; raise `ValueError` unless it is a JSON object."""
+        value = json.loads(raw)
+        if not isinstance(value, dict):
+            msg = f"expected a JSON object, got {type(value).__name__}"
+            raise ValueError(msg)  # noqa: TRY004 - a corrupt payload is a value problem
+        return value

@@ -1,0 +1,7 @@
+"""Helpers for testing code that uses meshkit: a fake clock and shared conformance suites."""
+
+from __future__ import annotations
+
+from meshkit.testing._fakeclock import FakeClock
+
+__all__ = ["FakeClock"]
