@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from meshkit.eventsourcing._event import Event, JSONSerializer, Serializer, Snapshot
-from meshkit.eventsourcing._store import NO_STREAM, EventStore
+from meshkit.eventsourcing._store import NO_STREAM, CheckpointStore, EventStore
 
-__all__ = ["NO_STREAM", "Event", "EventStore", "JSONSerializer", "Serializer", "Snapshot"]
+__all__ = [
+    "NO_STREAM",
+    "CheckpointStore",
+    "Event",
+    "EventStore",
+    "JSONSerializer",
+    "Serializer",
+    "Snapshot",
+]

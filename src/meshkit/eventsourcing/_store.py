@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
     from meshkit.eventsourcing._event import Event, Snapshot
 
-__all__ = ["NO_STREAM", "EventStore"]
+__all__ = ["NO_STREAM", "CheckpointStore", "EventStore"]
 
 NO_STREAM = 0
 """`expected_version` for a stream that must not exist yet."""
@@ -79,4 +79,21 @@ class EventStore(Protocol):
 
     async def aclose(self) -> None:
         """Release connections and other resources."""
+        ...
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """Where a subscription remembers the last global position it has fully handled.
+
+    Backends that hold the projection's own tables (SQLite, PostgreSQL) also offer a way to
+    save the checkpoint in the same transaction as the projection's writes.
+    """
+
+    async def load_checkpoint(self, name: str) -> int:
+        """Return the saved position of subscription `name` (0 when it has none)."""
+        ...
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        """Save `position` for subscription `name`; positions only move forward."""
         ...
