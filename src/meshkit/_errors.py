@@ -17,6 +17,7 @@ MeshkitError
 └── EventSourcingError
     ├── VersionConflictError                  optimistic concurrency lost a race
     ├── StreamNotFoundError                   a stream that must exist does not
+    ├── EventStoreUnavailableError            the database behind a store failed
     └── EventDecodeError                      a stored event cannot be read back
         └── UnknownEventTypeError             ... because its type is not registered
 ```
@@ -32,6 +33,7 @@ __all__ = [
     "DeadlineExceededError",
     "EventDecodeError",
     "EventSourcingError",
+    "EventStoreUnavailableError",
     "MeshkitError",
     "NoAvailableEndpointError",
     "RateLimitExceededError",
@@ -185,6 +187,26 @@ class StreamNotFoundError(EventSourcingError):
     def __init__(self, stream_id: str) -> None:
         self.stream_id = stream_id
         super().__init__(f"stream {stream_id!r} not found")
+
+
+class EventStoreUnavailableError(EventSourcingError):
+    """The database behind an event store failed (unreachable, locked, I/O error, ...).
+
+    The driver's own exception is chained as `__cause__`. Whether a failed write was
+    committed may be unknown; retrying an append with the same event ids is safe
+    (idempotent append).
+
+    Attributes:
+        backend: The store's backend (`"sqlite"`, `"postgres"`).
+        operation: What the store was doing (`"append"`, `"read_all"`, ...).
+        reason: The driver's message.
+    """
+
+    def __init__(self, backend: str, operation: str, reason: str) -> None:
+        self.backend = backend
+        self.operation = operation
+        self.reason = reason
+        super().__init__(f"{backend} event store failed during {operation}: {reason}")
 
 
 class EventDecodeError(EventSourcingError):
