@@ -231,6 +231,7 @@ class Timeout:
         frame = frames[-1]
         _FRAMES.set(frames[:-1])
         _CURRENT.reset(frame.token)
-        if frame.scope.__exit__(exc_type, exc, tb):
+        swallowed = frame.scope.__exit__(exc_type, exc, tb)
+        if exc is not None and swallowed:  # only our own deadline's cancellation is swallowed
             raise DeadlineExceededError(frame.budget, self.what) from None
         return False

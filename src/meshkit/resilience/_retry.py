@@ -175,21 +175,18 @@ class Retry:
     clock: Clock = SYSTEM_CLOCK
     name: str = attrs.field(default="retry", validator=instance_of(str))
     _should_retry: Callable[[Exception], bool] = attrs.field(init=False, eq=False, repr=False)
-    _timeout: Timeout | None = attrs.field(init=False, eq=False, repr=False)
+    _timeout: Timeout | None = attrs.field(init=False, default=None, eq=False, repr=False)
 
     @_should_retry.default
     def _make_should_retry(self) -> Callable[[Exception], bool]:
         return _exception_predicate(self.retry_on)
 
-    @_timeout.default
-    def _make_timeout(self) -> Timeout | None:
-        if self.attempt_timeout is None:
-            return None
-        return Timeout(self.attempt_timeout, clock=self.clock, what="attempt")
-
     def __attrs_post_init__(self) -> None:
         for listener in self.on_retry:
             require(callable(listener), "on_retry", listener, "must hold callables")
+        if self.attempt_timeout is not None:
+            timeout = Timeout(self.attempt_timeout, clock=self.clock, what="attempt")
+            object.__setattr__(self, "_timeout", timeout)  # frozen: set once, when built
 
     # ------------------------------------------------------------ the decision (pure, sync)
 
