@@ -3,5 +3,24 @@
 from __future__ import annotations
 
 from meshkit.balancing._endpoint import Endpoint, LoadBalancer, Outcome
+from meshkit.balancing._ewma import PeakEwma
+from meshkit.balancing._leastrequest import LeastRequest
+from meshkit.balancing._outlier import OutlierDetector
+from meshkit.balancing._outlierconfig import OutlierConfig
+from meshkit.balancing._random import Random
+from meshkit.balancing._roundrobin import RoundRobin, WeightedRoundRobin
+from meshkit.balancing._slowstart import SlowStart
 
-__all__ = ["Endpoint", "LoadBalancer", "Outcome"]
+__all__ = [
+    "Endpoint",
+    "LeastRequest",
+    "LoadBalancer",
+    "Outcome",
+    "OutlierConfig",
+    "OutlierDetector",
+    "PeakEwma",
+    "Random",
+    "RoundRobin",
+    "SlowStart",
+    "WeightedRoundRobin",
+]

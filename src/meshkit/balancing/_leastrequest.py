@@ -1,0 +1,201 @@
+"""Least request: power of two choices with Envoy's active-request bias."""
+
+from __future__ import annotations
+
+import collections
+import math
+import random
+import threading
+from typing import TYPE_CHECKING, final
+
+import attrs
+
+from meshkit._clock import SYSTEM_CLOCK, Clock
+from meshkit.balancing._endpoint import Endpoint, Outcome, check_endpoints
+from meshkit.balancing._slowstart import WARM, SlowStart, start_times, warm_until
+from meshkit.balancing._snapshot import Address, address, carry, number, pickable, unavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+__all__ = ["LeastRequest"]
+
+# One deque per endpoint holds a token per active request: `append()`, `pop()` and `len()` on
+# a deque are atomic, so counting needs no lock and stays correct under threads.
+_Active = collections.deque[None]
+
+
+@attrs.frozen
+class _State:
+    endpoints: tuple[Endpoint, ...]
+    eps: tuple[Endpoint, ...]
+    n: int
+    weights: tuple[float, ...]
+    active: tuple[_Active, ...]
+    uniform: bool
+    counters: dict[Address, _Active]
+    starts: dict[Address, float]
+    ramp: tuple[float, ...]
+    warm_until: float | None
+
+
+@final
+@attrs.define(eq=False, init=False, repr=False)
+class LeastRequest:
+    """Send each call to the less loaded of two random endpoints (Envoy's LEAST_REQUEST).
+
+    A pick draws two distinct candidates uniformly: the first is `int(r1 * n)` and the second
+    `int(r2 * (n - 1))`, moved one up when it is at or past the first, where `r1, r2` are
+    successive `rng.random()` values and `n` the number of positive-weight endpoints. With
+    equal weights it takes the candidate with fewer active requests (the first on a tie). With
+    unequal weights it takes the higher `weight / (active + 1) ** active_request_bias`, as
+    Envoy does. A pick counts one active request on the endpoint; `report()` ends it.
+
+    Args:
+        endpoints: The initial endpoint set (these start at full weight).
+        active_request_bias: How strongly active requests lower an endpoint's weight (>= 0;
+            0 ignores load, making the choice weighted random between the two).
+        rng: The random source (inject a seeded `random.Random` in tests).
+        slow_start: Ramp for endpoints added later by `update()`; None for no ramp.
+        clock: Time source of the ramp.
+
+    Raises:
+        ConfigurationError: If `active_request_bias` is negative or not finite, an item is not
+            an `Endpoint`, or two share an address.
+    """
+
+    _bias: float
+    _rand: Callable[[], float]
+    _slow_start: SlowStart | None
+    _clock: Clock
+    _lock: threading.Lock
+    _state: _State
+
+    def __init__(
+        self,
+        endpoints: Iterable[Endpoint] = (),
+        *,
+        active_request_bias: float = 1.0,
+        rng: random.Random | None = None,
+        slow_start: SlowStart | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._bias = number("active_request_bias", active_request_bias, positive=False)
+        self._rand = (random.Random() if rng is None else rng).random  # noqa: S311
+        self._slow_start = slow_start
+        self._clock = clock
+        self._lock = threading.Lock()
+        checked = check_endpoints(endpoints)
+        self._state = self._build(checked, {}, {address(e): WARM for e in checked})
+
+    def __repr__(self) -> str:
+        return f"LeastRequest({len(self._state.endpoints)} endpoints)"
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The current endpoint snapshot (including weight-0 endpoints, never picked)."""
+        return self._state.endpoints
+
+    def active(self, endpoint: Endpoint) -> int:
+        """Return the number of picks of `endpoint` not yet reported (0 if unknown)."""
+        counter = self._state.counters.get(address(endpoint))
+        return 0 if counter is None else len(counter)
+
+    def pick(self, key: str | bytes | None = None) -> Endpoint:  # noqa: ARG002 - protocol
+        """Return the less loaded of two random endpoints and count a request on it.
+
+        Raises:
+            NoAvailableEndpointError: If no endpoint has a positive weight.
+        """
+        state = self._state
+        n = state.n
+        if n < 2:  # noqa: PLR2004 - two choices
+            if n == 0:
+                raise unavailable("LeastRequest", state.endpoints)
+            state.active[0].append(None)
+            return state.eps[0]
+        rand = self._rand
+        i = int(rand() * n)
+        j = int(rand() * (n - 1))
+        if j >= i:
+            j += 1
+        active = state.active
+        if state.uniform and state.warm_until is None:
+            if len(active[j]) < len(active[i]):
+                i = j
+        elif not self._first_wins(state, i, j):
+            i = j
+        active[i].append(None)
+        return state.eps[i]
+
+    def update(self, endpoints: Iterable[Endpoint]) -> None:
+        """Swap in a new endpoint set, keeping the active counts of kept addresses.
+
+        Raises:
+            ConfigurationError: If an item is not an `Endpoint` or two share an address.
+        """
+        checked = check_endpoints(endpoints)
+        with self._lock:
+            old = self._state
+            starts = start_times(old.starts, checked, self._clock.now())
+            self._state = self._build(checked, old.counters, starts)
+
+    def report(self, endpoint: Endpoint, outcome: Outcome, latency: float) -> None:  # noqa: ARG002
+        """End one active request on `endpoint` (ignored for an address no longer present)."""
+        counter = self._state.counters.get((endpoint.host, endpoint.port))
+        if counter:
+            try:  # noqa: SIM105 - cheaper than contextlib.suppress on the report path
+                counter.pop()
+            except IndexError:  # pragma: no cover - a concurrent report emptied it first
+                pass
+
+    def _first_wins(self, state: _State, i: int, j: int) -> bool:
+        wi, wj = state.weights[i], state.weights[j]
+        if state.warm_until is not None:
+            wi, wj = self._ramped(state, i, j)
+        ai, aj = len(state.active[i]) + 1.0, len(state.active[j]) + 1.0
+        bias = self._bias
+        if bias == 1.0:
+            return wi * aj >= wj * ai
+        return wi / math.pow(ai, bias) >= wj / math.pow(aj, bias)
+
+    def _ramped(self, state: _State, i: int, j: int) -> tuple[float, float]:
+        now = self._clock.now()
+        slow_start = self._slow_start
+        if slow_start is None or state.warm_until is None or now >= state.warm_until:
+            self._settle(state)
+            return state.weights[i], state.weights[j]
+        factor = slow_start.factor
+        return (
+            state.weights[i] * factor(now - state.ramp[i]),
+            state.weights[j] * factor(now - state.ramp[j]),
+        )
+
+    def _settle(self, state: _State) -> None:
+        """Drop the finished ramp from `state`, unless an update replaced it meanwhile."""
+        with self._lock:
+            if self._state is state:
+                self._state = attrs.evolve(state, warm_until=None)
+
+    def _build(
+        self,
+        endpoints: tuple[Endpoint, ...],
+        old_counters: dict[Address, _Active],
+        starts: dict[Address, float],
+    ) -> _State:
+        eps = pickable(endpoints)
+        counters = carry(old_counters, endpoints, collections.deque)
+        weights = tuple(float(e.weight) for e in eps)
+        ramp = tuple(starts[address(e)] for e in eps)
+        return _State(
+            endpoints=endpoints,
+            eps=eps,
+            n=len(eps),
+            weights=weights,
+            active=tuple(counters[address(e)] for e in eps),
+            uniform=len(set(weights)) <= 1,
+            counters=counters,
+            starts=starts,
+            ramp=ramp,
+            warm_until=warm_until(self._slow_start, ramp, self._clock.now()),
+        )

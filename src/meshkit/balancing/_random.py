@@ -1,0 +1,152 @@
+"""Weighted random choice: precomputed cumulative weights and a bisection per pick."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import random
+import threading
+from typing import TYPE_CHECKING, final
+
+import attrs
+
+from meshkit._clock import SYSTEM_CLOCK, Clock
+from meshkit.balancing._endpoint import Endpoint, Outcome, check_endpoints
+from meshkit.balancing._slowstart import WARM, SlowStart, start_times, warm_until
+from meshkit.balancing._snapshot import Address, address, pickable, unavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+__all__ = ["Random"]
+
+
+@attrs.frozen
+class _State:
+    endpoints: tuple[Endpoint, ...]
+    eps: tuple[Endpoint, ...]
+    n: int
+    weights: tuple[int, ...]
+    cumulative: tuple[int, ...]
+    total: int
+    uniform: bool
+    starts: dict[Address, float]
+    ramp: tuple[float, ...]
+    warm_until: float | None
+
+
+@final
+@attrs.define(eq=False, init=False, repr=False)
+class Random:
+    """Pick an endpoint at random, in proportion to its weight.
+
+    A pick draws one `rng.random()`: with equal weights it indexes the snapshot directly,
+    otherwise it bisects the snapshot's precomputed cumulative weights (O(log n)). While an
+    endpoint is ramping under `slow_start` the effective weights change with time, so a pick
+    recomputes them (O(n)) until the ramp is over.
+
+    Args:
+        endpoints: The initial endpoint set (these start at full weight).
+        rng: The random source (inject a seeded `random.Random` in tests).
+        slow_start: Ramp for endpoints added later by `update()`; None for no ramp.
+        clock: Time source of the ramp.
+
+    Raises:
+        ConfigurationError: If an item is not an `Endpoint` or two share an address.
+    """
+
+    _rand: Callable[[], float]
+    _slow_start: SlowStart | None
+    _clock: Clock
+    _lock: threading.Lock
+    _state: _State
+
+    def __init__(
+        self,
+        endpoints: Iterable[Endpoint] = (),
+        *,
+        rng: random.Random | None = None,
+        slow_start: SlowStart | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._rand = (random.Random() if rng is None else rng).random  # noqa: S311
+        self._slow_start = slow_start
+        self._clock = clock
+        self._lock = threading.Lock()
+        checked = check_endpoints(endpoints)
+        self._state = self._build(checked, {address(e): WARM for e in checked})
+
+    def __repr__(self) -> str:
+        return f"Random({len(self._state.endpoints)} endpoints)"
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The current endpoint snapshot (including weight-0 endpoints, never picked)."""
+        return self._state.endpoints
+
+    def pick(self, key: str | bytes | None = None) -> Endpoint:  # noqa: ARG002 - protocol
+        """Return a random endpoint, weighted (`key` is ignored).
+
+        Raises:
+            NoAvailableEndpointError: If no endpoint has a positive weight.
+        """
+        state = self._state
+        if state.warm_until is None:
+            if state.uniform:
+                try:
+                    return state.eps[int(self._rand() * state.n)]
+                except IndexError:
+                    raise unavailable("Random", state.endpoints) from None
+            i = bisect.bisect_right(state.cumulative, self._rand() * state.total)
+            return state.eps[i] if i < state.n else state.eps[-1]
+        return self._pick_ramping(state)
+
+    def update(self, endpoints: Iterable[Endpoint]) -> None:
+        """Swap in a new endpoint set; new addresses ramp up under `slow_start`.
+
+        Raises:
+            ConfigurationError: If an item is not an `Endpoint` or two share an address.
+        """
+        checked = check_endpoints(endpoints)
+        with self._lock:
+            starts = start_times(self._state.starts, checked, self._clock.now())
+            self._state = self._build(checked, starts)
+
+    def report(self, endpoint: Endpoint, outcome: Outcome, latency: float) -> None:
+        """Accept a call's outcome; random choice does not learn from it."""
+
+    def _build(self, endpoints: tuple[Endpoint, ...], starts: dict[Address, float]) -> _State:
+        eps = pickable(endpoints)
+        weights = tuple(e.weight for e in eps)
+        cumulative = tuple(itertools.accumulate(weights))
+        ramp = tuple(starts[address(e)] for e in eps)
+        return _State(
+            endpoints=endpoints,
+            eps=eps,
+            n=len(eps),
+            weights=weights,
+            cumulative=cumulative,
+            total=cumulative[-1] if eps else 0,
+            uniform=len(set(weights)) <= 1,
+            starts=starts,
+            ramp=ramp,
+            warm_until=warm_until(self._slow_start, ramp, self._clock.now()),
+        )
+
+    def _pick_ramping(self, state: _State) -> Endpoint:
+        now = self._clock.now()
+        slow_start = self._slow_start
+        if slow_start is None or state.warm_until is None or now >= state.warm_until:
+            self._settle(state)
+            return self.pick()
+        factor = slow_start.factor
+        effective = [w * factor(now - t) for w, t in zip(state.weights, state.ramp, strict=True)]
+        cumulative = list(itertools.accumulate(effective))
+        i = bisect.bisect_right(cumulative, self._rand() * cumulative[-1])
+        return state.eps[min(i, state.n - 1)]
+
+    def _settle(self, state: _State) -> None:
+        """Drop the finished ramp from `state`, unless an update replaced it meanwhile."""
+        with self._lock:
+            if self._state is state:
+                self._state = attrs.evolve(state, warm_until=None)
