@@ -1,0 +1,189 @@
+"""Code the SQLite and PostgreSQL event stores share: validation, row codecs, error mapping."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from meshkit._errors import (
+    ConfigurationError,
+    EventDecodeError,
+    EventStoreUnavailableError,
+    VersionConflictError,
+)
+from meshkit._validate import require
+from meshkit.eventsourcing._event import Event, Snapshot
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from meshkit.eventsourcing._event import Serializer
+
+__all__ = [
+    "EventRow",
+    "decode_event",
+    "decode_snapshot",
+    "encode_events",
+    "encode_snapshot",
+    "resolve_mismatch",
+    "translate_errors",
+]
+
+EventRow = tuple[str, int, str, str, int, bytes, str, str | None, str | None]
+"""An event as stored: stream_id, version, event_id, type, schema_version, data, timestamp,
+correlation_id, causation_id (ids and timestamp as text; the timestamp as ISO 8601 UTC)."""
+
+
+def _text(value: uuid.UUID | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def encode_events(events: Sequence[Event], serializer: Serializer) -> list[EventRow]:
+    """Turn events into rows, serializing payloads.
+
+    Raises:
+        ConfigurationError: If a payload cannot be serialized.
+    """
+    rows: list[EventRow] = []
+    for event in events:
+        try:
+            data = serializer.dumps(event.data)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError("event.data", event.data, str(exc)) from exc
+        stamp = event.timestamp.astimezone(dt.UTC).isoformat()
+        rows.append(
+            (
+                event.stream_id,
+                event.version,
+                str(event.event_id),
+                event.type,
+                event.schema_version,
+                data,
+                stamp,
+                _text(event.correlation_id),
+                _text(event.causation_id),
+            )
+        )
+    return rows
+
+
+def _uuid(value: object) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def _optional_uuid(value: object) -> uuid.UUID | None:
+    return None if value is None else _uuid(value)
+
+
+def _datetime(value: object) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC)
+    return dt.datetime.fromisoformat(str(value)).astimezone(dt.UTC)
+
+
+def decode_event(row: Sequence[Any], serializer: Serializer) -> Event:
+    """Turn a stored row (position first, then the `EventRow` fields) back into an event.
+
+    Raises:
+        EventDecodeError: If any field of the row is corrupt, naming stream, version and type.
+    """
+    position, stream_id, version, event_id, type_, schema_version = row[:6]
+    data, timestamp, correlation_id, causation_id = row[6:10]
+    try:
+        return Event(
+            stream_id=stream_id,
+            version=version,
+            type=type_,
+            data=serializer.loads(bytes(data)),
+            schema_version=schema_version,
+            event_id=_uuid(event_id),
+            timestamp=_datetime(timestamp),
+            correlation_id=_optional_uuid(correlation_id),
+            causation_id=_optional_uuid(causation_id),
+            position=position,
+        )
+    except (TypeError, ValueError) as exc:
+        raise EventDecodeError(str(stream_id), version, str(type_), str(exc)) from exc
+
+
+def encode_snapshot(snapshot: Snapshot, serializer: Serializer) -> tuple[Any, ...]:
+    """Turn a snapshot into a row: stream_id, version, type, schema_version, state, timestamp.
+
+    Raises:
+        ConfigurationError: If `snapshot` is not a Snapshot or its state cannot be serialized.
+    """
+    require(isinstance(snapshot, Snapshot), "snapshot", snapshot, "must be a Snapshot")
+    try:
+        state = serializer.dumps(snapshot.state)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError("snapshot.state", snapshot.state, str(exc)) from exc
+    stamp = snapshot.timestamp.astimezone(dt.UTC).isoformat()
+    return (
+        snapshot.stream_id,
+        snapshot.version,
+        snapshot.type,
+        snapshot.schema_version,
+        state,
+        stamp,
+    )
+
+
+def decode_snapshot(row: Sequence[Any], serializer: Serializer) -> Snapshot:
+    """Turn a stored snapshot row back into a `Snapshot`.
+
+    Raises:
+        EventDecodeError: If the row is corrupt (naming the stream, version and type).
+    """
+    stream_id, version, type_, schema_version, state, timestamp = row
+    try:
+        return Snapshot(
+            stream_id=stream_id,
+            version=version,
+            type=type_,
+            schema_version=schema_version,
+            state=serializer.loads(bytes(state)),
+            timestamp=_datetime(timestamp),
+        )
+    except (TypeError, ValueError) as exc:
+        raise EventDecodeError(str(stream_id), version, str(type_), str(exc)) from exc
+
+
+def resolve_mismatch(
+    stream_id: str,
+    events: Sequence[Event],
+    expected_version: int,
+    current: int,
+    stored_ids: Sequence[str],
+) -> int:
+    """Decide an append whose stream is not where the writer expected, or whose ids clash.
+
+    `stored_ids` are the event ids stored at versions `expected_version + 1, ...` (as many
+    as there are events). When they are exactly the ids being appended, the append already
+    happened: it is a no-op returning the version it reached.
+
+    Returns:
+        The stream version the earlier, identical append reached.
+
+    Raises:
+        VersionConflictError: Otherwise.
+    """
+    if list(stored_ids) == [str(event.event_id) for event in events]:
+        return expected_version + len(events)
+    raise VersionConflictError(stream_id, expected_version, current)
+
+
+@contextlib.contextmanager
+def translate_errors(
+    backend: str, operation: str, driver_error: type[BaseException]
+) -> Iterator[None]:
+    """Translate the driver's exceptions raised inside the block.
+
+    Raises:
+        EventStoreUnavailableError: In place of any `driver_error`, chained with `from`.
+    """
+    try:
+        yield
+    except driver_error as exc:
+        raise EventStoreUnavailableError(backend, operation, str(exc)) from exc

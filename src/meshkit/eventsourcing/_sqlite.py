@@ -1,0 +1,419 @@
+"""The SQLite event store: embedded, durable, safe across processes, with group commit."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, final
+
+import anyio
+import anyio.to_thread
+import attrs
+
+from meshkit._clock import SYSTEM_CLOCK, Clock
+from meshkit._errors import EventStoreUnavailableError
+from meshkit._validate import ge, gt, in_range, instance_of, require
+from meshkit.eventsourcing import _sqlite_sql as sql
+from meshkit.eventsourcing._checks import check_append, check_limit, check_name, check_position
+from meshkit.eventsourcing._event import JSONSerializer, Serializer
+from meshkit.eventsourcing._sql_common import (
+    decode_event,
+    decode_snapshot,
+    encode_events,
+    encode_snapshot,
+    translate_errors,
+)
+from meshkit.eventsourcing._sqlite_group import AppendRequest, GroupCommitter
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Sequence
+    from types import TracebackType
+
+    from meshkit.eventsourcing._event import Event, Snapshot
+
+__all__ = ["SQLiteEventStore", "SQLiteTransaction"]
+
+_T = TypeVar("_T")
+
+
+def _path(value: str | os.PathLike[str]) -> str:
+    text = os.fspath(value)
+    require(text not in {"", ":memory:"}, "path", value, "must name a file (durability)")
+    return text
+
+
+@final
+@attrs.define(eq=False, kw_only=True)
+class SQLiteTransaction:
+    """A write transaction on the store's database, for a projection's own tables.
+
+    Obtained from `SQLiteEventStore.transaction()`; everything done through it, checkpoints
+    included, commits or rolls back together.
+    """
+
+    _conn: sqlite3.Connection
+
+    async def execute(self, statement: str, parameters: Sequence[Any] = ()) -> list[Any]:
+        """Run one SQL statement (`?` placeholders) and return the rows it produced.
+
+        Raises:
+            EventStoreUnavailableError: If SQLite fails (the driver's error is chained).
+        """
+        return await self.run_sync(lambda conn: conn.execute(statement, parameters).fetchall())
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        """Save subscription `name`'s position in this transaction (positions only grow).
+
+        Raises:
+            ConfigurationError: If `name` is empty or `position` is negative.
+            EventStoreUnavailableError: If SQLite fails.
+        """
+        check_name(name)
+        check_position("position", position)
+        await self.run_sync(lambda conn: sql.save_checkpoint(conn, name, position))
+
+    async def load_checkpoint(self, name: str) -> int:
+        """Return subscription `name`'s position as this transaction sees it (0 if none).
+
+        Raises:
+            ConfigurationError: If `name` is empty.
+            EventStoreUnavailableError: If SQLite fails.
+        """
+        check_name(name)
+        return await self.run_sync(lambda conn: sql.load_checkpoint(conn, name))
+
+    async def run_sync(self, function: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Call `function(connection)` in a worker thread, inside this transaction.
+
+        Raises:
+            EventStoreUnavailableError: If SQLite fails.
+        """
+        with translate_errors("sqlite", "transaction", sqlite3.Error):
+            return await anyio.to_thread.run_sync(function, self._conn)
+
+
+@final
+@attrs.define(eq=False, kw_only=True)
+class SQLiteEventStore:
+    """An [`EventStore`][meshkit.eventsourcing.EventStore] and checkpoint store in one SQLite file.
+
+    The database runs in WAL mode with `synchronous=FULL` by default, so an append that
+    returned survives a crash or power loss. Concurrent appends in one process queue to a single
+    writer that commits them in batches (group commit; each append keeps its own savepoint, so
+    one conflict fails only that append); writers in other processes are serialized by
+    `BEGIN IMMEDIATE` and `busy_timeout`. Blocking calls run in worker threads, so the store
+    works on asyncio and trio alike.
+
+    Use it as an async context manager (`async with SQLiteEventStore(path=...) as store:`)
+    or call `aclose()`; the schema is created on first use.
+
+    Args:
+        path: The database file (created if missing; `:memory:` is refused).
+        serializer: Encodes payloads and snapshot states.
+        clock: Paces `wait_for_new` polling.
+        poll_interval: Seconds between checks for events written by other processes.
+        busy_timeout: Seconds to wait for another process's write lock before failing.
+        synchronous: `"FULL"` (durable: every commit is fsynced) or `"NORMAL"` (in WAL mode
+            a power loss may drop the last commits, but the file stays consistent).
+        max_batch: The most appends one group commit takes.
+        max_idle_connections: Reader connections kept open between calls.
+    """
+
+    path: str = attrs.field(converter=_path)
+    serializer: Serializer = attrs.field(factory=JSONSerializer, validator=instance_of(Serializer))
+    clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
+    poll_interval: float = attrs.field(default=0.05, validator=gt(0))
+    busy_timeout: float = attrs.field(default=5.0, validator=in_range(0.001, 3600.0))
+    synchronous: Literal["FULL", "NORMAL"] = attrs.field(default="FULL")
+    max_batch: int = attrs.field(default=256, validator=[instance_of(int), ge(1)])
+    max_idle_connections: int = attrs.field(default=4, validator=[instance_of(int), ge(0)])
+    _writer: sqlite3.Connection | None = attrs.field(init=False, default=None)
+    _idle: list[sqlite3.Connection] = attrs.field(init=False, factory=list)
+    _committer: GroupCommitter = attrs.field(init=False)
+    _new_events: anyio.Event | None = attrs.field(init=False, default=None)
+    _open_lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
+    _closed: bool = attrs.field(init=False, default=False)
+
+    @synchronous.validator
+    def _check_synchronous(self, _attribute: object, value: str) -> None:
+        require(value in {"FULL", "NORMAL"}, "synchronous", value, "must be FULL or NORMAL")
+
+    @_committer.default
+    def _make_committer(self) -> GroupCommitter:
+        return GroupCommitter(
+            write_batch=self._write_batch, on_commit=self._notify, max_batch=self.max_batch
+        )
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], **options: Any) -> Self:  # noqa: ANN401 - constructor options
+        """Create a store on `path`, create its schema, and return it.
+
+        Raises:
+            ConfigurationError: If an option is invalid.
+            EventStoreUnavailableError: If the database cannot be opened.
+        """
+        store = cls(path=path, **options)
+        await store._ready()
+        return store
+
+    async def __aenter__(self) -> Self:
+        await self._ready()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ EventStore
+
+    async def append(self, stream_id: str, events: Sequence[Event], expected_version: int) -> int:
+        """Append `events` to `stream_id` atomically if it is at `expected_version`.
+
+        Returns:
+            The stream's version after the append.
+
+        Raises:
+            VersionConflictError: If the stream is not at `expected_version`.
+            ConfigurationError: On bad arguments, an unserializable payload, or an event id
+                already stored elsewhere.
+            EventStoreUnavailableError: If SQLite fails; nothing of the append is written.
+        """
+        check_append(stream_id, events, expected_version)
+        rows = encode_events(events, self.serializer)
+        await self._ready()
+        request = AppendRequest(
+            stream_id=stream_id, events=events, expected_version=expected_version, rows=rows
+        )
+        return await self._committer.submit(request)
+
+    async def read(
+        self, stream_id: str, from_version: int = 1, *, limit: int | None = None
+    ) -> list[Event]:
+        """Return the events of `stream_id` from `from_version` on, in order.
+
+        Raises:
+            ConfigurationError: If `limit` is not positive.
+            EventDecodeError: If a stored event is corrupt.
+            EventStoreUnavailableError: If SQLite fails.
+        """
+        check_limit(limit)
+        rows = await self._query("read", sql.READ, (stream_id, from_version, limit or -1))
+        return [decode_event(row, self.serializer) for row in rows]
+
+    async def read_all(self, after_position: int = 0, *, limit: int | None = None) -> list[Event]:
+        """Return the events of the global log after `after_position`, in order.
+
+        Raises:
+            ConfigurationError: If `after_position` is negative or `limit` is not positive.
+            EventDecodeError: If a stored event is corrupt.
+            EventStoreUnavailableError: If SQLite fails.
+        """
+        check_position("after_position", after_position)
+        check_limit(limit)
+        rows = await self._query("read_all", sql.READ_ALL, (after_position, limit or -1))
+        return [decode_event(row, self.serializer) for row in rows]
+
+    async def stream_version(self, stream_id: str) -> int:
+        """Return the stream's current version (0 when it has no events).
+
+        Raises:
+            EventStoreUnavailableError: If SQLite fails.
+        """
+        rows = await self._query("stream_version", sql.CURRENT_VERSION, (stream_id,))
+        return int(rows[0][0])
+
+    async def last_position(self) -> int:
+        """Return the highest global position stored (0 for an empty store).
+
+        Raises:
+            EventStoreUnavailableError: If SQLite fails.
+        """
+        statement = "SELECT coalesce(max(position), 0) FROM meshkit_events"
+        rows = await self._query("last_position", statement, ())
+        return int(rows[0][0])
+
+    async def wait_for_new(self, after_position: int) -> None:
+        """Return once the log holds an event after `after_position`.
+
+        Appends of this store wake waiters at once; appends of other processes are noticed
+        by polling every `poll_interval` seconds on the store's clock.
+
+        Raises:
+            ConfigurationError: If `after_position` is negative.
+            EventStoreUnavailableError: If SQLite fails.
+        """
+        check_position("after_position", after_position)
+        while True:
+            event = self._new_events_event()
+            if await self.last_position() > after_position:
+                return
+            await self._wait_a_tick(event)
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Store `snapshot`, replacing the stream's previous one.
+
+        Raises:
+            ConfigurationError: If the state cannot be serialized.
+            EventStoreUnavailableError: If SQLite fails.
+        """
+        row = encode_snapshot(snapshot, self.serializer)
+        statement = "INSERT OR REPLACE INTO meshkit_snapshots VALUES (?, ?, ?, ?, ?, ?)"
+        await self._query("save_snapshot", statement, row)
+
+    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        """Return the stream's snapshot, or `None`.
+
+        Raises:
+            EventDecodeError: If the stored snapshot is corrupt.
+            EventStoreUnavailableError: If SQLite fails.
+        """
+        statement = (
+            "SELECT stream_id, version, type, schema_version, state, timestamp "
+            "FROM meshkit_snapshots WHERE stream_id = ?"
+        )
+        rows = await self._query("load_snapshot", statement, (stream_id,))
+        return decode_snapshot(rows[0], self.serializer) if rows else None
+
+    # ------------------------------------------------------------------ checkpoints
+
+    async def load_checkpoint(self, name: str) -> int:
+        """Return subscription `name`'s saved position (0 when it has none).
+
+        Raises:
+            ConfigurationError: If `name` is empty.
+            EventStoreUnavailableError: If SQLite fails.
+        """
+        check_name(name)
+        return await self._call("load_checkpoint", sql.load_checkpoint, name)
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        """Save `position` for subscription `name` (a lower position than saved is ignored).
+
+        Raises:
+            ConfigurationError: If `name` is empty or `position` is negative.
+            EventStoreUnavailableError: If SQLite fails.
+        """
+        check_name(name)
+        check_position("position", position)
+        await self._call("save_checkpoint", sql.save_checkpoint, name, position)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SQLiteTransaction]:
+        """Open a write transaction for a projection's tables and its checkpoint.
+
+        It commits when the block exits normally and rolls back when it raises.
+
+        Yields:
+            The transaction.
+
+        Raises:
+            EventStoreUnavailableError: If SQLite fails to begin, commit or roll back.
+        """
+        conn = await self._acquire()
+        try:
+            with translate_errors("sqlite", "transaction", sqlite3.Error):
+                await anyio.to_thread.run_sync(conn.execute, "BEGIN IMMEDIATE")
+            try:
+                yield SQLiteTransaction(conn=conn)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(conn.rollback)
+                raise
+            with (
+                anyio.CancelScope(shield=True),
+                translate_errors("sqlite", "commit", sqlite3.Error),
+            ):
+                await anyio.to_thread.run_sync(conn.execute, "COMMIT")
+        finally:
+            await self._release(conn)
+
+    async def aclose(self) -> None:
+        """Close every connection; the store cannot be used afterwards."""
+        self._closed = True
+        connections = [*self._idle, *([self._writer] if self._writer is not None else [])]
+        self._idle.clear()
+        self._writer = None
+        for conn in connections:
+            conn.close()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _new_events_event(self) -> anyio.Event:
+        if self._new_events is None:
+            self._new_events = anyio.Event()
+        return self._new_events
+
+    async def _wait_a_tick(self, event: anyio.Event) -> None:
+        """Wait until `event` is set or `poll_interval` has passed, whichever comes first."""
+        async with anyio.create_task_group() as group:
+
+            async def tick() -> None:
+                await self.clock.sleep(self.poll_interval)
+                group.cancel_scope.cancel()
+
+            group.start_soon(tick)
+            await event.wait()
+            group.cancel_scope.cancel()
+
+    def _notify(self) -> None:
+        if self._new_events is not None:
+            self._new_events.set()
+            self._new_events = None
+
+    def _connect(self) -> sqlite3.Connection:
+        return sql.connect(self.path, self.busy_timeout, self.synchronous)
+
+    def _open_sync(self) -> None:
+        with self._open_lock:
+            if self._writer is None:
+                writer = self._connect()
+                try:
+                    sql.init_schema(writer)
+                except BaseException:
+                    writer.close()
+                    raise
+                self._writer = writer
+
+    async def _ready(self) -> None:
+        if self._closed:
+            raise EventStoreUnavailableError("sqlite", "open", "the store is closed")
+        if self._writer is None:
+            with translate_errors("sqlite", "open", sqlite3.Error):
+                await anyio.to_thread.run_sync(self._open_sync)
+
+    def _write_batch(self, batch: Sequence[AppendRequest]) -> None:
+        assert self._writer is not None  # noqa: S101 - opened before any append is queued
+        sql.write_batch(self._writer, batch)
+
+    async def _acquire(self) -> sqlite3.Connection:
+        await self._ready()
+        if self._idle:
+            return self._idle.pop()
+        with translate_errors("sqlite", "connect", sqlite3.Error):
+            return await anyio.to_thread.run_sync(self._connect)
+
+    async def _release(self, conn: sqlite3.Connection) -> None:
+        if self._closed or len(self._idle) >= self.max_idle_connections:
+            conn.close()
+        else:
+            self._idle.append(conn)
+
+    async def _call(self, operation: str, function: Callable[..., _T], *args: Any) -> _T:  # noqa: ANN401 - forwarded
+        conn = await self._acquire()
+        try:
+            with translate_errors("sqlite", operation, sqlite3.Error):
+                return await anyio.to_thread.run_sync(function, conn, *args)
+        finally:
+            await self._release(conn)
+
+    async def _query(self, operation: str, statement: str, params: Sequence[Any]) -> list[Any]:
+        def run(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(statement, params).fetchall()
+
+        return await self._call(operation, run)
