@@ -11,12 +11,15 @@ MeshkitError
 │   ├── CircuitOpenError                      the breaker rejects the call
 │   ├── BulkheadFullError                     no concurrency slot nor queue place
 │   ├── RateLimitExceededError                no token available
+│   ├── RateLimiterUnavailableError           the shared limiter's store failed
 │   └── DeadlineExceededError (also TimeoutError)
 ├── BalancingError
 │   └── NoAvailableEndpointError              nothing to pick from
 └── EventSourcingError
     ├── VersionConflictError                  optimistic concurrency lost a race
     ├── StreamNotFoundError                   a stream that must exist does not
+    ├── UnhandledEventError                   an aggregate has no `apply` for an event
+    ├── PublishError                          an outbox publisher could not send an event
     ├── EventStoreUnavailableError            the database behind a store failed
     └── EventDecodeError                      a stored event cannot be read back
         └── UnknownEventTypeError             ... because its type is not registered
@@ -36,9 +39,12 @@ __all__ = [
     "EventStoreUnavailableError",
     "MeshkitError",
     "NoAvailableEndpointError",
+    "PublishError",
     "RateLimitExceededError",
+    "RateLimiterUnavailableError",
     "ResilienceError",
     "StreamNotFoundError",
+    "UnhandledEventError",
     "UnknownEventTypeError",
     "VersionConflictError",
 ]
@@ -80,27 +86,52 @@ class CircuitOpenError(ResilienceError):
             for example while forced open).
     """
 
+    # An open breaker raises this on every rejected call, so it is the one error whose cost
+    # matters: the attributes live in `args` (set by the C constructor, which the breaker
+    # calls directly) and the message is formatted only when shown. It also pickles.
+
     def __init__(self, name: str, retry_after: float) -> None:
-        self.name = name
-        self.retry_after = retry_after
-        super().__init__(f"circuit {name!r} is open; retry after {retry_after:.3f}s")
+        super().__init__(name, retry_after)
+
+    @property
+    def name(self) -> str:
+        """The breaker's name."""
+        name: str = self.args[0]
+        return name
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds until the breaker may admit a trial call again."""
+        retry_after: float = self.args[1]
+        return retry_after
+
+    def __str__(self) -> str:
+        return f"circuit {self.name!r} is open; retry after {self.retry_after:.3f}s"
 
 
 class BulkheadFullError(ResilienceError):
     """The bulkhead has no free concurrency slot and no free queue place.
 
+    Also raised when a queued call waited `max_wait` seconds without getting a slot.
+
     Attributes:
         name: The bulkhead's name.
         max_concurrent: Its concurrency limit.
         max_queued: Its queue limit.
+        waited: Seconds the call waited in the queue before giving up (0 when rejected at
+            once because the queue was full too).
     """
 
-    def __init__(self, name: str, max_concurrent: int, max_queued: int) -> None:
+    def __init__(
+        self, name: str, max_concurrent: int, max_queued: int, *, waited: float = 0.0
+    ) -> None:
         self.name = name
         self.max_concurrent = max_concurrent
         self.max_queued = max_queued
+        self.waited = waited
+        gave_up = f"; gave up after waiting {waited:.3f}s" if waited > 0 else ""
         super().__init__(
-            f"bulkhead {name!r} is full ({max_concurrent} running, {max_queued} queued)"
+            f"bulkhead {name!r} is full ({max_concurrent} running, {max_queued} queued){gave_up}"
         )
 
 
@@ -116,6 +147,20 @@ class RateLimitExceededError(ResilienceError):
         self.name = name
         self.retry_after = retry_after
         super().__init__(f"rate limit {name!r} exceeded; retry after {retry_after:.3f}s")
+
+
+class RateLimiterUnavailableError(ResilienceError):
+    """A shared rate limiter could not reach its store (Redis), and it fails closed.
+
+    Attributes:
+        name: The limiter's name.
+        reason: What went wrong (the store's own error, which is chained as `__cause__`).
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"rate limiter {name!r} is unavailable: {reason}")
 
 
 class DeadlineExceededError(ResilienceError, TimeoutError):
@@ -207,6 +252,36 @@ class EventStoreUnavailableError(EventSourcingError):
         self.operation = operation
         self.reason = reason
         super().__init__(f"{backend} event store failed during {operation}: {reason}")
+
+
+class UnhandledEventError(EventSourcingError):
+    """An aggregate was given an event class it has no `@applies` method for.
+
+    Attributes:
+        aggregate_type: The aggregate's class name.
+        event_type: The event's class name.
+    """
+
+    def __init__(self, aggregate_type: str, event_type: str) -> None:
+        self.aggregate_type = aggregate_type
+        self.event_type = event_type
+        super().__init__(f"{aggregate_type} has no @applies method for {event_type}")
+
+
+class PublishError(EventSourcingError):
+    """A publisher (an outbox relay's message bus) could not send an event.
+
+    Attributes:
+        destination: Where the event was going (e.g. a Redis stream key).
+        event_id: The event's id.
+        reason: What went wrong.
+    """
+
+    def __init__(self, destination: str, event_id: object, reason: str) -> None:
+        self.destination = destination
+        self.event_id = event_id
+        self.reason = reason
+        super().__init__(f"cannot publish event {event_id} to {destination!r}: {reason}")
 
 
 class EventDecodeError(EventSourcingError):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from meshkit.testing._eventstore_conformance import (
+    CheckpointStoreConformance,
+    EventStoreConformance,
+)
 from meshkit.testing._fakeclock import FakeClock
 
-__all__ = ["FakeClock"]
+__all__ = ["CheckpointStoreConformance", "EventStoreConformance", "FakeClock"]

@@ -1,0 +1,114 @@
+"""The `Aggregate` base class: command methods record events, one `apply` changes state.
+
+An aggregate's state changes in exactly one place: `apply(event)`, which dispatches on the
+event's class to the method decorated `@applies(ThatEvent)`. Command methods validate, then
+call `record(event)`, which applies the event and keeps it as pending until a `Repository`
+saves it. Loading replays stored events through the same `apply`, so state built by commands
+and state rebuilt from the log cannot drift apart. This core is synchronous and does no I/O.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+
+from meshkit._errors import UnhandledEventError
+
+__all__ = ["Aggregate", "applies"]
+
+_F = TypeVar("_F", bound=Callable[..., None])
+
+_APPLIES_ATTR = "__meshkit_applies__"
+_BASE_FIELDS = frozenset({"stream_id", "version"})
+
+
+def applies(*event_types: type[Any]) -> Callable[[_F], _F]:
+    """Mark an aggregate method as the one that applies `event_types` to its state.
+
+    The method takes the event and mutates `self`; it must not fail (validation belongs in
+    the command method that records the event).
+    """
+
+    def mark(fn: _F) -> _F:
+        setattr(fn, _APPLIES_ATTR, event_types)
+        return fn
+
+    return mark
+
+
+class Aggregate:
+    """Base class of event-sourced aggregates.
+
+    Subclasses must be constructible as `cls(stream_id)`, setting their initial state in
+    `__init__`; the repository creates them that way before replaying their events.
+
+    Attributes:
+        stream_id: The id of the aggregate's event stream.
+        version: The version of the last event applied (0 for a new aggregate).
+        type_name: Class attribute; the aggregate type stored in snapshots (default: the
+            class name).
+        snapshot_schema: Class attribute; bump it when `snapshot_state()` changes shape, so
+            older snapshots are ignored (the events are replayed instead).
+    """
+
+    type_name: ClassVar[str] = "Aggregate"
+    snapshot_schema: ClassVar[int] = 1
+    _appliers: ClassVar[dict[type[Any], Callable[[Any, Any], None]]] = {}
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        self.version = 0
+        self._pending: list[object] = []
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "type_name" not in cls.__dict__:
+            cls.type_name = cls.__name__
+        appliers = dict(cls._appliers)
+        for value in cls.__dict__.values():
+            for event_type in getattr(value, _APPLIES_ATTR, ()):
+                appliers[event_type] = value
+        cls._appliers = appliers
+
+    @property
+    def pending_events(self) -> tuple[object, ...]:
+        """The events recorded since the aggregate was loaded or last saved."""
+        return tuple(self._pending)
+
+    def record(self, event: object) -> None:
+        """Apply `event` and keep it to be saved.
+
+        Raises:
+            UnhandledEventError: If no `@applies` method handles the event's class.
+        """
+        self.apply(event)
+        self._pending.append(event)
+
+    def apply(self, event: object) -> None:
+        """Apply one event to the state: the single place where state changes.
+
+        Raises:
+            UnhandledEventError: If no `@applies` method handles the event's class.
+        """
+        fn = self._appliers.get(type(event))
+        if fn is None:
+            raise UnhandledEventError(type(self).__name__, type(event).__name__)
+        fn(self, event)
+        self.version += 1
+
+    def snapshot_state(self) -> dict[str, Any]:
+        """Return the JSON-compatible state to snapshot (default: a deep copy of public attributes).
+
+        Override it, with `restore_state`, when the state holds non-JSON values.
+        """
+        return copy.deepcopy(
+            {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in _BASE_FIELDS}
+        )
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Set the state from a `snapshot_state()` result (default: set the attributes)."""
+        vars(self).update(copy.deepcopy(state))
+
+    def _mark_saved(self) -> None:
+        self._pending.clear()

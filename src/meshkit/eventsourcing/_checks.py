@@ -1,0 +1,67 @@
+"""Argument checks of the in-memory store (the SQL backends share the same rules)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TypeGuard
+
+from meshkit._errors import ConfigurationError
+from meshkit._validate import require
+from meshkit.eventsourcing._event import Event
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["check_append", "check_limit", "check_name", "check_position"]
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_position(field: str, value: object) -> None:
+    """Require a global position: an int >= 0.
+
+    Raises:
+        ConfigurationError: Naming `field` and `value` otherwise.
+    """
+    require(_is_int(value) and value >= 0, field, value, "must be an int >= 0")
+
+
+def check_limit(limit: object) -> None:
+    """Require `None` or an int >= 1.
+
+    Raises:
+        ConfigurationError: Otherwise.
+    """
+    if limit is not None:
+        require(_is_int(limit) and limit >= 1, "limit", limit, "must be None or an int >= 1")
+
+
+def check_name(name: object) -> None:
+    """Require a non-empty str (a checkpoint or subscription name).
+
+    Raises:
+        ConfigurationError: Otherwise.
+    """
+    require(isinstance(name, str) and name != "", "name", name, "must be a non-empty str")
+
+
+def check_append(stream_id: object, events: Sequence[Event], expected_version: object) -> None:
+    """Check the arguments of `EventStore.append` before anything is written.
+
+    Raises:
+        ConfigurationError: If `expected_version` is negative or not an int, `events` is
+            empty, an event belongs to another stream or has the wrong version, or two
+            events share an id.
+    """
+    require(isinstance(stream_id, str) and stream_id != "", "stream_id", stream_id, "non-empty")
+    if not (_is_int(expected_version) and expected_version >= 0):
+        raise ConfigurationError("expected_version", expected_version, "must be an int >= 0")
+    require(len(events) > 0, "events", events, "must not be empty")
+    for offset, event in enumerate(events, start=1):
+        require(isinstance(event, Event), "events", event, "must hold Event objects")
+        require(event.stream_id == stream_id, "event.stream_id", event.stream_id, "must match")
+        want = expected_version + offset
+        require(event.version == want, "event.version", event.version, f"expected {want}")
+    ids = {event.event_id for event in events}
+    require(len(ids) == len(events), "event_id", events, "event ids must be unique")

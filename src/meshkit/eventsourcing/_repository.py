@@ -1,0 +1,142 @@
+"""The `Repository`: load an aggregate (from a snapshot when there is one) and save it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Generic, TypeVar, final
+
+import attrs
+
+from meshkit._errors import ConfigurationError, StreamNotFoundError
+from meshkit._validate import ge, instance_of, optional
+from meshkit.eventsourcing._aggregate import Aggregate
+from meshkit.eventsourcing._event import Snapshot
+from meshkit.eventsourcing._registry import EventRegistry
+from meshkit.eventsourcing._store import EventStore
+
+if TYPE_CHECKING:
+    import uuid
+
+__all__ = ["Repository"]
+
+_A = TypeVar("_A", bound=Aggregate)
+
+
+@final
+@attrs.define(eq=False, kw_only=True)
+class Repository(Generic[_A]):
+    """Loads and saves aggregates of one type with optimistic concurrency.
+
+    Attributes:
+        store: The event store holding the aggregates' streams.
+        aggregate_type: The `Aggregate` subclass this repository builds.
+        registry: Converts domain events to stored envelopes and back.
+        snapshot_every: Take a snapshot whenever a save crosses a multiple of this many
+            events (`None`: never automatically; `snapshot()` still works).
+    """
+
+    store: EventStore = attrs.field(validator=instance_of(EventStore))
+    aggregate_type: type[_A]
+    registry: EventRegistry = attrs.field(validator=instance_of(EventRegistry))
+    snapshot_every: int | None = attrs.field(
+        default=None, validator=[optional(instance_of(int)), optional(ge(1))]
+    )
+
+    async def load(self, stream_id: str) -> _A:
+        """Return the aggregate of `stream_id`, from its snapshot plus later events.
+
+        A snapshot of another aggregate type or an older `snapshot_schema` is ignored.
+
+        Raises:
+            StreamNotFoundError: If the stream has no events.
+            EventDecodeError: If a stored event cannot be decoded (its subclass
+                `UnknownEventTypeError` for an unregistered type).
+            UnhandledEventError: If the aggregate has no `@applies` for a stored event.
+        """
+        aggregate = await self.get(stream_id)
+        if aggregate is None:
+            raise StreamNotFoundError(stream_id)
+        return aggregate
+
+    async def get(self, stream_id: str) -> _A | None:
+        """Return the aggregate of `stream_id`, or `None` when the stream has no events.
+
+        Raises:
+            EventDecodeError: As `load` does.
+            UnhandledEventError: As `load` does.
+        """
+        aggregate = self.aggregate_type(stream_id)
+        snapshot = await self.store.load_snapshot(stream_id)
+        if snapshot is not None and self._usable(snapshot):
+            aggregate.restore_state(dict(snapshot.state))
+            aggregate.version = snapshot.version
+        events = await self.store.read(stream_id, aggregate.version + 1)
+        decode = self.registry.decode
+        apply = aggregate.apply
+        for event in events:
+            apply(decode(event))
+        return aggregate if aggregate.version > 0 else None
+
+    async def save(
+        self,
+        aggregate: _A,
+        *,
+        correlation_id: uuid.UUID | None = None,
+        causation_id: uuid.UUID | None = None,
+    ) -> int:
+        """Append the aggregate's pending events, expecting the version it was loaded at.
+
+        On success the pending events are cleared; on a conflict they are kept, and the
+        caller should reload the aggregate and run its command again.
+
+        Returns:
+            The stream's new version.
+
+        Raises:
+            VersionConflictError: If another writer appended to the stream meanwhile.
+            ConfigurationError: If a pending event's class is not registered.
+        """
+        pending = aggregate._pending  # noqa: SLF001 - the repository is the aggregate's partner
+        if not pending:
+            return aggregate.version
+        expected = aggregate.version - len(pending)
+        to_event = self.registry.to_event
+        envelopes = [
+            to_event(
+                event,
+                stream_id=aggregate.stream_id,
+                version=expected + offset,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+            )
+            for offset, event in enumerate(pending, start=1)
+        ]
+        version = await self.store.append(aggregate.stream_id, envelopes, expected)
+        aggregate._mark_saved()  # noqa: SLF001 - the repository is the aggregate's partner
+        every = self.snapshot_every
+        if every is not None and version // every > expected // every:
+            await self.snapshot(aggregate)
+        return version
+
+    async def snapshot(self, aggregate: _A) -> None:
+        """Store a snapshot of `aggregate`'s saved state.
+
+        Raises:
+            ConfigurationError: If the aggregate has unsaved events or no events at all.
+        """
+        if aggregate.pending_events or aggregate.version < 1:
+            raise ConfigurationError(
+                "aggregate", aggregate.stream_id, "must be saved and non-empty to snapshot"
+            )
+        await self.store.save_snapshot(
+            Snapshot(
+                stream_id=aggregate.stream_id,
+                version=aggregate.version,
+                type=self.aggregate_type.type_name,
+                state=aggregate.snapshot_state(),
+                schema_version=self.aggregate_type.snapshot_schema,
+            )
+        )
+
+    def _usable(self, snapshot: Snapshot) -> bool:
+        cls = self.aggregate_type
+        return snapshot.type == cls.type_name and snapshot.schema_version == cls.snapshot_schema

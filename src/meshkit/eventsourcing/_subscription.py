@@ -1,0 +1,298 @@
+"""Subscriptions: catch up on the global log from a checkpoint, then follow it live.
+
+A `Subscription` reads the store's global log in batches after its saved checkpoint, calls
+the handler for each event in order, and saves the checkpoint after each handled batch; when
+it has caught up it waits on `store.wait_for_new()` and goes on. It is an async context
+manager that owns its task group.
+
+Each batch runs inside one *transaction* of the checkpoint store. A plain `CheckpointStore`
+gets a trivial transaction that just saves the checkpoint at the end of the batch. A store
+that also implements `TransactionalCheckpointStore` (the SQL backends do) opens a real
+database transaction: the handler receives it as its second argument, writes its projection
+through it, and the checkpoint is saved in the same transaction, so the projection and its
+checkpoint can never disagree (exactly-once effects within that database).
+
+When the handler raises, the batch's transaction is rolled back and its events are handled
+one per transaction; the failing event is retried with exponential backoff (through the
+injected clock) up to `max_attempts` times in all, then parked as a `DeadLetter` in the
+dead-letter store, reported to `on_dead_letter`, and skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Protocol,
+    Self,
+    TypeVar,
+    cast,
+    final,
+    runtime_checkable,
+)
+
+import anyio
+import attrs
+
+from meshkit._clock import SYSTEM_CLOCK, Clock
+from meshkit._errors import ConfigurationError
+from meshkit._validate import finite, ge, instance_of, optional
+from meshkit.eventsourcing._deadletter import DeadLetter, DeadLetterStore, MemoryDeadLetterStore
+from meshkit.eventsourcing._store import CheckpointStore, EventStore
+
+if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+    from types import TracebackType
+
+    from anyio.abc import TaskGroup, TaskStatus
+
+    from meshkit.eventsourcing._event import Event
+
+__all__ = [
+    "Handler",
+    "Subscription",
+    "Transaction",
+    "TransactionalCheckpointStore",
+]
+
+
+@runtime_checkable
+class Transaction(Protocol):
+    """One unit of work of a subscription: a batch of handler calls plus its checkpoint."""
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        """Save the checkpoint of subscription `name` as part of this unit of work."""
+        ...
+
+
+_TxT = TypeVar("_TxT")
+_TxT_co = TypeVar("_TxT_co", covariant=True)
+
+
+@runtime_checkable
+class TransactionalCheckpointStore(CheckpointStore, Protocol[_TxT_co]):
+    """A checkpoint store that can save a checkpoint with a projection's own writes.
+
+    `transaction()` returns an async context manager that begins a transaction and yields
+    an object with `save_checkpoint(name, position)` (plus whatever the projection needs to
+    write, such as a connection); it commits when the block exits normally and rolls back
+    when it raises.
+    """
+
+    def transaction(self) -> AbstractAsyncContextManager[_TxT_co]:
+        """Begin a unit of work."""
+        ...
+
+
+Handler = Callable[["Event", _TxT], Awaitable[None]]
+"""`async def handler(event, tx)`: handle one event inside the transaction `tx`."""
+
+
+class _HandlerFailedError(Exception):
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(index, error)
+        self.index = index
+        self.error = error
+
+
+@final
+@attrs.frozen
+class _PlainTransaction:
+    store: CheckpointStore
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        await self.store.save_checkpoint(name, position)
+
+
+def _position(event: Event) -> int:
+    if event.position is None:
+        raise ConfigurationError("event.position", None, "events read from a store need one")
+    return event.position
+
+
+@final
+@attrs.define(eq=False, kw_only=True)
+class Subscription(Generic[_TxT]):
+    """Deliver every event of the global log to `handler`, in order, from a checkpoint.
+
+    Attributes:
+        name: The subscription's name; its checkpoint is saved under it.
+        store: The event store to read.
+        handler: `async def handler(event, tx)`; `tx` is the checkpoint store's transaction
+            (see the module docs); raise to have the event retried.
+        checkpoints: Where the position is saved (transactional or not).
+        dead_letters: Where events are parked once retries are exhausted.
+        on_dead_letter: Awaited with each parked letter (e.g. to alert).
+        batch_size: Events read and handled per transaction.
+        max_attempts: Handler calls per event before it is parked (`None`: retry forever,
+            never park, as an outbox relay must to keep order).
+        backoff_initial: Seconds before the first retry; doubled per attempt.
+        backoff_max: The cap on the backoff.
+        clock: Time source for the backoff.
+    """
+
+    name: str = attrs.field(validator=instance_of(str))
+    store: EventStore = attrs.field(validator=instance_of(EventStore))
+    handler: Handler[_TxT]
+    checkpoints: CheckpointStore = attrs.field(validator=instance_of(CheckpointStore))
+    dead_letters: DeadLetterStore = attrs.field(
+        factory=MemoryDeadLetterStore, validator=instance_of(DeadLetterStore)
+    )
+    on_dead_letter: Callable[[DeadLetter], Awaitable[None]] | None = None
+    batch_size: int = attrs.field(default=100, validator=[instance_of(int), ge(1)])
+    max_attempts: int | None = attrs.field(
+        default=5, validator=[optional(instance_of(int)), optional(ge(1))]
+    )
+    backoff_initial: float = attrs.field(default=0.1, validator=[finite, ge(0)])
+    backoff_max: float = attrs.field(default=30.0, validator=[finite, ge(0)])
+    clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
+    _position: int = attrs.field(init=False, default=0)
+    _progress: anyio.Event | None = attrs.field(init=False, default=None)
+    _task_group: TaskGroup | None = attrs.field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        if self.name == "":
+            raise ConfigurationError("name", self.name, "must not be empty")
+
+    @property
+    def position(self) -> int:
+        """The global position of the last event handled (or parked)."""
+        return self._position
+
+    async def __aenter__(self) -> Self:
+        """Load the checkpoint and start following the log in a task group of its own.
+
+        Raises:
+            ConfigurationError: If the subscription is already running.
+        """
+        if self._task_group is not None:
+            raise ConfigurationError("subscription", self.name, "is already running")
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        try:
+            await task_group.start(self.run)
+        except BaseException as exc:
+            self._task_group = None
+            task_group.cancel_scope.cancel()
+            await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        """Stop following the log and wait for the task to end."""
+        task_group, self._task_group = self._task_group, None
+        if task_group is None:
+            return None
+        task_group.cancel_scope.cancel()
+        return await task_group.__aexit__(exc_type, exc, tb)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Catch up and follow the log forever (use it in your own task group, or `async with`).
+
+        Raises:
+            EventSourcingError: If the store or checkpoint store fails (handler errors are
+                retried and parked instead).
+        """
+        position = await self.checkpoints.load_checkpoint(self.name)
+        self._advance(position)
+        task_status.started()
+        while True:
+            events = await self.store.read_all(position, limit=self.batch_size)
+            if not events:
+                await self.store.wait_for_new(position)
+                continue
+            await self._handle_batch(events)
+            position = _position(events[-1])
+
+    async def wait_for_position(self, position: int) -> None:
+        """Wait until the subscription has handled every event up to `position`.
+
+        Tests use it with the position returned by the store, e.g. `store.last_position`.
+        """
+        while self._position < position:
+            if self._progress is None:
+                self._progress = anyio.Event()
+            await self._progress.wait()
+
+    # ------------------------------------------------------------ internals
+
+    def _transaction(self) -> AbstractAsyncContextManager[_TxT]:
+        store = self.checkpoints
+        if isinstance(store, TransactionalCheckpointStore):
+            return cast("AbstractAsyncContextManager[_TxT]", store.transaction())
+        return _plain_transaction(store)
+
+    async def _handle_batch(self, events: list[Event]) -> None:
+        try:
+            async with self._transaction() as tx:
+                for index, event in enumerate(events):
+                    try:
+                        await self.handler(event, tx)
+                    except Exception as exc:
+                        raise _HandlerFailedError(index, exc) from exc
+                await cast("Transaction", tx).save_checkpoint(self.name, _position(events[-1]))
+        except _HandlerFailedError as failed:
+            for index, event in enumerate(events):
+                error = failed.error if index == failed.index else None
+                await self._handle_one(event, error)
+        self._advance(_position(events[-1]))
+
+    async def _handle_one(self, event: Event, error: Exception | None) -> None:
+        attempts = 0 if error is None else 1
+        while True:
+            if error is not None:
+                if self.max_attempts is not None and attempts >= self.max_attempts:
+                    await self._park(event, error, attempts)
+                    return
+                await self.clock.sleep(self._backoff(attempts))
+            error = await self._try_one(event)
+            if error is None:
+                self._advance(_position(event))
+                return
+            attempts += 1
+
+    async def _try_one(self, event: Event) -> Exception | None:
+        try:
+            async with self._transaction() as tx:
+                try:
+                    await self.handler(event, tx)
+                except Exception as exc:
+                    raise _HandlerFailedError(0, exc) from exc
+                await cast("Transaction", tx).save_checkpoint(self.name, _position(event))
+        except _HandlerFailedError as failed:
+            return failed.error
+        return None
+
+    async def _park(self, event: Event, error: Exception, attempts: int) -> None:
+        letter = DeadLetter(
+            subscription=self.name, event=event, error=repr(error), attempts=attempts
+        )
+        await self.dead_letters.park(letter)
+        if self.on_dead_letter is not None:
+            await self.on_dead_letter(letter)
+        async with self._transaction() as tx:
+            await cast("Transaction", tx).save_checkpoint(self.name, _position(event))
+        self._advance(_position(event))
+
+    def _backoff(self, attempts: int) -> float:
+        return float(min(self.backoff_initial * 2 ** (attempts - 1), self.backoff_max))
+
+    def _advance(self, position: int) -> None:
+        self._position = position
+        progress, self._progress = self._progress, None
+        if progress is not None:
+            progress.set()
+
+
+@contextlib.asynccontextmanager
+async def _plain_transaction(store: CheckpointStore) -> AsyncIterator[Any]:
+    yield _PlainTransaction(store)

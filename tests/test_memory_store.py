@@ -1,0 +1,109 @@
+"""The in-memory event store and checkpoint store: the shared conformance suite, and extras."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import attrs
+import pytest
+
+from meshkit.eventsourcing import (
+    CheckpointStore,
+    DeadLetter,
+    Event,
+    EventStore,
+    MemoryCheckpointStore,
+    MemoryDeadLetterStore,
+    MemoryEventStore,
+    Snapshot,
+)
+from meshkit.testing import CheckpointStoreConformance, EventStoreConformance
+from meshkit.testing._eventstore_conformance import make_events
+
+
+class TestMemoryEventStore(EventStoreConformance):
+    async def make_store(self) -> EventStore:
+        return MemoryEventStore()
+
+
+class TestMemoryCheckpointStore(CheckpointStoreConformance):
+    async def make_checkpoints(self) -> CheckpointStore:
+        return MemoryCheckpointStore()
+
+
+class TestConformanceSuite:
+    def test_subclasses_are_marked_for_anyio(self) -> None:
+        """Subclassing a suite adds the anyio mark, keeping marks the class already has."""
+
+        class TestMarked(EventStoreConformance):
+            pytestmark = pytest.mark.redis
+
+            async def make_store(self) -> EventStore:
+                return MemoryEventStore()
+
+        names = [mark.name for mark in getattr(TestMarked, "pytestmark", [])]
+        assert names == ["redis", "anyio"]
+
+    @pytest.mark.anyio
+    async def test_a_broken_store_fails_the_suite(self) -> None:
+        """A store that ignores expected versions makes the conflict test fail."""
+
+        class CarelessStore:
+            """Ignores expected versions: appends wherever the events say."""
+
+            def __init__(self) -> None:
+                self.inner = MemoryEventStore()
+
+            async def append(self, stream_id: str, events: list[Event], expected: int) -> int:
+                current = self.inner.stream_version_nowait(stream_id)
+                moved = [
+                    attrs.evolve(e, version=current + i) for i, e in enumerate(events, start=1)
+                ]
+                return self.inner.append_nowait(stream_id, moved, current)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.inner, name)
+
+        class Careless(EventStoreConformance):
+            async def make_store(self) -> EventStore:
+                return cast("EventStore", CarelessStore())
+
+        with pytest.raises(AssertionError, match="expected VersionConflictError"):
+            await Careless().test_version_conflict_writes_nothing()
+
+
+class TestMemoryExtras:
+    def test_nowait_core(self) -> None:
+        """The synchronous core appends and reads without an event loop."""
+        store = MemoryEventStore()
+        assert store.append_nowait("s", make_events("s", 1, 3), 0) == 3
+        assert store.last_position == 3
+        assert [e.version for e in store.read_nowait("s", 0, limit=2)] == [1, 2]
+        assert [e.position for e in store.read_all_nowait(1)] == [2, 3]
+        assert store.stream_version_nowait("s") == 3
+
+    @pytest.mark.anyio
+    async def test_snapshot_state_is_copied(self) -> None:
+        """Mutating a saved or loaded snapshot's state does not change the stored one."""
+        store = MemoryEventStore()
+        state = {"lines": {"fig": 1}}
+        await store.save_snapshot(Snapshot(stream_id="s", version=1, type="T", state=state))
+        state["lines"]["fig"] = 2
+        loaded = await store.load_snapshot("s")
+        assert loaded is not None
+        loaded.state["lines"]["fig"] = 3
+        again = await store.load_snapshot("s")
+        assert again is not None
+        assert again.state == {"lines": {"fig": 1}}
+        await store.aclose()
+
+    @pytest.mark.anyio
+    async def test_dead_letter_store(self) -> None:
+        """The memory dead-letter store keeps letters per subscription, oldest first."""
+        letters = MemoryDeadLetterStore()
+        event = make_events("s", 1, 1)[0]
+        first = DeadLetter(subscription="a", event=event, error="boom", attempts=3)
+        await letters.park(first)
+        await letters.park(DeadLetter(subscription="b", event=event, error="x", attempts=1))
+        assert await letters.dead_letters("a") == [first]
+        assert await letters.dead_letters("c") == []
