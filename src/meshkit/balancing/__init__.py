@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from meshkit.balancing._bounded import BoundedLoadRing
 from meshkit.balancing._endpoint import Endpoint, LoadBalancer, Outcome
 from meshkit.balancing._ewma import PeakEwma
+from meshkit.balancing._hashring import HashRing
 from meshkit.balancing._leastrequest import LeastRequest
+from meshkit.balancing._maglev import Maglev
 from meshkit.balancing._outlier import OutlierDetector
 from meshkit.balancing._outlierconfig import OutlierConfig
 from meshkit.balancing._random import Random
@@ -12,9 +15,12 @@ from meshkit.balancing._roundrobin import RoundRobin, WeightedRoundRobin
 from meshkit.balancing._slowstart import SlowStart
 
 __all__ = [
+    "BoundedLoadRing",
     "Endpoint",
+    "HashRing",
     "LeastRequest",
     "LoadBalancer",
+    "Maglev",
     "Outcome",
     "OutlierConfig",
     "OutlierDetector",

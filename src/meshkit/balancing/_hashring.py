@@ -1,0 +1,314 @@
+"""`HashRing`: consistent hashing on a sorted list of integer points, searched with `bisect`."""
+
+from __future__ import annotations
+
+import random
+import threading
+import typing
+from bisect import bisect_left
+from operator import itemgetter
+
+import attrs
+
+from meshkit._errors import NoAvailableEndpointError
+from meshkit._validate import ge, in_range, instance_of, require
+from meshkit.balancing._endpoint import Endpoint, Outcome, check_endpoints
+from meshkit.balancing._hash import HASH_BITS, HashFunction, key_bytes, load_hash
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = [
+    "DEFAULT_VNODES",
+    "HashRing",
+    "RingSnapshot",
+    "build_ring",
+    "build_table",
+    "table_bits",
+    "vnode_entries",
+]
+
+DEFAULT_VNODES = 160
+"""Virtual nodes per unit of weight (the ketama/uhashring default)."""
+
+_SEED_RANGE = (0, 2**64 - 1)
+_MIN_TABLE_BITS = 8
+_MAX_TABLE_BITS = 20
+
+# One ring point: (hash, address, vnode index, endpoint). Sorting the tuples orders the ring
+# and breaks a hash collision deterministically: the lower (address, index) owns the point,
+# whatever the order endpoints were added in. The endpoint itself is never compared, since
+# (address, index) is unique.
+Entry = tuple[int, str, int, Endpoint]
+_point = itemgetter(0)
+_owner = itemgetter(3)
+
+
+@attrs.frozen
+class RingSnapshot:
+    """One immutable ring: readers load it with a single attribute read and never lock.
+
+    Besides the sorted points, a snapshot holds a lookup table that answers most lookups
+    without a search. The hash space is cut into `2**bits` equal buckets (about 8 per point);
+    `table[b]` is the endpoint owning every key of bucket `b` when no point falls inside that
+    bucket (so all its keys share one successor), and `None` when one does, in which case the
+    lookup bisects. Either way the answer is exactly the bisect search's.
+
+    Attributes:
+        endpoints: The endpoint set, in the order given.
+        entries: The sorted ring entries `(point, address, vnode index, endpoint)`.
+        points: The sorted points alone (what `bisect` searches).
+        owners: `owners[i]` owns `points[i]`; one extra item repeats `owners[0]`, so a hash
+            past the last point wraps around without a modulo. Empty when the ring is.
+        live: How many endpoints own at least one point (those with weight > 0).
+        weight: The endpoints' total weight.
+        shift: `hash >> shift` is a hash's bucket (`64 - bits`).
+        table: One item per bucket: its owner, or `None` when a point lies inside it.
+    """
+
+    endpoints: tuple[Endpoint, ...]
+    entries: list[Entry]
+    points: list[int]
+    owners: list[Endpoint]
+    live: int
+    weight: int
+    shift: int
+    table: list[Endpoint | None]
+
+    def locate(self, point: int) -> Endpoint:
+        """Return the owner of the first point at or after `point` (wrapping), via the table.
+
+        Raises:
+            IndexError: If the ring is empty.
+        """
+        owner = self.table[point >> self.shift]
+        if owner is None:
+            return self.owners[bisect_left(self.points, point)]
+        return owner
+
+
+def vnode_entries(endpoint: Endpoint, vnodes: int, seed: int, hasher: HashFunction) -> list[Entry]:
+    """Return the sorted ring entries of one endpoint: `vnodes * weight` points."""
+    address = endpoint.address
+    return sorted(
+        (hasher(f"{address}-{index}".encode(), seed), address, index, endpoint)
+        for index in range(vnodes * endpoint.weight)
+    )
+
+
+def table_bits(count: int) -> int:
+    """Return the lookup table's size exponent for a ring of `count` points (8 to 20)."""
+    return min(_MAX_TABLE_BITS, max(_MIN_TABLE_BITS, count.bit_length() + 3))
+
+
+def _refresh_arc(
+    table: list[Endpoint | None], points: list[int], owner: Endpoint, j: int, shift: int
+) -> None:
+    """Rewrite the buckets of the arc `(points[j - 1], points[j]]`, which `owner` owns."""
+    last = points[j - 1] >> shift  # j == 0 is the arc wrapping past the end
+    first = points[j] >> shift
+    if j == 0:
+        table[last + 1 :] = [owner] * (len(table) - last - 1)
+        table[:first] = [owner] * first
+    else:
+        table[last + 1 : first] = [owner] * (first - last - 1)
+    table[last] = table[first] = None
+
+
+def build_table(points: list[int], owners: list[Endpoint], bits: int) -> list[Endpoint | None]:
+    """Return the lookup table for sorted `points` owned by `owners`, from scratch."""
+    shift = HASH_BITS - bits
+    table: list[Endpoint | None] = [None] * (1 << bits)
+    for j in range(len(points)):
+        _refresh_arc(table, points, owners[j], j, shift)
+    return table
+
+
+def build_ring(
+    endpoints: tuple[Endpoint, ...],
+    entries: list[Entry],
+    previous: RingSnapshot | None = None,
+    changed: Iterable[int] = (),
+) -> RingSnapshot:
+    """Return the snapshot for `endpoints` whose sorted ring entries are `entries`.
+
+    With `previous` and the points `changed` (added or removed) since it, the lookup table is
+    patched arc by arc instead of rebuilt, unless the table size has to change.
+    """
+    points = list(map(_point, entries))
+    owners = list(map(_owner, entries))
+    bits = table_bits(len(points))
+    shift = HASH_BITS - bits
+    if not points:
+        table: list[Endpoint | None] = [None] * (1 << bits)
+    elif previous is not None and previous.shift == shift:
+        table = previous.table.copy()
+        for point in changed:
+            j = bisect_left(points, point) % len(points)
+            _refresh_arc(table, points, owners[j], j, shift)
+    else:
+        table = build_table(points, owners, bits)
+    if owners:
+        owners.append(owners[0])
+    live = sum(1 for endpoint in endpoints if endpoint.weight > 0)
+    weight = sum(endpoint.weight for endpoint in endpoints)
+    return RingSnapshot(endpoints, entries, points, owners, live, weight, shift, table)
+
+
+@typing.final
+@attrs.define(eq=False)
+class HashRing:
+    """Consistent hashing: a key maps to the first virtual node clockwise from its hash.
+
+    Each endpoint owns `vnodes * weight` points on a ring of 64-bit XXH3 hashes (weight 0
+    owns none, any weight > 0 owns at least `vnodes`); a lookup hashes the key and bisects
+    the sorted points. Adding or removing one endpoint moves only the keys that endpoint
+    gains or loses. The ring is an immutable snapshot swapped in one assignment: readers
+    never lock and never see a half-built ring; writers serialise on a lock.
+
+    Args:
+        endpoints: The initial endpoint set.
+        vnodes: Virtual nodes per unit of weight, >= 1.
+        seed: Hash seed in `[0, 2**64)`; rings with the same seed and endpoints agree.
+
+    Raises:
+        ConfigurationError: On duplicate endpoints or a bad `vnodes`/`seed`.
+        ImportError: If the `xxhash` package is missing (`pip install 'meshkit[hashing]'`).
+    """
+
+    _initial: tuple[Endpoint, ...] = attrs.field(
+        default=(), alias="endpoints", converter=check_endpoints, repr=False
+    )
+    vnodes: int = attrs.field(
+        default=DEFAULT_VNODES, kw_only=True, validator=[instance_of(int), ge(1)]
+    )
+    seed: int = attrs.field(
+        default=0, kw_only=True, validator=[instance_of(int), in_range(*_SEED_RANGE)]
+    )
+    _hash: HashFunction = attrs.field(init=False, repr=False)
+    _ring: RingSnapshot = attrs.field(init=False, repr=False)
+    _write_lock: threading.Lock = attrs.field(init=False, factory=threading.Lock, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._hash = load_hash()
+        self._ring = self._build(self._initial)
+        self._initial = ()
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The current endpoint snapshot."""
+        return self._ring.endpoints
+
+    @property
+    def snapshot(self) -> RingSnapshot:
+        """The current immutable ring (for inspection and for balancers built on it)."""
+        return self._ring
+
+    def hash_key(self, key: str | bytes) -> int:
+        """Return the ring position of `key` (`str` keys are hashed as UTF-8)."""
+        return self._hash(key_bytes(key), self.seed)
+
+    def get(self, key: str | bytes) -> Endpoint:
+        """Return the endpoint owning `key`: the first point at or after its hash, wrapping.
+
+        Raises:
+            NoAvailableEndpointError: If no endpoint has weight > 0.
+        """
+        ring = self._ring
+        data = key.encode() if isinstance(key, str) else key
+        point = self._hash(data, self.seed)
+        owner = ring.table[point >> ring.shift]
+        if owner is not None:
+            return owner
+        try:
+            return ring.owners[bisect_left(ring.points, point)]
+        except IndexError:
+            raise NoAvailableEndpointError("HashRing") from None
+
+    def get_n(self, key: str | bytes, n: int) -> tuple[Endpoint, ...]:
+        """Return `n` distinct endpoints for `key`, walking clockwise from its owner.
+
+        The first is `get(key)`; the rest are replicas. The answer depends only on the
+        points met along the walk, so it is stable when an unrelated endpoint comes or goes.
+
+        Raises:
+            ConfigurationError: If `n` < 1 or more than the endpoints with weight > 0.
+            NoAvailableEndpointError: If no endpoint has weight > 0.
+        """
+        ring = self._ring
+        if ring.live == 0:
+            raise NoAvailableEndpointError("HashRing")
+        require(1 <= n <= ring.live, "n", n, f"must be in [1, {ring.live}]")
+        start = bisect_left(ring.points, self.hash_key(key))
+        owners = ring.owners
+        size = len(ring.points)
+        chosen: dict[Endpoint, None] = {}
+        for step in range(size):
+            chosen[owners[(start + step) % size]] = None
+            if len(chosen) == n:
+                break
+        return tuple(chosen)
+
+    def pick(self, key: str | bytes | None = None) -> Endpoint:
+        """Return `get(key)`; without a key, the owner of a random point.
+
+        Raises:
+            NoAvailableEndpointError: If no endpoint has weight > 0.
+        """
+        if key is not None:
+            return self.get(key)
+        ring = self._ring
+        point = random.getrandbits(HASH_BITS)
+        try:
+            return ring.locate(point)
+        except IndexError:
+            raise NoAvailableEndpointError("HashRing") from None
+
+    def update(self, endpoints: Iterable[Endpoint]) -> None:
+        """Replace the endpoint set: build the new ring fully, then swap it in.
+
+        Raises:
+            ConfigurationError: If the set holds duplicate addresses.
+        """
+        snapshot = check_endpoints(endpoints)
+        with self._write_lock:
+            self._ring = self._build(snapshot)
+
+    def add(self, endpoint: Endpoint) -> None:
+        """Add one endpoint, merging its points into the ring; only keys it now owns move.
+
+        Raises:
+            ConfigurationError: If an endpoint with that address is already on the ring.
+        """
+        with self._write_lock:
+            old = self._ring
+            endpoints = check_endpoints((*old.endpoints, endpoint))
+            new = vnode_entries(endpoint, self.vnodes, self.seed, self._hash)
+            # Two sorted runs: timsort merges them in linear time.
+            merged = sorted(old.entries + new)
+            self._ring = build_ring(endpoints, merged, old, map(_point, new))
+
+    def remove(self, endpoint: Endpoint) -> None:
+        """Remove the endpoint with `endpoint`'s address; only the keys it owned move.
+
+        Raises:
+            ConfigurationError: If no endpoint with that address is on the ring.
+        """
+        address = endpoint.address
+        with self._write_lock:
+            old = self._ring
+            kept = tuple(e for e in old.endpoints if e.address != address)
+            require(len(kept) < len(old.endpoints), "endpoint", address, "not on the ring")
+            entries = [entry for entry in old.entries if entry[1] != address]
+            gone = [entry[0] for entry in old.entries if entry[1] == address]
+            self._ring = build_ring(kept, entries, old, gone)
+
+    def report(self, endpoint: Endpoint, outcome: Outcome, latency: float) -> None:
+        """Ignore the report: placement on the ring does not depend on outcomes."""
+
+    def _build(self, endpoints: tuple[Endpoint, ...]) -> RingSnapshot:
+        entries: list[Entry] = []
+        for endpoint in endpoints:
+            entries += vnode_entries(endpoint, self.vnodes, self.seed, self._hash)
+        entries.sort()
+        return build_ring(endpoints, entries)
