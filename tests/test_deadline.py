@@ -173,6 +173,21 @@ class TestTimeoutAsync:
                     called.append(True)
         assert called == []
 
+    async def test_effective_deadline(self, clock: FakeClock) -> None:
+        """effective_deadline() computes the clamped deadline without entering a scope."""
+        timeout = Timeout(10, clock=clock)
+        assert timeout.effective_deadline() == Deadline(expires_at=10.0)
+        async with Timeout(4, clock=clock):
+            assert timeout.effective_deadline() == Deadline(expires_at=4.0)
+            assert current_deadline() == Deadline(expires_at=4.0)
+
+    async def test_system_clock_timeouts(self) -> None:
+        """With the real clock a quick call passes and an expired budget fails fast."""
+        assert await Timeout(60).call(_echo, 7) == 7
+        async with Timeout(60) as deadline:
+            assert 0 < deadline.remaining() <= 60
+            assert Timeout(60).call_sync(time_remaining) == pytest.approx(60, abs=1)
+
     async def test_other_clock_is_clamped_by_remaining_time(self, clock: FakeClock) -> None:
         """An inner timeout on another clock is clamped by the outer's remaining time."""
         other = FakeClock(start=100)
@@ -207,6 +222,11 @@ class TestTimeoutAsync:
             await clock.wait_sleepers(2)
             await clock.advance_stepwise(3)
         assert seen == {"a": 5.0, "b": 5.5}
+
+
+async def _echo(value: int) -> int:
+    await anyio.sleep(0)
+    return value
 
 
 async def _advance_then_wait(clock: FakeClock, seconds: float) -> None:

@@ -141,11 +141,14 @@ class Timeout:
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, kw_only=True)
     what: str = attrs.field(default="call", kw_only=True, validator=instance_of(str))
 
-    def deadline(self) -> tuple[Deadline, float]:
-        """Return the effective deadline of a call starting now, and its budget in seconds.
+    def effective_deadline(self) -> Deadline:
+        """Return the deadline a call starting now would get: clamped by the enclosing one.
 
-        The budget is `seconds`, or less when an enclosing deadline comes sooner (possibly 0).
+        Useful to pass a budget on without entering a scope (an outgoing RPC's timeout).
         """
+        return self._effective()[0]
+
+    def _effective(self) -> tuple[Deadline, float]:
         now = self.clock.now()
         own = now + self.seconds
         outer = _CURRENT.get()
@@ -158,7 +161,7 @@ class Timeout:
         return Deadline(expires_at=expires, clock=self.clock), max(expires - now, 0.0)
 
     def _start(self) -> tuple[Deadline, float]:
-        deadline, budget = self.deadline()
+        deadline, budget = self._effective()
         if budget <= 0:
             raise DeadlineExceededError(budget, self.what)
         return deadline, budget
