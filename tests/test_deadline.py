@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -225,7 +226,7 @@ class TestTimeoutAsync:
 
 
 async def _echo(value: int) -> int:
-    await anyio.sleep(0)
+    await anyio.lowlevel.checkpoint()
     return value
 
 
