@@ -3,19 +3,46 @@
 from __future__ import annotations
 
 from meshkit.resilience._backoff import Backoff, ExponentialBackoff
+from meshkit.resilience._breaker import (
+    CircuitBreaker,
+    CircuitBreakerListener,
+    CircuitCallOutcome,
+    CircuitCallRecorded,
+    CircuitStateChange,
+)
+from meshkit.resilience._breaker_config import (
+    CircuitBreakerConfig,
+    CountWindow,
+    ExponentialOpenDuration,
+    FixedOpenDuration,
+    TimeWindow,
+)
+from meshkit.resilience._breaker_core import CircuitBreakerStatistics, CircuitState
 from meshkit.resilience._budget import RetryBudget, RetryBudgetStatistics
 from meshkit.resilience._deadline import Deadline, Timeout, current_deadline, time_remaining
 from meshkit.resilience._retry import Retry, RetryEvent, RetryOutcome
 
 __all__ = [
     "Backoff",
+    "CircuitBreaker",
+    "CircuitBreakerConfig",
+    "CircuitBreakerListener",
+    "CircuitBreakerStatistics",
+    "CircuitCallOutcome",
+    "CircuitCallRecorded",
+    "CircuitState",
+    "CircuitStateChange",
+    "CountWindow",
     "Deadline",
     "ExponentialBackoff",
+    "ExponentialOpenDuration",
+    "FixedOpenDuration",
     "Retry",
     "RetryBudget",
     "RetryBudgetStatistics",
     "RetryEvent",
     "RetryOutcome",
+    "TimeWindow",
     "Timeout",
     "current_deadline",
     "time_remaining",

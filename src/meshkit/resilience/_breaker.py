@@ -1,0 +1,474 @@
+"""The circuit breaker: a thin, thread-safe async/sync shell around `BreakerCore`.
+
+The shell reads the clock, takes a short lock around the core's bookkeeping and calls
+listeners outside it. No lock is ever held across the protected call. While the breaker is
+CLOSED and configured for consecutive failures only, with nobody listening, a successful call
+takes no lock and reads no clock at all (see `BreakerCore.fast_epoch`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import functools
+import inspect
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, Self, TypeVar, final, overload
+
+import attrs
+
+from meshkit._clock import SYSTEM_CLOCK, Clock, SystemClock
+from meshkit._errors import CircuitOpenError
+from meshkit._validate import instance_of
+from meshkit.resilience._breaker_config import CircuitBreakerConfig
+from meshkit.resilience._breaker_core import (
+    BreakerCore,
+    CircuitBreakerStatistics,
+    CircuitState,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine
+    from types import TracebackType
+
+__all__ = [
+    "CircuitBreaker",
+    "CircuitBreakerListener",
+    "CircuitCallOutcome",
+    "CircuitCallRecorded",
+    "CircuitStateChange",
+]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_LOG = logging.getLogger("meshkit.resilience")
+
+# (breaker, permit, start, outer frame): the calls entered with `with breaker:` in this
+# thread or task, innermost first. A context variable, because one breaker is entered by
+# many threads and tasks at once.
+_Frame = tuple["CircuitBreaker", int, float, Any]
+_OPEN = CircuitState.OPEN
+# `CircuitOpenError(...)` without running its Python `__init__` (see the error's comment).
+_new_error = BaseException.__new__
+_ACTIVE: contextvars.ContextVar[_Frame | None] = contextvars.ContextVar(
+    "meshkit_breaker_active", default=None
+)
+
+
+class CircuitCallOutcome(enum.Enum):
+    """How the breaker counted one call."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    IGNORED = "ignored"
+    """The exception matched `ignore_exceptions`: neither success nor failure."""
+    CANCELLED = "cancelled"
+    """Cancellation or another `BaseException` that is not an `Exception`: not recorded."""
+    REJECTED = "rejected"
+    """The breaker did not admit the call."""
+
+
+@final
+@attrs.frozen(kw_only=True)
+class CircuitStateChange:
+    """A breaker changed state.
+
+    Attributes:
+        name: The breaker's name.
+        from_state: The state it left.
+        to_state: The state it entered.
+        at: The clock's time of the change.
+    """
+
+    name: str
+    from_state: CircuitState
+    to_state: CircuitState
+    at: float
+
+
+@final
+@attrs.frozen(kw_only=True)
+class CircuitCallRecorded:
+    """A call went through (or was turned away by) a breaker.
+
+    Attributes:
+        name: The breaker's name.
+        outcome: How the call was counted.
+        duration: Seconds the call took, per the breaker's clock (0 for a rejection).
+        slow: Whether it counted as a slow call.
+        exception: What the call raised (the `CircuitOpenError` for a rejection), if anything.
+    """
+
+    name: str
+    outcome: CircuitCallOutcome
+    duration: float
+    slow: bool
+    exception: BaseException | None
+
+
+class CircuitBreakerListener(Protocol):
+    """Receives a breaker's state changes and call outcomes (called outside its lock).
+
+    An exception raised by a listener is logged on the `meshkit.resilience` logger and
+    otherwise ignored, so observing a breaker can never break the calls it protects.
+    """
+
+    def on_state_change(self, event: CircuitStateChange) -> None:
+        """Handle a state change."""
+        ...
+
+    def on_call(self, event: CircuitCallRecorded) -> None:
+        """Handle a call's outcome."""
+        ...
+
+
+def _monotonic_now(clock: Clock) -> Callable[[], float]:
+    # SystemClock.now() is time.monotonic(); calling the C function directly saves a frame.
+    return time.monotonic if isinstance(clock, SystemClock) else clock.now
+
+
+@final
+@attrs.define(eq=False)
+class CircuitBreaker:
+    """Stop calling a failing dependency for a while, then probe it with a few trial calls.
+
+    Use it as `await breaker.call(fn, ...)` / `breaker.call_sync(fn, ...)`, as a decorator on
+    async or sync functions, or as `async with breaker:` / `with breaker:`. It is safe to share
+    between tasks (asyncio or trio) and threads.
+
+    An exception raised by the call is classified by the config: ignored (neither success nor
+    failure), a failure, or (when not in `record_exceptions`) a success. Cancellation and
+    other `BaseException`s that are not `Exception`s (`KeyboardInterrupt`, `SystemExit`) pass
+    straight through without being recorded; a HALF_OPEN trial ended that way gives its slot
+    back.
+
+    Example:
+        ```python
+        from meshkit.resilience import CircuitBreaker, CircuitState
+
+        breaker = CircuitBreaker(name="inventory")
+        assert breaker.call_sync(lambda: 42) == 42
+        assert breaker.state is CircuitState.CLOSED
+        ```
+
+    Args:
+        config: The policy; `CircuitBreakerConfig()` by default.
+        name: A name for errors, events and statistics.
+        clock: The source of time.
+    """
+
+    config: CircuitBreakerConfig = attrs.field(
+        factory=CircuitBreakerConfig, validator=instance_of(CircuitBreakerConfig)
+    )
+    name: str = attrs.field(default="circuit-breaker", kw_only=True, validator=instance_of(str))
+    clock: Clock = attrs.field(default=SYSTEM_CLOCK, kw_only=True)
+    _core: BreakerCore = attrs.field(init=False)
+    _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
+    _now: Callable[[], float] = attrs.field(init=False)
+    _listeners: tuple[CircuitBreakerListener, ...] = attrs.field(init=False, default=())
+    _classify: Callable[[Exception], bool | None] = attrs.field(init=False)
+    _slow_after: float = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._core = BreakerCore(self.config, self.name)
+        self._now = _monotonic_now(self.clock)
+        self._classify = self.config.classify()
+        slow = self.config.slow_call_duration
+        self._slow_after = float("inf") if slow is None else slow
+
+    # ------------------------------------------------------------ calling
+
+    async def call(
+        self, fn: Callable[_P, Awaitable[_T]], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        """Await `fn(*args, **kwargs)` through the breaker and return its result.
+
+        Raises:
+            CircuitOpenError: If the breaker does not admit the call.
+        """
+        core = self._core
+        epoch = core.fast_epoch
+        if epoch:
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                self._on_error(epoch, 0.0, exc)
+                raise
+            if core.consecutive_failures:
+                self._record(epoch, 0.0, failed=False)
+            else:
+                next(core.successes)
+            return result
+        if core.state is _OPEN and not self._listeners:
+            # Lock-free rejection: both reads are atomic, and a breaker seen OPEN with a
+            # deadline still ahead was OPEN at that instant.
+            now = self._now()
+            open_until = core.open_until
+            if now < open_until:
+                next(core.rejections)
+                raise _new_error(CircuitOpenError, self.name, open_until - now)
+        permit = self._acquire()
+        start = self._now()
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception as exc:
+            self._on_error(permit, start, exc)
+            raise
+        except BaseException as exc:
+            self._on_abandon(permit, start, exc)
+            raise
+        self._on_result(permit, start, result)
+        return result
+
+    def call_sync(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Call `fn(*args, **kwargs)` through the breaker and return its result.
+
+        Raises:
+            CircuitOpenError: If the breaker does not admit the call.
+        """
+        core = self._core
+        epoch = core.fast_epoch
+        if epoch:
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                self._on_error(epoch, 0.0, exc)
+                raise
+            if core.consecutive_failures:
+                self._record(epoch, 0.0, failed=False)
+            else:
+                next(core.successes)
+            return result
+        if core.state is _OPEN and not self._listeners:
+            # Lock-free rejection: both reads are atomic, and a breaker seen OPEN with a
+            # deadline still ahead was OPEN at that instant.
+            now = self._now()
+            open_until = core.open_until
+            if now < open_until:
+                next(core.rejections)
+                raise _new_error(CircuitOpenError, self.name, open_until - now)
+        permit = self._acquire()
+        start = self._now()
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            self._on_error(permit, start, exc)
+            raise
+        except BaseException as exc:
+            self._on_abandon(permit, start, exc)
+            raise
+        self._on_result(permit, start, result)
+        return result
+
+    @overload
+    def __call__(
+        self, fn: Callable[_P, Coroutine[Any, Any, _T]]
+    ) -> Callable[_P, Coroutine[Any, Any, _T]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[_P, _T]) -> Callable[_P, _T]: ...
+
+    def __call__(self, fn: Callable[_P, Any]) -> Callable[_P, Any]:
+        """Decorate an async or sync function so that every call goes through the breaker."""
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: _P.args, **kwargs: _P.kwargs) -> object:
+                return await self.call(fn, *args, **kwargs)
+
+            return async_wrapper
+
+        @functools.wraps(fn)
+        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> object:
+            return self.call_sync(fn, *args, **kwargs)
+
+        return wrapper
+
+    def __enter__(self) -> Self:
+        """Admit the block as one call.
+
+        Raises:
+            CircuitOpenError: If the breaker does not admit the call.
+        """
+        permit = self._acquire()
+        _ACTIVE.set((self, permit, self._now(), _ACTIVE.get()))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Record how the block ended (it never suppresses the exception)."""
+        frame = _ACTIVE.get()
+        if frame is None or frame[0] is not self:
+            msg = f"circuit breaker {self.name!r} exited without a matching enter"
+            raise RuntimeError(msg)
+        _, permit, start, outer = frame
+        _ACTIVE.set(outer)
+        if exc is None:
+            self._record(permit, start, failed=False)
+        elif isinstance(exc, Exception):
+            self._on_error(permit, start, exc)
+        else:
+            self._on_abandon(permit, start, exc)
+
+    async def __aenter__(self) -> Self:
+        """Admit the block as one call (`async with breaker:`).
+
+        Raises:
+            CircuitOpenError: If the breaker does not admit the call.
+        """
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Record how the block ended (it never suppresses the exception)."""
+        self.__exit__(exc_type, exc, tb)
+
+    # ------------------------------------------------------------ state and control
+
+    @property
+    def state(self) -> CircuitState:
+        """The current state (an OPEN breaker whose open duration is over is HALF_OPEN)."""
+        return self._locked(self._core.poll)
+
+    def statistics(self) -> CircuitBreakerStatistics:
+        """Return a frozen snapshot of the state, counts and rates."""
+        return self._locked(self._core.statistics)
+
+    def force_open(self) -> None:
+        """Enter FORCED_OPEN: reject every call until `reset()` or `disable()`."""
+        self._locked(self._core.force_open)
+
+    def disable(self) -> None:
+        """Enter DISABLED: admit every call and record nothing until `reset()`."""
+        self._locked(self._core.disable)
+
+    def reset(self) -> None:
+        """Return to CLOSED with empty counts, from any state."""
+        self._locked(self._core.reset)
+
+    def add_listener(self, listener: CircuitBreakerListener) -> None:
+        """Start sending state changes and call outcomes to `listener`."""
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
+            self._core.set_listening(listening=True)
+
+    def remove_listener(self, listener: CircuitBreakerListener) -> None:
+        """Stop sending events to `listener` (a listener not added is ignored)."""
+        with self._lock:
+            self._listeners = tuple(x for x in self._listeners if x is not listener)
+            self._core.set_listening(listening=bool(self._listeners))
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def _locked(self, method: Callable[[float], _T]) -> _T:
+        now = self._now()
+        with self._lock:
+            result = method(now)
+            transitions = self._core.take_transitions() if self._core.transitions else []
+        if transitions:
+            self._emit(transitions, None)
+        return result
+
+    def _acquire(self) -> int:
+        core = self._core
+        now = self._now()
+        rejected: CircuitOpenError | None = None
+        with self._lock:
+            try:
+                permit = core.acquire(now)
+            except CircuitOpenError as exc:
+                rejected = exc
+            transitions = core.take_transitions() if core.transitions else []
+        if self._listeners:
+            event = None
+            if rejected is not None:
+                event = CircuitCallRecorded(
+                    name=self.name,
+                    outcome=CircuitCallOutcome.REJECTED,
+                    duration=0.0,
+                    slow=False,
+                    exception=rejected,
+                )
+            self._emit(transitions, event)
+        if rejected is not None:
+            raise rejected
+        return permit
+
+    def _on_result(self, permit: int, start: float, result: object) -> None:
+        predicate = self.config.record_result
+        failed = False
+        if predicate is not None:
+            try:
+                failed = predicate(result)
+            except BaseException as exc:
+                self._on_abandon(permit, start, exc)
+                raise
+        self._record(permit, start, failed=failed)
+
+    def _on_error(self, permit: int, start: float, exc: Exception) -> None:
+        verdict = self._classify(exc)
+        if verdict is None:
+            self._finish(permit, start, CircuitCallOutcome.IGNORED, exc)
+        else:
+            self._record(permit, start, failed=verdict, exc=exc)
+
+    def _on_abandon(self, permit: int, start: float, exc: BaseException) -> None:
+        self._finish(permit, start, CircuitCallOutcome.CANCELLED, exc)
+
+    def _finish(
+        self, permit: int, start: float, outcome: CircuitCallOutcome, exc: BaseException
+    ) -> None:
+        now = self._now()
+        core = self._core
+        with self._lock:
+            core.release(permit, now, ignored=outcome is CircuitCallOutcome.IGNORED)
+            transitions = core.take_transitions() if core.transitions else []
+        if self._listeners:
+            event = CircuitCallRecorded(
+                name=self.name, outcome=outcome, duration=now - start, slow=False, exception=exc
+            )
+            self._emit(transitions, event)
+
+    def _record(
+        self, permit: int, start: float, *, failed: bool, exc: Exception | None = None
+    ) -> None:
+        now = self._now()
+        slow = now - start > self._slow_after
+        core = self._core
+        with self._lock:
+            core.record(permit, now, failed=failed, slow=slow)
+            transitions = core.take_transitions() if core.transitions else []
+        if self._listeners:
+            outcome = CircuitCallOutcome.FAILURE if failed else CircuitCallOutcome.SUCCESS
+            event = CircuitCallRecorded(
+                name=self.name, outcome=outcome, duration=now - start, slow=slow, exception=exc
+            )
+            self._emit(transitions, event)
+
+    def _emit(
+        self,
+        transitions: list[tuple[CircuitState, CircuitState, float]],
+        event: CircuitCallRecorded | None,
+    ) -> None:
+        changes = [
+            CircuitStateChange(name=self.name, from_state=old, to_state=new, at=at)
+            for old, new, at in transitions
+        ]
+        for listener in self._listeners:
+            try:
+                for change in changes:
+                    listener.on_state_change(change)
+                if event is not None:
+                    listener.on_call(event)
+            except Exception:  # noqa: BLE001 - a listener must not break the call
+                _LOG.exception("circuit breaker %r: listener %r failed", self.name, listener)
