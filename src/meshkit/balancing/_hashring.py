@@ -243,10 +243,10 @@ class HashRing:
         owners = ring.owners
         size = len(ring.points)
         chosen: dict[Endpoint, None] = {}
-        for step in range(size):
+        step = 0
+        while len(chosen) < n:  # ends: n <= the endpoints that own points
             chosen[owners[(start + step) % size]] = None
-            if len(chosen) == n:
-                break
+            step += 1
         return tuple(chosen)
 
     def pick(self, key: str | bytes | None = None) -> Endpoint:
