@@ -90,6 +90,7 @@ class TestRetryBudget:
             ({"window": math.nan}, "window"),
             ({"buckets": 0}, "buckets"),
             ({"buckets": 2.5}, "buckets"),
+            ({"clock": object()}, "clock"),
         ],
     )
     def test_rejects_bad_config(self, kwargs: dict[str, object], field: str) -> None:

@@ -59,6 +59,7 @@ class TestTimeoutConfig:
             ((math.inf,), {}, "seconds"),
             ((True,), {}, "seconds"),
             ((1,), {"what": 3}, "what"),
+            ((1,), {"clock": 3}, "clock"),
         ],
     )
     def test_rejects_bad_config(

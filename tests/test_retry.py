@@ -115,6 +115,7 @@ class TestRetryConfig:
             ({"budget": 5}, "budget"),
             ({"on_retry": [print, 3]}, "on_retry"),
             ({"name": 1}, "name"),
+            ({"clock": "now"}, "clock"),
         ],
     )
     def test_rejects_bad_config(self, kwargs: dict[str, object], field: str) -> None:

@@ -70,7 +70,7 @@ class RetryBudget:
     )
     window: float = attrs.field(default=10.0, kw_only=True, validator=[gt(0), finite])
     buckets: int = attrs.field(default=10, kw_only=True, validator=[instance_of(int), ge(1)])
-    clock: Clock = attrs.field(default=SYSTEM_CLOCK, kw_only=True)
+    clock: Clock = attrs.field(default=SYSTEM_CLOCK, kw_only=True, validator=instance_of(Clock))
     _requests: list[int] = attrs.field(init=False)
     _retries: list[int] = attrs.field(init=False)
     _slice: float = attrs.field(init=False)

@@ -138,7 +138,7 @@ class Timeout:
     """
 
     seconds: float = attrs.field(validator=[gt(0), finite])
-    clock: Clock = attrs.field(default=SYSTEM_CLOCK, kw_only=True)
+    clock: Clock = attrs.field(default=SYSTEM_CLOCK, kw_only=True, validator=instance_of(Clock))
     what: str = attrs.field(default="call", kw_only=True, validator=instance_of(str))
 
     def effective_deadline(self) -> Deadline:

@@ -172,7 +172,7 @@ class Retry:
     on_retry: tuple[Callable[[RetryEvent], object], ...] = attrs.field(
         default=(), converter=_listeners
     )
-    clock: Clock = SYSTEM_CLOCK
+    clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
     name: str = attrs.field(default="retry", validator=instance_of(str))
     _should_retry: Callable[[Exception], bool] = attrs.field(init=False, eq=False, repr=False)
     _timeout: Timeout | None = attrs.field(init=False, default=None, eq=False, repr=False)
