@@ -114,7 +114,10 @@ def _append_one(conn: sqlite3.Connection, request: AppendRequest) -> int:
         )
     try:
         conn.executemany(INSERT, request.rows)
-    except sqlite3.IntegrityError as exc:  # an event id is already stored elsewhere
+    except sqlite3.IntegrityError as exc:
+        if "meshkit_events.event_id" not in str(exc):
+            raise
+        # an event id is already stored elsewhere
         raise VersionConflictError(stream_id, expected, current) from exc
     return last
 

@@ -1,0 +1,178 @@
+"""Tests for the PostgreSQL event store: conformance, the no-skip log, errors, transactions."""
+
+# ruff: noqa: S608 - the SQL text is built from the test's own schema name
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from meshkit import (
+    ConfigurationError,
+    EventDecodeError,
+    EventStoreUnavailableError,
+    VersionConflictError,
+)
+from meshkit.eventsourcing import Event, PostgresEventStore, Snapshot
+from meshkit.testing import CheckpointStoreConformance, EventStoreConformance, FakeClock
+
+pytestmark = pytest.mark.anyio
+
+
+def _events(stream_id: str, first: int, count: int = 1) -> list[Event]:
+    return [Event(stream_id=stream_id, version=v, type="T") for v in range(first, first + count)]
+
+
+class TestPostgresConformance(EventStoreConformance):
+    @pytest.fixture(autouse=True)
+    def _schema(self, postgres_dsn: str, pg_schema: str) -> None:
+        self.dsn, self.schema = postgres_dsn, pg_schema
+
+    async def make_store(self) -> PostgresEventStore:
+        return await PostgresEventStore.open(self.dsn, schema=self.schema)
+
+
+class TestPostgresCheckpointConformance(CheckpointStoreConformance):
+    @pytest.fixture(autouse=True)
+    def _schema(self, postgres_dsn: str, pg_schema: str) -> None:
+        self.dsn, self.schema = postgres_dsn, pg_schema
+
+    async def make_checkpoints(self) -> PostgresEventStore:
+        return await PostgresEventStore.open(self.dsn, schema=self.schema)
+
+
+class TestConfiguration:
+    def test_bad_knobs_name_the_field(self) -> None:
+        """A schema that is not a plain identifier, or a bad pool size, is refused."""
+        with pytest.raises(ConfigurationError, match="schema"):
+            PostgresEventStore(dsn="x", schema='a"; DROP')
+        with pytest.raises(ConfigurationError, match="max_connections"):
+            PostgresEventStore(dsn="x", min_connections=4, max_connections=2)
+
+    async def test_unreachable_server_is_translated(self) -> None:
+        """A server that cannot be reached raises EventStoreUnavailableError from psycopg."""
+        store = PostgresEventStore(dsn="postgresql://nobody@127.0.0.1:1/x", connect_timeout=0.5)
+        with pytest.raises(EventStoreUnavailableError) as info:
+            await store.read_all()
+        assert isinstance(info.value.__cause__, psycopg.Error)
+
+    async def test_schema_creation_is_idempotent(self, postgres_dsn: str, pg_schema: str) -> None:
+        """Opening twice on one schema keeps the data."""
+        async with PostgresEventStore(dsn=postgres_dsn, schema=pg_schema) as store:
+            await store.append("s", _events("s", 1), 0)
+        async with PostgresEventStore(dsn=postgres_dsn, schema=pg_schema) as store:
+            assert await store.stream_version("s") == 1
+            assert await store.last_position() == 1
+
+
+class TestNoSkip:
+    async def test_in_flight_transaction_withholds_later_rows(
+        self, postgres_dsn: str, pg_schema: str
+    ) -> None:
+        """Rows committed after an open writer's are withheld until that writer finishes."""
+        async with PostgresEventStore(dsn=postgres_dsn, schema=pg_schema) as store:
+            await store.append("warm", _events("warm", 1), 0)
+            with psycopg.connect(postgres_dsn) as slow:
+                slow.execute(f'INSERT INTO "{pg_schema}".meshkit_checkpoints VALUES (%s, 1)', ["x"])
+                # `slow` now holds a transaction id older than the next append's
+                await store.append("fast", _events("fast", 1), 0)
+                assert [e.stream_id for e in await store.read_all()] == ["warm"]
+                assert await store.last_position() == 1
+                slow.rollback()
+            assert [e.stream_id for e in await store.read_all()] == ["warm", "fast"]
+
+
+class TestErrors:
+    async def test_corrupt_row_names_stream_version_and_type(
+        self, postgres_dsn: str, pg_schema: str
+    ) -> None:
+        """A row whose payload cannot be decoded raises EventDecodeError with its coordinates."""
+        async with PostgresEventStore(dsn=postgres_dsn, schema=pg_schema) as store:
+            await store.append("s", _events("s", 1), 0)
+            with psycopg.connect(postgres_dsn, autocommit=True) as raw:
+                raw.execute(f"UPDATE \"{pg_schema}\".meshkit_events SET data = '\\xff00'")
+            with pytest.raises(EventDecodeError, match="'s' version 1"):
+                await store.read_all()
+
+    async def test_event_id_stored_elsewhere_conflicts(
+        self, postgres_dsn: str, pg_schema: str
+    ) -> None:
+        """An event id already stored in another stream is a conflict; nothing is written."""
+        async with PostgresEventStore(dsn=postgres_dsn, schema=pg_schema) as store:
+            first = _events("a", 1)
+            await store.append("a", first, 0)
+            clash = [Event(stream_id="b", version=1, type="T", event_id=first[0].event_id)]
+            with pytest.raises(VersionConflictError):
+                await store.append("b", clash, 0)
+            assert await store.read("b") == []
+
+    async def test_closed_store_refuses_work(self, postgres_dsn: str, pg_schema: str) -> None:
+        """After aclose() every call raises EventStoreUnavailableError."""
+        store = await PostgresEventStore.open(postgres_dsn, schema=pg_schema)
+        await store.aclose()
+        with pytest.raises(EventStoreUnavailableError, match="closed"):
+            await store.read_all()
+
+    async def test_snapshot_replaced(self, postgres_dsn: str, pg_schema: str) -> None:
+        """A newer snapshot replaces the stream's previous one."""
+        async with PostgresEventStore(dsn=postgres_dsn, schema=pg_schema) as store:
+            await store.save_snapshot(Snapshot(stream_id="s", version=1, type="A", state={}))
+            await store.save_snapshot(Snapshot(stream_id="s", version=5, type="A", state={"n": 5}))
+            loaded = await store.load_snapshot("s")
+            assert loaded is not None
+            assert (loaded.version, loaded.state) == (5, {"n": 5})
+
+
+class TestWaitForNew:
+    async def test_polls_on_the_clock(
+        self, postgres_dsn: str, pg_schema: str, clock: FakeClock
+    ) -> None:
+        """wait_for_new polls every poll_interval and returns once an event is visible."""
+        import anyio  # noqa: PLC0415 - local to keep the module's imports short
+
+        async with PostgresEventStore(
+            dsn=postgres_dsn, schema=pg_schema, clock=clock, poll_interval=1.0
+        ) as store:
+            done = anyio.Event()
+
+            async def waiter() -> None:
+                await store.wait_for_new(0)
+                done.set()
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(waiter)
+                await clock.wait_sleepers(1)
+                await store.append("s", _events("s", 1), 0)
+                assert not done.is_set()
+                clock.advance(1.0)
+            assert done.is_set()
+
+
+class TestTransactions:
+    async def test_projection_and_checkpoint_commit_together(
+        self, postgres_dsn: str, pg_schema: str
+    ) -> None:
+        """Writes and the checkpoint of one transaction commit together, or not at all."""
+        table = f'"{pg_schema}".totals'
+        async with PostgresEventStore(dsn=postgres_dsn, schema=pg_schema) as store:
+            async with store.transaction() as tx:
+                await tx.execute(f"CREATE TABLE {table} (n INTEGER)")
+                await tx.execute(f"INSERT INTO {table} VALUES (%s)", (1,))
+                await tx.save_checkpoint("proj", 7)
+                assert await tx.load_checkpoint("proj") == 7
+            with pytest.raises(RuntimeError):  # noqa: PT012 - the block is the subject
+                async with store.transaction() as tx:
+                    await tx.execute(f"INSERT INTO {table} VALUES (2)")
+                    await tx.save_checkpoint("proj", 9)
+                    raise RuntimeError
+            assert await store.load_checkpoint("proj") == 7
+            async with store.transaction() as tx:
+                assert await tx.execute(f"SELECT n FROM {table}") == [(1,)]
+                assert await tx.load_checkpoint("other") == 0
+
+    async def test_sql_errors_are_translated(self, postgres_dsn: str, pg_schema: str) -> None:
+        """A bad statement inside a transaction raises EventStoreUnavailableError."""
+        async with PostgresEventStore(dsn=postgres_dsn, schema=pg_schema) as store:
+            with pytest.raises(EventStoreUnavailableError):
+                async with store.transaction() as tx:
+                    await tx.execute("SELECT * FROM no_such_table")

@@ -1,0 +1,377 @@
+"""Tests for the SQLite event store: conformance, group commit, durability knobs, errors."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from meshkit import (
+    ConfigurationError,
+    EventDecodeError,
+    EventStoreUnavailableError,
+    VersionConflictError,
+)
+from meshkit.eventsourcing import Event, Snapshot, SQLiteEventStore
+from meshkit.eventsourcing._sqlite_group import AppendRequest, GroupCommitter
+from meshkit.testing import CheckpointStoreConformance, EventStoreConformance
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    from meshkit.testing import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+
+def _events(stream_id: str, first: int, count: int = 1) -> list[Event]:
+    return [Event(stream_id=stream_id, version=v, type="T") for v in range(first, first + count)]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    """A database file in a fresh temporary directory."""
+    return str(tmp_path / "events.db")
+
+
+class TestSQLiteConformance(EventStoreConformance):
+    @pytest.fixture(autouse=True)
+    def _path(self, db: str) -> None:
+        self.path = db
+
+    async def make_store(self) -> SQLiteEventStore:
+        return await SQLiteEventStore.open(self.path)
+
+
+class TestSQLiteCheckpointConformance(CheckpointStoreConformance):
+    @pytest.fixture(autouse=True)
+    def _path(self, db: str) -> None:
+        self.path = db
+
+    async def make_checkpoints(self) -> SQLiteEventStore:
+        return await SQLiteEventStore.open(self.path)
+
+
+class TestConfiguration:
+    def test_memory_database_is_refused(self) -> None:
+        """A :memory: database cannot be durable, so it is refused."""
+        with pytest.raises(ConfigurationError, match="path"):
+            SQLiteEventStore(path=":memory:")
+
+    def test_bad_knobs_name_the_field(self, db: str) -> None:
+        """Invalid knobs raise ConfigurationError naming the field."""
+        with pytest.raises(ConfigurationError, match="synchronous"):
+            SQLiteEventStore(path=db, synchronous="OFF")  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="poll_interval"):
+            SQLiteEventStore(path=db, poll_interval=0)
+        with pytest.raises(ConfigurationError, match="max_batch"):
+            SQLiteEventStore(path=db, max_batch=0)
+
+    async def test_pragmas_are_durable(self, db: str) -> None:
+        """The database runs in WAL mode with synchronous=FULL by default."""
+        async with SQLiteEventStore(path=db) as store:
+            await store.append("s", _events("s", 1), 0)
+        conn = sqlite3.connect(db)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.close()
+        async with SQLiteEventStore(path=db, synchronous="NORMAL") as store:
+            assert await store.stream_version("s") == 1
+
+
+class TestGroupCommit:
+    async def test_concurrent_appends_share_commits(self, db: str) -> None:
+        """Many concurrent appends all land, each stream gapless, positions unique."""
+        async with SQLiteEventStore(path=db) as store:
+
+            async def writer(n: int) -> None:
+                for version in range(1, 6):
+                    await store.append(f"s{n}", _events(f"s{n}", version), version - 1)
+
+            async with anyio.create_task_group() as group:
+                for n in range(12):
+                    group.start_soon(writer, n)
+            log = await store.read_all()
+            assert len(log) == 60
+            assert [e.position for e in log] == list(range(1, 61))
+            for n in range(12):
+                assert [e.version for e in await store.read(f"s{n}")] == [1, 2, 3, 4, 5]
+
+    async def test_conflict_in_a_batch_fails_only_that_append(self, db: str) -> None:
+        """Racing appends to one stream: one wins, the loser writes nothing, others land."""
+        async with SQLiteEventStore(path=db) as store:
+            outcomes: list[str] = []
+
+            async def racer(n: int) -> None:
+                try:
+                    await store.append("shared", _events("shared", 1, 3), 0)
+                    outcomes.append("ok")
+                except VersionConflictError:
+                    outcomes.append("conflict")
+                await store.append(f"own{n}", _events(f"own{n}", 1, 2), 0)
+
+            async with anyio.create_task_group() as group:
+                for n in range(6):
+                    group.start_soon(racer, n)
+            assert sorted(outcomes) == ["conflict"] * 5 + ["ok"]
+            assert [e.version for e in await store.read("shared")] == [1, 2, 3]
+            assert len(await store.read_all()) == 3 + 12
+
+    async def test_idempotent_retry_in_a_batch(self, db: str) -> None:
+        """Re-appending the same events is a no-op returning the version they reached."""
+        async with SQLiteEventStore(path=db) as store:
+            events = _events("s", 1, 2)
+            results = []
+
+            async def append() -> None:
+                results.append(await store.append("s", events, 0))
+
+            async with anyio.create_task_group() as group:
+                for _ in range(3):
+                    group.start_soon(append)
+            assert results == [2, 2, 2]
+            assert len(await store.read_all()) == 2
+
+    async def test_event_id_stored_elsewhere_conflicts(self, db: str) -> None:
+        """An event id already stored in another stream is a conflict; nothing is written."""
+        async with SQLiteEventStore(path=db) as store:
+            first = _events("a", 1)
+            await store.append("a", first, 0)
+            clash = [Event(stream_id="b", version=1, type="T", event_id=first[0].event_id)]
+            with pytest.raises(VersionConflictError):
+                await store.append("b", clash, 0)
+            assert await store.read("b") == []
+
+    async def test_unserializable_payload_is_bad_input(self, db: str) -> None:
+        """A payload the serializer rejects is a ConfigurationError before anything is queued."""
+        async with SQLiteEventStore(path=db) as store:
+            bad = [Event(stream_id="s", version=1, type="T", data={"x": object()})]
+            with pytest.raises(ConfigurationError, match=r"event\.data"):
+                await store.append("s", bad, 0)
+
+
+def _blocking_committer(gate: threading.Event, written: list[str]) -> GroupCommitter:
+    def write_batch(batch: Sequence[AppendRequest]) -> None:
+        gate.wait(5)
+        for request in batch:
+            written.append(request.stream_id)
+            request.result = request.expected_version + len(request.rows)
+
+    return GroupCommitter(write_batch=write_batch, on_commit=lambda: None, max_batch=2)
+
+
+def _request(stream_id: str) -> AppendRequest:
+    return AppendRequest(stream_id=stream_id, events=[], expected_version=0, rows=[])
+
+
+class TestGroupCommitter:
+    async def test_batches_follow_the_leader(self) -> None:
+        """Requests queued behind a leader are written in batches of at most max_batch."""
+        gate, written = threading.Event(), list[str]()
+        committer = _blocking_committer(gate, written)
+        results: list[int] = []
+
+        async def submit(name: str) -> None:
+            results.append(await committer.submit(_request(name)))
+
+        async with anyio.create_task_group() as group:
+            for name in "abcde":
+                group.start_soon(submit, name)
+                await anyio.lowlevel.checkpoint()
+            gate.set()
+        assert sorted(written) == list("abcde")
+        assert results == [0] * 5
+
+    async def test_cancelled_waiter_is_not_written(self) -> None:
+        """A request cancelled while queued is dropped; the others still get written."""
+        gate, written = threading.Event(), list[str]()
+        committer = _blocking_committer(gate, written)
+        async with anyio.create_task_group() as group:
+            group.start_soon(committer.submit, _request("leader"))
+            await anyio.sleep(0.01)
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await committer.submit(_request("cancelled"))
+            group.start_soon(committer.submit, _request("after"))
+            await anyio.sleep(0.01)
+            gate.set()
+        assert written == ["leader", "after"]
+
+    async def test_cancelled_promoted_waiter_passes_leadership(self) -> None:
+        """A waiter promoted to leader but cancelled hands leadership to the next one."""
+        committer = _blocking_committer(threading.Event(), [])
+        doomed, following = _request("doomed"), _request("next")
+        committer._queue.extend([doomed, following])
+        committer._leader = doomed
+        committer._abandon(doomed)
+        assert committer._leader is following
+        assert following.wake.is_set()
+        assert list(committer._queue) == [following]
+
+    async def test_unexpected_writer_failure_reaches_every_request(self) -> None:
+        """An exception escaping write_batch is raised to every request of the batch."""
+
+        def write_batch(batch: Sequence[AppendRequest]) -> None:
+            raise RuntimeError("boom")
+
+        committer = GroupCommitter(write_batch=write_batch, on_commit=lambda: None, max_batch=8)
+        with pytest.raises(RuntimeError, match="boom"):
+            await committer.submit(_request("x"))
+
+
+class TestErrors:
+    async def test_unopenable_path_is_translated(self, tmp_path: Path) -> None:
+        """A database that cannot be opened raises EventStoreUnavailableError from sqlite3."""
+        store = SQLiteEventStore(path=tmp_path / "missing" / "dir" / "x.db")
+        with pytest.raises(EventStoreUnavailableError) as info:
+            await store.append("s", _events("s", 1), 0)
+        assert isinstance(info.value.__cause__, sqlite3.Error)
+        assert info.value.backend == "sqlite"
+
+    async def test_locked_database_fails_whole_batch(self, db: str) -> None:
+        """When another process holds the write lock too long, the append fails, unwritten."""
+        async with SQLiteEventStore(path=db, busy_timeout=0.05) as store:
+            blocker = sqlite3.connect(db, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")
+            try:
+                with pytest.raises(EventStoreUnavailableError, match="append"):
+                    await store.append("s", _events("s", 1), 0)
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            assert await store.read_all() == []
+            assert await store.append("s", _events("s", 1), 0) == 1
+
+    async def test_failing_statement_in_batch_is_isolated(self, db: str) -> None:
+        """A driver error inside one append of a batch fails it alone (its savepoint)."""
+        async with SQLiteEventStore(path=db) as store:
+            await store.append("s", _events("s", 1), 0)
+            raw = sqlite3.connect(db, isolation_level=None)
+            raw.execute(
+                "CREATE TRIGGER no_bad BEFORE INSERT ON meshkit_events "
+                "WHEN NEW.stream_id = 'bad' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+            raw.close()
+            outcomes: dict[str, object] = {}
+
+            async def append(stream: str) -> None:
+                try:
+                    outcomes[stream] = await store.append(stream, _events(stream, 1, 2), 0)
+                except EventStoreUnavailableError as exc:
+                    outcomes[stream] = exc
+
+            async with anyio.create_task_group() as group:
+                for stream in ["good1", "bad", "good2"]:
+                    group.start_soon(append, stream)
+            assert outcomes["good1"] == outcomes["good2"] == 2
+            assert isinstance(outcomes["bad"], EventStoreUnavailableError)
+            assert await store.read("bad") == []
+
+    async def test_corrupt_row_names_stream_version_and_type(self, db: str) -> None:
+        """A row whose payload cannot be decoded raises EventDecodeError with its coordinates."""
+        async with SQLiteEventStore(path=db) as store:
+            await store.append("s", _events("s", 1), 0)
+            raw = sqlite3.connect(db, isolation_level=None)
+            raw.execute("UPDATE meshkit_events SET data = x'ff00'")
+            raw.close()
+            with pytest.raises(EventDecodeError) as info:
+                await store.read("s")
+            assert (info.value.stream_id, info.value.version, info.value.event_type) == (
+                "s",
+                1,
+                "T",
+            )
+
+    async def test_corrupt_snapshot_is_a_decode_error(self, db: str) -> None:
+        """A corrupt snapshot row raises EventDecodeError."""
+        async with SQLiteEventStore(path=db) as store:
+            await store.save_snapshot(Snapshot(stream_id="s", version=1, type="A", state={}))
+            raw = sqlite3.connect(db, isolation_level=None)
+            raw.execute("UPDATE meshkit_snapshots SET state = x'00'")
+            raw.close()
+            with pytest.raises(EventDecodeError, match="'A'"):
+                await store.load_snapshot("s")
+
+    async def test_closed_store_refuses_work(self, db: str) -> None:
+        """After aclose() every call raises EventStoreUnavailableError."""
+        store = await SQLiteEventStore.open(db)
+        await store.read_all()
+        await store.aclose()
+        with pytest.raises(EventStoreUnavailableError, match="closed"):
+            await store.read_all()
+
+
+class TestWaitForNew:
+    async def test_wakes_on_own_append_at_once(self, db: str, clock: FakeClock) -> None:
+        """An append of the same store wakes waiters without the clock moving."""
+        async with SQLiteEventStore(path=db, clock=clock) as store:
+            async with anyio.create_task_group() as group:
+                group.start_soon(store.wait_for_new, 0)
+                await clock.wait_sleepers(1)
+                await store.append("s", _events("s", 1), 0)
+            assert clock.now() == 0
+
+    async def test_polls_for_other_writers(self, db: str, clock: FakeClock) -> None:
+        """Appends of another store (process) on the file are seen at the next poll."""
+        async with (
+            SQLiteEventStore(path=db, clock=clock, poll_interval=1.0) as store,
+            SQLiteEventStore(path=db) as other,
+        ):
+            done = anyio.Event()
+
+            async def waiter() -> None:
+                await store.wait_for_new(0)
+                done.set()
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(waiter)
+                await clock.wait_sleepers(1)
+                await other.append("s", _events("s", 1), 0)
+                await clock.wait_sleepers(1)
+                assert not done.is_set()
+                clock.advance(1.0)
+            assert done.is_set()
+
+
+class TestTransactions:
+    async def test_projection_and_checkpoint_commit_together(self, db: str) -> None:
+        """Writes and the checkpoint of one transaction commit together."""
+        async with SQLiteEventStore(path=db) as store:
+            async with store.transaction() as tx:
+                await tx.execute("CREATE TABLE totals (name TEXT PRIMARY KEY, n INTEGER)")
+                await tx.execute("INSERT INTO totals VALUES (?, ?)", ("a", 1))
+                await tx.save_checkpoint("proj", 7)
+                assert await tx.load_checkpoint("proj") == 7
+            assert await store.load_checkpoint("proj") == 7
+
+    async def test_failure_rolls_back_both(self, db: str) -> None:
+        """An exception in the block rolls back the writes and the checkpoint."""
+        async with SQLiteEventStore(path=db) as store:
+            async with store.transaction() as tx:
+                await tx.execute("CREATE TABLE totals (n INTEGER)")
+            with pytest.raises(RuntimeError):  # noqa: PT012 - the block is the subject
+                async with store.transaction() as tx:
+                    await tx.execute("INSERT INTO totals VALUES (1)")
+                    await tx.save_checkpoint("proj", 3)
+                    raise RuntimeError
+            assert await store.load_checkpoint("proj") == 0
+            async with store.transaction() as tx:
+                assert await tx.execute("SELECT count(*) FROM totals") == [(0,)]
+
+    async def test_sql_errors_are_translated(self, db: str) -> None:
+        """A bad statement inside a transaction raises EventStoreUnavailableError."""
+        async with SQLiteEventStore(path=db) as store:
+            with pytest.raises(EventStoreUnavailableError):
+                async with store.transaction() as tx:
+                    await tx.execute("SELECT * FROM no_such_table")
+
+    async def test_idle_connections_are_capped(self, db: str) -> None:
+        """With no idle connections allowed, each call opens and closes its own."""
+        async with SQLiteEventStore(path=db, max_idle_connections=0) as store:
+            await store.save_checkpoint("p", 1)
+            assert await store.load_checkpoint("p") == 1
+            assert store._idle == []
