@@ -11,6 +11,7 @@ import attrs
 
 from meshkit._errors import NoAvailableEndpointError
 from meshkit._validate import gt, instance_of
+from meshkit.balancing._endpoint import check_endpoints
 from meshkit.balancing._hash import HASH_BITS
 from meshkit.balancing._hashring import DEFAULT_VNODES, HashRing, RingSnapshot
 
@@ -55,7 +56,9 @@ class BoundedLoadRing:
         ImportError: If the `xxhash` package is missing (`pip install 'meshkit[hashing]'`).
     """
 
-    _initial: tuple[Endpoint, ...] = attrs.field(default=(), alias="endpoints", repr=False)
+    _initial: tuple[Endpoint, ...] = attrs.field(
+        default=(), alias="endpoints", converter=check_endpoints, repr=False
+    )
     balance_factor: float = attrs.field(
         default=DEFAULT_BALANCE_FACTOR, kw_only=True, validator=[instance_of(int, float), gt(1)]
     )

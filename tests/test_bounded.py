@@ -1,0 +1,156 @@
+"""Tests for BoundedLoadRing: the ceil(c * mean) bound, spill order, reports and updates."""
+
+from __future__ import annotations
+
+import math
+import threading
+from fractions import Fraction
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from meshkit import ConfigurationError, NoAvailableEndpointError
+from meshkit.balancing import BoundedLoadRing, Endpoint, HashRing, LoadBalancer, Outcome
+
+
+def ep(i: int, weight: int = 1) -> Endpoint:
+    return Endpoint(host=f"10.2.0.{i}", port=7000, weight=weight)
+
+
+def bound(c: float, total: int, n: int) -> int:
+    """ceil(c * mean), computed exactly."""
+    return math.ceil(Fraction(c) * total / n)
+
+
+class TestConfiguration:
+    def test_is_a_load_balancer(self) -> None:
+        """BoundedLoadRing implements the LoadBalancer protocol."""
+        assert isinstance(BoundedLoadRing([ep(1)]), LoadBalancer)
+
+    @pytest.mark.parametrize("c", [1, 1.0, 0.5, True])
+    def test_balance_factor_above_one(self, c: float) -> None:
+        """c <= 1 (or not a number) raises ConfigurationError naming balance_factor."""
+        with pytest.raises(ConfigurationError) as info:
+            BoundedLoadRing([ep(1)], balance_factor=c)
+        assert info.value.field == "balance_factor"
+
+    def test_ring_knobs_are_checked(self) -> None:
+        """vnodes < 1 raises ConfigurationError naming vnodes."""
+        with pytest.raises(ConfigurationError, match="vnodes"):
+            BoundedLoadRing([ep(1)], vnodes=0)
+
+    def test_nothing_to_pick(self) -> None:
+        """No endpoint with weight raises NoAvailableEndpointError."""
+        for lb in (BoundedLoadRing(), BoundedLoadRing([ep(1, weight=0)])):
+            with pytest.raises(NoAvailableEndpointError):
+                lb.pick("k")
+            with pytest.raises(NoAvailableEndpointError):
+                lb.get("k")
+
+
+class TestBehaviour:
+    def test_idle_ring_keeps_keys_on_their_owner(self) -> None:
+        """With nothing in flight a key goes to its plain ring owner."""
+        eps = [ep(i) for i in range(8)]
+        lb = BoundedLoadRing(eps, seed=4)
+        plain = HashRing(eps, seed=4)
+        for n in range(100):
+            got = lb.pick(f"k{n}")
+            assert got == plain.get(f"k{n}") == lb.get(f"k{n}")
+            lb.report(got, Outcome.SUCCESS, 0.01)
+        assert lb.total_in_flight == 0
+
+    def test_hot_key_spills_clockwise_within_the_bound(self) -> None:
+        """One hot key fills its owner to the bound, then spills to the ring's next owners."""
+        eps = [ep(i) for i in range(5)]
+        lb = BoundedLoadRing(eps, balance_factor=1.25)
+        order = HashRing(eps).get_n("hot", 5)
+        for total in range(1, 101):
+            lb.pick("hot")
+            for e in eps:
+                assert lb.in_flight(e) <= bound(1.25, total, 5)
+        assert lb.in_flight(order[0]) == bound(1.25, 100, 5)
+        assert lb.total_in_flight == 100
+
+    def test_capacity_is_weighted(self) -> None:
+        """capacity() is ceil(c * total * weight / total_weight)."""
+        heavy, light = ep(1, weight=3), ep(2, weight=1)
+        lb = BoundedLoadRing([heavy, light], balance_factor=1.5)
+        assert lb.capacity(heavy, 10) == math.ceil(1.5 * 10 * 3 / 4)
+        assert lb.capacity(light, 10) == math.ceil(1.5 * 10 / 4)
+
+    def test_pick_without_key_and_stray_reports(self) -> None:
+        """pick() picks some endpoint; reports for unknown or idle endpoints are ignored."""
+        eps = [ep(i) for i in range(3)]
+        lb = BoundedLoadRing(eps)
+        assert lb.pick() in eps
+        lb.report(ep(9), Outcome.ERROR, 0.0)
+        idle = next(e for e in eps if lb.in_flight(e) == 0)
+        lb.report(idle, Outcome.ERROR, 0.0)
+        assert lb.total_in_flight == 1
+
+    def test_update_keeps_loads_of_endpoints_that_stay(self) -> None:
+        """update() keeps in-flight counts of staying endpoints and drops the others'."""
+        eps = [ep(i) for i in range(4)]
+        lb = BoundedLoadRing(eps, balance_factor=3)
+        picked = [lb.pick(f"k{n}") for n in range(20)]
+        lb.update(eps[:2])
+        assert lb.endpoints == tuple(eps[:2])
+        assert lb.total_in_flight == sum(p in eps[:2] for p in picked)
+        assert lb.in_flight(eps[3]) == 0
+
+
+class BoundedMachine(RuleBasedStateMachine):
+    """Picks and reports against a model of in-flight counts; the bound holds at every pick."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = 1.25
+        self.eps = [ep(i) for i in range(6)]
+        self.lb = BoundedLoadRing(self.eps, balance_factor=self.c, vnodes=8)
+        self.model: dict[Endpoint, int] = dict.fromkeys(self.eps, 0)
+
+    @rule(key=st.sampled_from(["a", "b", "hot", "hot", "hot", "c"]))
+    def pick(self, key: str) -> None:
+        chosen = self.lb.pick(key)
+        self.model[chosen] += 1
+        total = sum(self.model.values())
+        assert self.model[chosen] <= bound(self.c, total, len(self.eps))
+
+    @precondition(lambda self: sum(self.model.values()) > 0)
+    @rule(data=st.data())
+    def report(self, data: st.DataObject) -> None:
+        busy = sorted((e for e, n in self.model.items() if n), key=lambda e: e.host)
+        endpoint = data.draw(st.sampled_from(busy))
+        self.lb.report(endpoint, Outcome.SUCCESS, 0.0)
+        self.model[endpoint] -= 1
+
+    @invariant()
+    def counts_match(self) -> None:
+        assert {e: self.lb.in_flight(e) for e in self.eps} == self.model
+        assert self.lb.total_in_flight == sum(self.model.values())
+
+
+TestBoundedMachine = BoundedMachine.TestCase
+TestBoundedMachine.settings = settings(max_examples=40, stateful_step_count=40)
+
+
+class TestConcurrency:
+    def test_bound_holds_under_concurrent_picks(self) -> None:
+        """Threads picking one hot key never push an endpoint past ceil(c * mean)."""
+        eps = [ep(i) for i in range(4)]
+        lb = BoundedLoadRing(eps)
+
+        def work() -> None:
+            for _ in range(300):
+                lb.pick("hot")
+
+        threads = [threading.Thread(target=work) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert lb.total_in_flight == 900
+        assert max(lb.in_flight(e) for e in eps) <= bound(1.25, 900, 4)
