@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import anyio
 import attrs
 import pytest
 
@@ -29,6 +30,28 @@ class TestMemoryEventStore(EventStoreConformance):
 class TestMemoryCheckpointStore(CheckpointStoreConformance):
     async def make_checkpoints(self) -> CheckpointStore:
         return MemoryCheckpointStore()
+
+
+class ClosableCheckpoints:
+    """A checkpoint store with an aclose(), as SQL ones have."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryCheckpointStore()
+        self.closed = False
+
+    async def load_checkpoint(self, name: str) -> int:
+        return await self.inner.load_checkpoint(name)
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        await self.inner.save_checkpoint(name, position)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class TestClosableCheckpointStore(CheckpointStoreConformance):
+    async def make_checkpoints(self) -> CheckpointStore:
+        return ClosableCheckpoints()
 
 
 class TestConformanceSuite:
@@ -71,6 +94,17 @@ class TestConformanceSuite:
         with pytest.raises(AssertionError, match="expected VersionConflictError"):
             await Careless().test_version_conflict_writes_nothing()
 
+        class LyingStore(CarelessStore):
+            async def stream_version(self, stream_id: str) -> int:
+                return 0
+
+        class Lying(EventStoreConformance):
+            async def make_store(self) -> EventStore:
+                return cast("EventStore", LyingStore())
+
+        with pytest.raises(AssertionError, match="stream_version: expected 3, got 0"):
+            await Lying().test_append_and_read_back()
+
 
 class TestMemoryExtras:
     def test_nowait_core(self) -> None:
@@ -81,6 +115,23 @@ class TestMemoryExtras:
         assert [e.version for e in store.read_nowait("s", 0, limit=2)] == [1, 2]
         assert [e.position for e in store.read_all_nowait(1)] == [2, 3]
         assert store.stream_version_nowait("s") == 3
+
+    @pytest.mark.anyio
+    async def test_many_waiters_wake(self) -> None:
+        """Every task waiting in wait_for_new() wakes on the next append."""
+        store = MemoryEventStore()
+        woke: list[int] = []
+
+        async def wait(number: int) -> None:
+            await store.wait_for_new(0)
+            woke.append(number)
+
+        async with anyio.create_task_group() as tg:
+            for number in range(3):
+                tg.start_soon(wait, number)
+            await anyio.wait_all_tasks_blocked()
+            await store.append("s", make_events("s", 1, 1), 0)
+        assert sorted(woke) == [0, 1, 2]
 
     @pytest.mark.anyio
     async def test_snapshot_state_is_copied(self) -> None:

@@ -13,9 +13,10 @@ through it, and the checkpoint is saved in the same transaction, so the projecti
 checkpoint can never disagree (exactly-once effects within that database).
 
 When the handler raises, the batch's transaction is rolled back and its events are handled
-one per transaction; the failing event is retried with exponential backoff (through the
-injected clock) up to `max_attempts` times in all, then parked as a `DeadLetter` in the
-dead-letter store, reported to `on_dead_letter`, and skipped.
+again one per transaction (with a plain checkpoint store nothing is rolled back, so only the
+failing event and those after it are); the failing event is retried with exponential
+backoff (through the injected clock) up to `max_attempts` times in all, then parked as a
+`DeadLetter` in the dead-letter store, reported to `on_dead_letter`, and skipped.
 """
 
 from __future__ import annotations
@@ -177,9 +178,8 @@ class Subscription(Generic[_TxT]):
             await task_group.start(self.run)
         except BaseException as exc:
             self._task_group = None
-            task_group.cancel_scope.cancel()
-            await task_group.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
+            await _close(task_group, exc)
+            raise  # pragma: no cover - _close re-raises the error itself
         return self
 
     async def __aexit__(
@@ -189,11 +189,11 @@ class Subscription(Generic[_TxT]):
         tb: TracebackType | None,
     ) -> bool | None:
         """Stop following the log and wait for the task to end."""
+        del exc_type, tb
         task_group, self._task_group = self._task_group, None
         if task_group is None:
             return None
-        task_group.cancel_scope.cancel()
-        return await task_group.__aexit__(exc_type, exc, tb)
+        return await _close(task_group, exc)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Catch up and follow the log forever (use it in your own task group, or `async with`).
@@ -241,9 +241,14 @@ class Subscription(Generic[_TxT]):
                         raise _HandlerFailedError(index, exc) from exc
                 await cast("Transaction", tx).save_checkpoint(self.name, _position(events[-1]))
         except _HandlerFailedError as failed:
-            for index, event in enumerate(events):
+            # A real transaction rolled the whole batch back: redo it one event at a time.
+            # Without one, the events before the failure are done: carry on from it.
+            first = (
+                0 if isinstance(self.checkpoints, TransactionalCheckpointStore) else failed.index
+            )
+            for index in range(first, len(events)):
                 error = failed.error if index == failed.index else None
-                await self._handle_one(event, error)
+                await self._handle_one(events[index], error)
         self._advance(_position(events[-1]))
 
     async def _handle_one(self, event: Event, error: Exception | None) -> None:
@@ -291,6 +296,19 @@ class Subscription(Generic[_TxT]):
         progress, self._progress = self._progress, None
         if progress is not None:
             progress.set()
+
+
+async def _close(task_group: TaskGroup, exc: BaseException | None) -> bool | None:
+    """Cancel and exit `task_group`; re-raise the body's own error unwrapped from a group."""
+    task_group.cancel_scope.cancel()
+    try:
+        if exc is None:
+            return await task_group.__aexit__(None, None, None)
+        return await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+    except BaseExceptionGroup as group:
+        if exc is not None and list(group.exceptions) == [exc]:
+            raise exc from None
+        raise
 
 
 @contextlib.asynccontextmanager

@@ -1,0 +1,91 @@
+"""Tests for RedisStreamPublisher against the real Redis at 127.0.0.1:6379."""
+
+from __future__ import annotations
+
+import json
+from typing import cast
+
+import pytest
+import redis
+
+from meshkit import PublishError
+from meshkit.eventsourcing import (
+    Event,
+    MemoryCheckpointStore,
+    MemoryEventStore,
+    RedisStreamPublisher,
+    outbox_relay,
+)
+from meshkit.testing._eventstore_conformance import make_events
+
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
+
+
+def _entries(url: str, key: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    client = redis.Redis.from_url(url)
+    try:
+        return cast("list[tuple[bytes, dict[bytes, bytes]]]", client.xrange(key))
+    finally:
+        client.close()
+
+
+class TestRedisStreamPublisher:
+    async def test_relay_publishes_every_event_once(
+        self, redis_url: str, redis_prefix: str
+    ) -> None:
+        """The outbox relay XADDs each event, in order, with its id and payload as fields."""
+        store = MemoryEventStore()
+        events = make_events("order-1", 1, 3)
+        store.append_nowait("order-1", events, 0)
+        publisher = RedisStreamPublisher(url=redis_url, stream_key=f"{redis_prefix}events")
+        relay = outbox_relay(
+            name="outbox", store=store, publisher=publisher, checkpoints=MemoryCheckpointStore()
+        )
+        async with relay:
+            await relay.wait_for_position(3)
+        stored = store.read_all_nowait()
+        await publisher.publish(stored[1])  # a re-delivery after a crash: deduplicated
+        await publisher.aclose()
+        entries = _entries(redis_url, f"{redis_prefix}events")
+        assert [entry_id for entry_id, _ in entries] == [b"1-0", b"2-0", b"3-0"]
+        fields = entries[0][1]
+        assert fields[b"event_id"] == str(events[0].event_id).encode()
+        assert (fields[b"stream_id"], fields[b"version"], fields[b"type"]) == (
+            b"order-1",
+            b"1",
+            b"Happened",
+        )
+        assert json.loads(fields[b"data"]) == events[0].data
+        assert fields[b"correlation_id"] == str(events[0].correlation_id).encode()
+        assert b"causation_id" not in fields
+        assert b"causation_id" in entries[1][1]
+
+    async def test_key_function_and_auto_ids(self, redis_url: str, redis_prefix: str) -> None:
+        """A key function routes events; without position ids Redis assigns entry ids."""
+        publisher = RedisStreamPublisher(
+            url=redis_url,
+            stream_key=lambda event: f"{redis_prefix}{event.stream_id}",
+            id_from_position=False,
+            maxlen=100,
+        )
+        unstored = Event(stream_id="s", version=1, type="T", data={"x": 1})
+        await publisher.publish(unstored)
+        await publisher.publish(unstored)
+        await publisher.aclose()
+        await publisher.aclose()
+        assert len(_entries(redis_url, f"{redis_prefix}s")) == 2
+
+    async def test_errors_become_publish_errors(self, redis_url: str, redis_prefix: str) -> None:
+        """A Redis error (wrong key type, unreachable server) raises PublishError."""
+        client = redis.Redis.from_url(redis_url)
+        client.set(f"{redis_prefix}plain", "x")
+        client.close()
+        publisher = RedisStreamPublisher(url=redis_url, stream_key=f"{redis_prefix}plain")
+        event = make_events("s", 1, 1)[0]
+        with pytest.raises(PublishError, match="WRONGTYPE"):
+            await publisher.publish(event)
+        await publisher.aclose()
+        down = RedisStreamPublisher(url="redis://127.0.0.1:1/0", stream_key="k")
+        with pytest.raises(PublishError, match="'k'"):
+            await down.publish(event)
+        await down.aclose()
