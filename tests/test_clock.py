@@ -64,10 +64,10 @@ class TestFakeClock:
             tg.start_soon(sleeper, "early", 1.0)
             await clock.wait_sleepers(2)
             clock.advance(0.5)
-            await anyio.lowlevel.checkpoint()
+            await anyio.wait_all_tasks_blocked()
             assert woke == []
-            clock.advance(2.5)
-        assert [name for name, _ in woke] == ["early", "late"]
+            await clock.advance_stepwise(2.5)
+        assert woke == [("early", 1.0), ("late", 3.0)]
         assert clock.sleepers == 0
 
     async def test_advance_wakes_all_due(self, clock: FakeClock) -> None:
@@ -135,6 +135,18 @@ class TestFakeClock:
         with clock.deadline_scope(0.0) as scope:
             await anyio.sleep_forever()
         assert scope.cancelled_caught
+
+    def test_advance_outside_the_loop_ignores_exited_scopes(self) -> None:
+        """Advancing after the event loop ended does not trip over old deadline scopes."""
+        clock = FakeClock()
+
+        async def use_a_timeout() -> None:
+            with clock.deadline_scope(5.0):
+                await anyio.lowlevel.checkpoint()
+
+        anyio.run(use_a_timeout)
+        clock.advance(10)
+        assert clock.now() == 10.0
 
     def test_advance_rejects_negative(self, clock: FakeClock) -> None:
         """Time never goes back."""

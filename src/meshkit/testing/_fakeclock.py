@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import threading
@@ -25,7 +26,8 @@ class FakeClock:
 
     `advance()` moves time forward, wakes every task sleeping until then and cancels every
     `deadline_scope` that is due; `await advance_stepwise()` does the same one deadline at a
-    time, so woken tasks run in deadline order. `sleep_sync()` (used by sync policies in a
+    time, so woken tasks run in deadline order. Call `advance()` from the event loop's thread
+    (or from sync code that is not inside an event loop). `sleep_sync()` (used by sync policies in a
     single test thread) advances the clock itself, so sync code under test never blocks.
 
     Example:
@@ -111,7 +113,7 @@ class FakeClock:
             due_events = _pop_due(self._sleepers, self._now)
             due_scopes = _pop_due(self._scopes, self._now)
         for scope in due_scopes:
-            scope.cancel()
+            _cancel(scope)
         for event in due_events:
             event.set()
 
@@ -141,6 +143,14 @@ class FakeClock:
         """Yield to the event loop until at least `count` tasks are sleeping on this clock."""
         while len(self._sleepers) < count:
             await anyio.lowlevel.checkpoint()
+
+
+def _cancel(scope: anyio.CancelScope) -> None:
+    # asyncio's cancel() needs a running loop in this thread. Without one, the scope cannot
+    # be active here: it exited long ago (a sync test advancing a clock an async test used).
+    # Timeouts only fire when advance() is called from the event loop's thread (documented).
+    with contextlib.suppress(RuntimeError):
+        scope.cancel()
 
 
 def _pop_due(heap: list[tuple[float, int, _T]], now: float) -> list[_T]:
