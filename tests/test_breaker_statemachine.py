@@ -1,0 +1,262 @@
+"""Hypothesis drives the breaker's pure core through every trip model against a plain model."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    multiple,
+    rule,
+)
+
+from meshkit import CircuitOpenError
+from meshkit.resilience import (
+    CircuitBreakerConfig,
+    CircuitState,
+    CountWindow,
+    ExponentialOpenDuration,
+    TimeWindow,
+)
+from meshkit.resilience._breaker_core import BreakerCore
+
+RATES = st.sampled_from([0.25, 0.5, 0.75, 1.0])
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> CircuitBreakerConfig:
+    """A config of one of the trip models: consecutive, count window, time window, slow."""
+    model = draw(st.sampled_from(["consecutive", "count", "time", "slow"]))
+    window: CountWindow | TimeWindow | None = None
+    if model in {"count", "slow"}:
+        size = draw(st.integers(1, 6))
+        window = CountWindow(size=size, minimum_calls=draw(st.integers(1, size)))
+    elif model == "time":
+        window = TimeWindow(
+            seconds=draw(st.sampled_from([1.0, 2.0, 5.0])),
+            buckets=draw(st.integers(1, 5)),
+            minimum_calls=draw(st.integers(1, 4)),
+        )
+    threshold = (
+        draw(st.integers(1, 4)) if model == "consecutive" else draw(st.none() | st.integers(1, 6))
+    )
+    return CircuitBreakerConfig(
+        failure_threshold=threshold,
+        window=window,
+        failure_rate_threshold=draw(RATES),
+        slow_call_duration=1.0 if model == "slow" else None,
+        slow_call_rate_threshold=draw(RATES),
+        open_duration=ExponentialOpenDuration(
+            initial=draw(st.sampled_from([0.5, 1.0, 2.0])), multiplier=2.0, maximum=8.0
+        ),
+        half_open_calls=draw(st.integers(1, 3)),
+        half_open_max_wait=draw(st.none() | st.sampled_from([1.0, 3.0])),
+    )
+
+
+class Model:
+    """The breaker's rules written as plainly as possible: lists instead of rings."""
+
+    def __init__(self, config: CircuitBreakerConfig) -> None:
+        self.config = config
+        self.state = CircuitState.CLOSED
+        self.period = 0
+        self.openings = 0
+        self.consecutive = 0
+        self.records: list[tuple[float, bool, bool]] = []
+        self.trials: list[tuple[bool, bool]] = []
+        self.in_flight = 0
+        self.open_until = 0.0
+        self.half_open_deadline = math.inf
+        self.counts = {"success": 0, "failure": 0, "slow": 0, "ignored": 0, "rejected": 0}
+
+    def enter(self, state: CircuitState) -> None:
+        self.state = state
+        self.period += 1
+        self.consecutive = 0
+        self.trials = []
+        self.in_flight = 0
+
+    def open(self, now: float) -> None:
+        self.openings += 1
+        duration = self.config.open_duration
+        assert isinstance(duration, ExponentialOpenDuration)
+        self.open_until = now + min(8.0, duration.initial * 2 ** (self.openings - 1))
+        self.enter(CircuitState.OPEN)
+
+    def close(self) -> None:
+        self.openings = 0
+        self.records = []
+        self.enter(CircuitState.CLOSED)
+
+    def poll(self, now: float) -> None:
+        if self.state is CircuitState.OPEN and now >= self.open_until:
+            self.half_open_deadline = now + (self.config.half_open_max_wait or math.inf)
+            self.enter(CircuitState.HALF_OPEN)
+        elif self.state is CircuitState.HALF_OPEN and now >= self.half_open_deadline:
+            self.open(now)
+
+    def window(self, now: float) -> list[tuple[float, bool, bool]]:
+        window = self.config.window
+        if isinstance(window, CountWindow):
+            return self.records[-window.size :]
+        if isinstance(window, TimeWindow):
+            width = window.seconds / window.buckets
+            newest = math.floor(now / width)
+            return [r for r in self.records if newest - math.floor(r[0] / width) < window.buckets]
+        return []
+
+    def trips(self, outcomes: list[tuple[bool, bool]]) -> bool:
+        calls = len(outcomes)
+        failures = sum(f for f, _ in outcomes)
+        slow = sum(s for _, s in outcomes)
+        if failures / calls >= self.config.failure_rate_threshold:
+            return True
+        return (
+            self.config.slow_call_duration is not None
+            and slow / calls >= self.config.slow_call_rate_threshold
+        )
+
+    def acquire(self, now: float) -> int | None:
+        self.poll(now)
+        if self.state in {CircuitState.CLOSED, CircuitState.DISABLED}:
+            return self.period
+        admitted = self.in_flight + len(self.trials)
+        if self.state is CircuitState.HALF_OPEN and admitted < self.config.half_open_calls:
+            self.in_flight += 1
+            return self.period
+        self.counts["rejected"] += 1
+        return None
+
+    def record(self, period: int, now: float, failed: bool, slow: bool) -> None:
+        self.counts["failure" if failed else "success"] += 1
+        self.counts["slow"] += slow
+        self.poll(now)
+        if period != self.period:
+            return
+        if self.state is CircuitState.CLOSED:
+            self.consecutive = self.consecutive + 1 if failed else 0
+            threshold = self.config.failure_threshold
+            if threshold is not None and self.consecutive >= threshold:
+                self.open(now)
+                return
+            window = self.config.window
+            if window is None:
+                return
+            self.records.append((now, failed, slow))
+            current = [(f, s) for _, f, s in self.window(now)]
+            if len(current) >= window.minimum_calls and self.trips(current):
+                self.open(now)
+        elif self.state is CircuitState.HALF_OPEN:
+            self.in_flight -= 1
+            self.trials.append((failed, slow))
+            if len(self.trials) >= self.config.half_open_calls:
+                if self.trips(self.trials):
+                    self.open(now)
+                else:
+                    self.close()
+
+    def release(self, period: int, now: float, *, ignored: bool) -> None:
+        self.counts["ignored"] += ignored
+        self.poll(now)
+        if period == self.period and self.state is CircuitState.HALF_OPEN:
+            self.in_flight -= 1
+
+
+class BreakerMachine(RuleBasedStateMachine):
+    """Random calls, outcomes, clock moves and manual transitions on core and model alike."""
+
+    permits = Bundle("permits")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+        self.core: BreakerCore
+        self.model: Model
+
+    @initialize(config=configs())
+    def build(self, config: CircuitBreakerConfig) -> None:
+        self.core = BreakerCore(config, "sm")
+        self.model = Model(config)
+
+    @rule(target=permits)
+    def acquire(self) -> Any:
+        expected = self.model.acquire(self.now)
+        if expected is None:
+            with pytest.raises(CircuitOpenError) as info:
+                self.core.acquire(self.now)
+            model = self.model
+            open_for = model.open_until - self.now if model.state is CircuitState.OPEN else 0.0
+            assert info.value.retry_after == pytest.approx(max(open_for, 0.0))
+            return multiple()
+        return (self.core.acquire(self.now), expected)
+
+    @rule(
+        permit=consumes(permits),
+        failed=st.booleans(),
+        slow=st.booleans(),
+    )
+    def record(self, permit: tuple[int, int], failed: bool, slow: bool) -> None:
+        slow = slow and self.model.config.slow_call_duration is not None
+        self.core.record(permit[0], self.now, failed=failed, slow=slow)
+        self.model.record(permit[1], self.now, failed, slow)
+
+    @rule(permit=consumes(permits), ignored=st.booleans())
+    def release(self, permit: tuple[int, int], ignored: bool) -> None:
+        self.core.release(permit[0], self.now, ignored=ignored)
+        self.model.release(permit[1], self.now, ignored=ignored)
+
+    @rule(seconds=st.sampled_from([0.25, 0.5, 1.0, 2.5, 7.0]))
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    @rule(which=st.sampled_from(["force_open", "disable", "reset"]))
+    def control(self, which: str) -> None:
+        getattr(self.core, which)(self.now)
+        if which == "reset":
+            self.model.close()
+        else:
+            self.model.enter(
+                CircuitState.FORCED_OPEN if which == "force_open" else CircuitState.DISABLED
+            )
+
+    @invariant()
+    def same_state_and_counts(self) -> None:
+        stats = self.core.statistics(self.now)
+        model = self.model
+        model.poll(self.now)
+        assert stats.state is model.state
+        assert stats.consecutive_failures == model.consecutive
+        assert stats.consecutive_openings == model.openings
+        assert stats.half_open_in_flight == model.in_flight
+        if model.state is CircuitState.HALF_OPEN:
+            outcomes = model.trials
+        else:
+            outcomes = [(f, s) for _, f, s in model.window(self.now)]
+        assert stats.window_calls == len(outcomes)
+        assert stats.window_failures == sum(f for f, _ in outcomes)
+        assert stats.window_slow_calls == sum(s for _, s in outcomes)
+        assert (
+            stats.successful_calls,
+            stats.failed_calls,
+            stats.slow_calls,
+            stats.ignored_calls,
+            stats.rejected_calls,
+        ) == tuple(model.counts[k] for k in ("success", "failure", "slow", "ignored", "rejected"))
+
+    @invariant()
+    def fast_path_only_when_closed(self) -> None:
+        fast = self.core.fast_epoch
+        assert fast == 0 or (self.core.state is CircuitState.CLOSED and fast == self.core.epoch)
+
+
+BreakerMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=50)
+TestBreakerStateMachine = BreakerMachine.TestCase
