@@ -107,8 +107,11 @@ class Aggregate:
         )
 
     def restore_state(self, state: dict[str, Any]) -> None:
-        """Set the state from a `snapshot_state()` result (default: set the attributes)."""
-        vars(self).update(copy.deepcopy(state))
+        """Set the state from a `snapshot_state()` result (default: set the attributes).
+
+        The aggregate takes ownership of `state` (stores hand out a fresh copy).
+        """
+        vars(self).update(state)
 
     def _mark_saved(self) -> None:
         self._pending.clear()

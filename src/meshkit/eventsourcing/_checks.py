@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeGuard
+from typing import TYPE_CHECKING, TypeGuard, cast
 
 from meshkit._errors import ConfigurationError
 from meshkit._validate import require
@@ -58,10 +58,18 @@ def check_append(stream_id: object, events: Sequence[Event], expected_version: o
     if not (_is_int(expected_version) and expected_version >= 0):
         raise ConfigurationError("expected_version", expected_version, "must be an int >= 0")
     require(len(events) > 0, "events", events, "must not be empty")
-    for offset, event in enumerate(events, start=1):
-        require(isinstance(event, Event), "events", event, "must hold Event objects")
-        require(event.stream_id == stream_id, "event.stream_id", event.stream_id, "must match")
-        want = expected_version + offset
-        require(event.version == want, "event.version", event.version, f"expected {want}")
-    ids = {event.event_id for event in events}
-    require(len(ids) == len(events), "event_id", events, "event ids must be unique")
+    want = expected_version
+    for event in events:
+        want += 1
+        if type(event) is not Event or event.stream_id != stream_id or event.version != want:
+            _reject(event, stream_id, want)
+    if len(events) > 1:
+        ids = {event.event_id for event in events}
+        require(len(ids) == len(events), "event_id", events, "event ids must be unique")
+
+
+def _reject(event: object, stream_id: object, want: int) -> None:
+    require(isinstance(event, Event), "events", event, "must hold Event objects")
+    checked = cast("Event", event)
+    require(checked.stream_id == stream_id, "event.stream_id", checked.stream_id, "must match")
+    require(checked.version == want, "event.version", checked.version, f"expected {want}")

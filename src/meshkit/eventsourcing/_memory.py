@@ -77,7 +77,7 @@ class MemoryEventStore:
             position = len(self._log)
             for event in events:
                 position += 1
-                stored = attrs.evolve(event, position=position)
+                stored = _with_position(event, position)
                 stream.append(stored)
                 self._log.append(stored)
                 self._ids.add(event.event_id)
@@ -216,6 +216,19 @@ class MemoryEventStore:
         new, self._new = self._new, None
         if new is not None:
             new.set()
+
+
+_EVENT_FIELDS = tuple(field.name for field in attrs.fields(Event) if field.name != "position")
+_set = object.__setattr__
+
+
+def _with_position(event: Event, position: int) -> Event:
+    """Copy the (already validated) `event` with its position, without re-validating it."""
+    stored = object.__new__(Event)
+    for name in _EVENT_FIELDS:
+        _set(stored, name, getattr(event, name))
+    _set(stored, "position", position)
+    return stored
 
 
 @final
