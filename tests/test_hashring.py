@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -50,6 +51,12 @@ class TestConstruction:
         with pytest.raises(ConfigurationError) as info:
             HashRing([ep(1)], **kwargs)
         assert info.value.field == field
+
+    def test_knobs_are_fixed_after_construction(self) -> None:
+        """vnodes and seed cannot be changed on a built ring (its points depend on them)."""
+        ring = HashRing([ep(1)])
+        with pytest.raises(attrs.exceptions.FrozenAttributeError):
+            ring.vnodes = 3
 
     def test_duplicate_endpoints_rejected(self) -> None:
         """Two endpoints with one address raise ConfigurationError naming endpoints."""

@@ -12,7 +12,7 @@ import attrs
 from meshkit._errors import NoAvailableEndpointError
 from meshkit._validate import gt, instance_of
 from meshkit.balancing._endpoint import check_endpoints
-from meshkit.balancing._hash import HASH_BITS
+from meshkit.balancing._hash import HASH_BITS, HashFunction, load_hash
 from meshkit.balancing._hashring import DEFAULT_VNODES, HashRing, RingSnapshot
 
 if typing.TYPE_CHECKING:
@@ -26,6 +26,14 @@ DEFAULT_BALANCE_FACTOR = 1.25
 """`c`: no endpoint takes more than `ceil(c * mean)` in-flight requests (Vimeo's choice)."""
 
 Address = tuple[str, int]
+
+
+@attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)
+class _InFlight:
+    """The mutable counts, kept apart so the hot path's writes skip attrs' setattr hooks."""
+
+    loads: dict[Address, int] = attrs.field(factory=dict)
+    total: int = 0
 
 
 @typing.final
@@ -60,18 +68,22 @@ class BoundedLoadRing:
         default=(), alias="endpoints", converter=check_endpoints, repr=False
     )
     balance_factor: float = attrs.field(
-        default=DEFAULT_BALANCE_FACTOR, kw_only=True, validator=[instance_of(int, float), gt(1)]
+        default=DEFAULT_BALANCE_FACTOR,
+        kw_only=True,
+        on_setattr=attrs.setters.frozen,
+        validator=[instance_of(int, float), gt(1)],
     )
-    vnodes: int = attrs.field(default=DEFAULT_VNODES, kw_only=True)
-    seed: int = attrs.field(default=0, kw_only=True)
+    vnodes: int = attrs.field(default=DEFAULT_VNODES, kw_only=True, on_setattr=attrs.setters.frozen)
+    seed: int = attrs.field(default=0, kw_only=True, on_setattr=attrs.setters.frozen)
     _ring: HashRing = attrs.field(init=False, repr=False)
-    _loads: dict[Address, int] = attrs.field(init=False, factory=dict, repr=False)
-    _total: int = attrs.field(init=False, default=0, repr=False)
+    _hash: HashFunction = attrs.field(init=False, repr=False)
+    _state: _InFlight = attrs.field(init=False, factory=_InFlight, repr=False)
     _ratio: tuple[int, int] = attrs.field(init=False, repr=False)
     _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._ring = HashRing(self._initial, vnodes=self.vnodes, seed=self.seed)
+        self._hash = load_hash()
         self._initial = ()
         self._ratio = float(self.balance_factor).as_integer_ratio()
 
@@ -83,11 +95,11 @@ class BoundedLoadRing:
     @property
     def total_in_flight(self) -> int:
         """How many picks have not been reported yet."""
-        return self._total
+        return self._state.total
 
     def in_flight(self, endpoint: Endpoint) -> int:
         """Return how many picks of `endpoint` (by address) have not been reported yet."""
-        return self._loads.get((endpoint.host, endpoint.port), 0)
+        return self._state.loads.get((endpoint.host, endpoint.port), 0)
 
     def capacity(self, endpoint: Endpoint, total: int) -> int:
         """Return the most in-flight requests `endpoint` may hold when `total` are in flight.
@@ -107,17 +119,28 @@ class BoundedLoadRing:
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
         ring = self._ring.snapshot
-        if ring.live == 0:
-            raise NoAvailableEndpointError("BoundedLoadRing")
-        point = self._ring.hash_key(key) if key is not None else random.getrandbits(HASH_BITS)
-        with self._lock:
-            total = self._total + 1
+        if key is None:
+            point = random.getrandbits(HASH_BITS)
+        else:
+            point = self._hash(key.encode() if isinstance(key, str) else key, self.seed)
+        try:
             owner = ring.locate(point)
-            if not self._has_room(owner, total, ring):
-                owner = self._walk(ring, point, total)
+        except IndexError:
+            raise NoAvailableEndpointError("BoundedLoadRing") from None
+        num, den = self._ratio
+        state = self._state
+        with self._lock:
+            total = state.total + 1
+            loads = state.loads
             address = (owner.host, owner.port)
-            self._loads[address] = self._loads.get(address, 0) + 1
-            self._total = total
+            load = loads.get(address, 0)
+            # Room when load + 1 <= ceil(c * total * w / W), i.e. load < c * total * w / W.
+            if load * den * ring.weight >= num * total * owner.weight:
+                owner = self._walk(ring, point, total, loads)
+                address = (owner.host, owner.port)
+                load = loads.get(address, 0)
+            loads[address] = load + 1
+            state.total = total
         return owner
 
     def get(self, key: str | bytes) -> Endpoint:
@@ -137,30 +160,29 @@ class BoundedLoadRing:
         self._ring.update(endpoints)
         current = {(e.host, e.port) for e in self._ring.endpoints}
         with self._lock:
-            self._loads = {a: n for a, n in self._loads.items() if a in current}
-            self._total = sum(self._loads.values())
+            loads = {a: n for a, n in self._state.loads.items() if a in current}
+            self._state = _InFlight(loads, sum(loads.values()))
 
     def report(self, endpoint: Endpoint, outcome: Outcome, latency: float) -> None:  # noqa: ARG002
         """Release the in-flight request counted by the `pick()` of `endpoint`."""
         address = (endpoint.host, endpoint.port)
         with self._lock:
-            count = self._loads.get(address, 0)
+            state = self._state
+            count = state.loads.get(address, 0)
             if count > 0:
-                self._loads[address] = count - 1
-                self._total -= 1
+                state.loads[address] = count - 1
+                state.total -= 1
 
-    def _has_room(self, endpoint: Endpoint, total: int, ring: RingSnapshot) -> bool:
+    def _walk(
+        self, ring: RingSnapshot, point: int, total: int, loads: dict[Address, int]
+    ) -> Endpoint:
         num, den = self._ratio
-        load = self._loads.get((endpoint.host, endpoint.port), 0) + 1
-        # load <= ceil(c * total * w / W)  <=>  load - 1 < c * total * w / W
-        return (load - 1) * den * ring.weight < num * total * endpoint.weight
-
-    def _walk(self, ring: RingSnapshot, point: int, total: int) -> Endpoint:
         points, owners = ring.points, ring.owners
         start = bisect_left(points, point)
         for step in range(1, len(points) + 1):
             owner = owners[(start + step) % len(points)]
-            if self._has_room(owner, total, ring):
+            load = loads.get((owner.host, owner.port), 0)
+            if load * den * ring.weight < num * total * owner.weight:
                 return owner
         # Unreachable with balance_factor > 1: the capacities add up to more than `total`.
         raise NoAvailableEndpointError("BoundedLoadRing", "full")  # pragma: no cover

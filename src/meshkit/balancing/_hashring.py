@@ -180,10 +180,16 @@ class HashRing:
         default=(), alias="endpoints", converter=check_endpoints, repr=False
     )
     vnodes: int = attrs.field(
-        default=DEFAULT_VNODES, kw_only=True, validator=[instance_of(int), ge(1)]
+        on_setattr=attrs.setters.frozen,
+        default=DEFAULT_VNODES,
+        kw_only=True,
+        validator=[instance_of(int), ge(1)],
     )
     seed: int = attrs.field(
-        default=0, kw_only=True, validator=[instance_of(int), in_range(*_SEED_RANGE)]
+        on_setattr=attrs.setters.frozen,
+        default=0,
+        kw_only=True,
+        validator=[instance_of(int), in_range(*_SEED_RANGE)],
     )
     _hash: HashFunction = attrs.field(init=False, repr=False)
     _ring: RingSnapshot = attrs.field(init=False, repr=False)

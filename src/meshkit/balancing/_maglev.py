@@ -116,12 +116,16 @@ class Maglev:
         default=(), alias="endpoints", converter=check_endpoints, repr=False
     )
     table_size: int = attrs.field(
+        on_setattr=attrs.setters.frozen,
         default=DEFAULT_TABLE_SIZE,
         kw_only=True,
         validator=[instance_of(int), _check_table_size],
     )
     seed: int = attrs.field(
-        default=0, kw_only=True, validator=[instance_of(int), in_range(*_SEED_RANGE)]
+        on_setattr=attrs.setters.frozen,
+        default=0,
+        kw_only=True,
+        validator=[instance_of(int), in_range(*_SEED_RANGE)],
     )
     _hash: HashFunction = attrs.field(init=False, repr=False)
     _snapshot: MaglevSnapshot = attrs.field(init=False, repr=False)
