@@ -269,15 +269,23 @@ class TestRandom:
         assert all(800 < counts[e] < 1200 for e in eps)
 
     def test_rng_drives_the_choice(self) -> None:
-        """The injected rng decides: r * total is bisected into the cumulative weights."""
+        """The injected rng decides: r * n picks a column of the alias table, then a side."""
         eps = endpoints(1, 3)
         picks = [Random(eps, rng=Scripted([r])).pick() for r in (0.0, 0.24, 0.25, 0.99)]
         assert picks == [eps[0], eps[0], eps[1], eps[1]]
 
-    def test_rng_returning_one_is_clamped(self) -> None:
-        """An rng returning 1.0 still yields the last endpoint, not an IndexError."""
-        eps = endpoints(1, 3)
-        assert Random(eps, rng=Scripted([1.0])).pick() == eps[1]
+    @given(weights=st.lists(st.integers(1, 1000), min_size=1, max_size=30))
+    def test_alias_table_is_exact(self, weights: list[int]) -> None:
+        """Each endpoint's total probability in the alias table equals weight / total."""
+        balancer = Random(endpoints(*weights))
+        state = balancer._state
+        n = len(weights)
+        mass: dict[Endpoint, float] = collections.defaultdict(float)
+        for e, p, alias in zip(state.eps, state.prob, state.alias, strict=True):
+            mass[e] += p / n
+            mass[alias] += (1 - p) / n
+        for e, w in zip(state.eps, weights, strict=True):
+            assert mass[e] == pytest.approx(w / sum(weights), abs=1e-12)
 
 
 class TestSlowStart:

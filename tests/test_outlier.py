@@ -181,7 +181,7 @@ class TestConsecutive:
             assert bad in d.inner.endpoints
 
     def test_multiplier_decays_on_healthy_intervals(self, clock: FakeClock) -> None:
-        """Each evaluation that finds the endpoint healthy takes one off its multiplier."""
+        """Each evaluation finding it healthy (not returning it) takes one off its multiplier."""
         d = detector(10, clock, base_ejection_time=10, interval=100)
         bad = d.endpoints[0]
         report(d, bad, E, 5)
@@ -189,8 +189,13 @@ class TestConsecutive:
         report(d, bad, E, 5)
         assert d.ejected_until(bad) == 30.0
         clock.advance(20)
+        d.evaluate()  # returns it from its ejection: no decay yet
         d.evaluate()
-        d.evaluate()
+        report(d, bad, E, 5)
+        assert d.ejected_until(bad) == clock.now() + 20.0
+        clock.advance(20)
+        for _ in range(3):
+            d.evaluate()
         report(d, bad, E, 5)
         assert d.ejected_until(bad) == clock.now() + 10.0
 
@@ -411,19 +416,24 @@ class Model:
         self.until: dict[Endpoint, float] = {}
         self.next_eval = now + config.interval
 
+    def expire(self, now: float) -> set[Endpoint]:
+        """End the ejections that are due; return the endpoints that came back."""
+        back = {e for e, until in self.until.items() if until <= now}
+        for e in back:
+            del self.until[e]
+            self.hosts[e].clear()
+        return back
+
     def catch_up(self, now: float) -> None:
         """Apply what the passage of time does: expiries, then a due interval evaluation."""
-        for e, until in list(self.until.items()):
-            if until <= now:
-                del self.until[e]
-                self.hosts[e].clear()
+        back = self.expire(now)
         if now >= self.next_eval:
-            self.evaluate(now)
+            self.evaluate(now, back)
 
-    def evaluate(self, now: float) -> None:
+    def evaluate(self, now: float, back: set[Endpoint]) -> None:
         """One interval: decay multipliers, success-rate and failure-percentage checks."""
         for e, host in self.hosts.items():
-            if e not in self.until and host.multiplier > 0:
+            if e not in self.until and e not in back and host.multiplier > 0:
                 host.multiplier -= 1
         self._success_rate(now)
         self._failure_percentage(now)
@@ -579,8 +589,7 @@ class OutlierMachine(RuleBasedStateMachine):
     @rule()
     def evaluate(self) -> None:
         self.detector.evaluate()
-        self.model.catch_up(self.clock.now())
-        self.model.evaluate(self.clock.now())
+        self.model.evaluate(self.clock.now(), self.model.expire(self.clock.now()))
 
     @rule()
     def pick(self) -> None:

@@ -48,9 +48,9 @@ class OutlierDetector:
     percentage are evaluated once per `interval` over the requests seen in it. An ejection
     lasts `base_ejection_time` times the number of times the endpoint has been ejected (at
     most `max_ejection_time`); that multiplier drops by one at each evaluation that finds the
-    endpoint healthy. At most `max_ejection_percent` of the endpoints are ejected at once (at
-    least one may be), and when fewer than `panic_threshold` percent are healthy every
-    endpoint is used again.
+    endpoint healthy (except the one returning it from an ejection). At most
+    `max_ejection_percent` of the endpoints are ejected at once (at least one may be), and
+    when fewer than `panic_threshold` percent are healthy every endpoint is used again.
 
     Nothing runs in the background: the detector reads its clock on `pick()`, `report()` and
     the read-only properties, returning ejected endpoints exactly when their time is up and
@@ -193,8 +193,8 @@ class OutlierDetector:
         """Run the interval checks (success rate, failure percentage) now, and restart it."""
         now = self._clock.now()
         with self._lock:
-            changed = self._expire(now)
-            changed = self._evaluate(now) or changed
+            returned = self._expire(now)
+            changed = self._evaluate(now, returned) or bool(returned)
             self._retarget() if changed else self._reschedule()
         if changed:
             self._push()
@@ -213,18 +213,19 @@ class OutlierDetector:
     def _advance(self, now: float) -> bool:
         if now < self._next_check:
             return False
-        changed = self._expire(now)
+        returned = self._expire(now)
+        changed = bool(returned)
         if now >= self._next_eval:
-            changed = self._evaluate(now) or changed
+            changed = self._evaluate(now, returned) or changed
         self._reschedule()
         return changed
 
-    def _expire(self, now: float) -> bool:
+    def _expire(self, now: float) -> list[Address]:
         due = [key for key, until in self._ejected.items() if until <= now]
         for key in due:
             del self._ejected[key]
             self._hosts[key].reset()
-        return bool(due)
+        return due
 
     def _record(self, key: Address, host: _Host, outcome: Outcome, now: float) -> bool:
         if outcome is Outcome.SUCCESS:
@@ -261,9 +262,9 @@ class OutlierDetector:
         host.reset()
         return True
 
-    def _evaluate(self, now: float) -> bool:
+    def _evaluate(self, now: float, returned: list[Address]) -> bool:
         for key, host in self._hosts.items():
-            if host.ejections and key not in self._ejected:
+            if host.ejections and key not in self._ejected and key not in returned:
                 host.ejections -= 1
         changed = self._check_success_rate(now)
         changed = self._check_failure_percentage(now) or changed

@@ -1,4 +1,4 @@
-"""Weighted random choice: precomputed cumulative weights and a bisection per pick."""
+"""Weighted random choice in O(1): a per-snapshot alias table and one random draw per pick."""
 
 from __future__ import annotations
 
@@ -27,9 +27,8 @@ class _State:
     eps: tuple[Endpoint, ...]
     n: int
     weights: tuple[int, ...]
-    cumulative: tuple[int, ...]
-    total: int
-    uniform: bool
+    prob: tuple[float, ...]
+    alias: tuple[Endpoint, ...]
     starts: dict[Address, float]
     ramp: tuple[float, ...]
     warm_until: float | None
@@ -40,10 +39,11 @@ class _State:
 class Random:
     """Pick an endpoint at random, in proportion to its weight.
 
-    A pick draws one `rng.random()`: with equal weights it indexes the snapshot directly,
-    otherwise it bisects the snapshot's precomputed cumulative weights (O(log n)). While an
-    endpoint is ramping under `slow_start` the effective weights change with time, so a pick
-    recomputes them (O(n)) until the ramp is over.
+    A pick is O(1) whatever the weights: each snapshot precomputes Vose's alias table, and a
+    pick draws one `r = rng.random() * n`, takes column `i = int(r)`, and returns endpoint `i`
+    if `r - i < prob[i]`, else the column's alias. While an endpoint is ramping under
+    `slow_start` the effective weights change with time, so a pick instead bisects freshly
+    computed cumulative weights (O(n)) until the ramp is over.
 
     Args:
         endpoints: The initial endpoint set (these start at full weight).
@@ -92,13 +92,12 @@ class Random:
         """
         state = self._state
         if state.warm_until is None:
-            if state.uniform:
-                try:
-                    return state.eps[int(self._rand() * state.n)]
-                except IndexError:
-                    raise unavailable("Random", state.endpoints) from None
-            i = bisect.bisect_right(state.cumulative, self._rand() * state.total)
-            return state.eps[i] if i < state.n else state.eps[-1]
+            r = self._rand() * state.n
+            i = int(r)
+            try:
+                return state.eps[i] if r - i < state.prob[i] else state.alias[i]
+            except IndexError:
+                raise unavailable("Random", state.endpoints) from None
         return self._pick_ramping(state)
 
     def update(self, endpoints: Iterable[Endpoint]) -> None:
@@ -118,16 +117,15 @@ class Random:
     def _build(self, endpoints: tuple[Endpoint, ...], starts: dict[Address, float]) -> _State:
         eps = pickable(endpoints)
         weights = tuple(e.weight for e in eps)
-        cumulative = tuple(itertools.accumulate(weights))
+        prob, alias = _alias_table(weights)
         ramp = tuple(starts[address(e)] for e in eps)
         return _State(
             endpoints=endpoints,
             eps=eps,
             n=len(eps),
             weights=weights,
-            cumulative=cumulative,
-            total=cumulative[-1] if eps else 0,
-            uniform=len(set(weights)) <= 1,
+            prob=prob,
+            alias=tuple(eps[i] for i in alias),
             starts=starts,
             ramp=ramp,
             warm_until=warm_until(self._slow_start, ramp, self._clock.now()),
@@ -150,3 +148,20 @@ class Random:
         with self._lock:
             if self._state is state:
                 self._state = attrs.evolve(state, warm_until=None)
+
+
+def _alias_table(weights: tuple[int, ...]) -> tuple[tuple[float, ...], list[int]]:
+    """Build Vose's alias table: column `i` gives `i` with probability `prob[i]`, else its alias."""
+    n = len(weights)
+    total = sum(weights)
+    scaled = [w * n / total for w in weights]
+    prob = [1.0] * n
+    alias = list(range(n))
+    small = [i for i, p in enumerate(scaled) if p < 1.0]
+    large = [i for i, p in enumerate(scaled) if p >= 1.0]
+    while small and large:
+        less, more = small.pop(), large.pop()
+        prob[less], alias[less] = scaled[less], more
+        scaled[more] += scaled[less] - 1.0
+        (small if scaled[more] < 1.0 else large).append(more)
+    return tuple(prob), alias
