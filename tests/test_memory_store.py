@@ -133,6 +133,26 @@ class TestMemoryExtras:
             await store.append("s", make_events("s", 1, 1), 0)
         assert sorted(woke) == [0, 1, 2]
 
+    def test_store_outlives_event_loops(self) -> None:
+        """A waiter cancelled in one event loop does not break waiting in the next one."""
+        store = MemoryEventStore()
+
+        async def cancelled_waiter() -> None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(store.wait_for_new, 0)
+                await anyio.wait_all_tasks_blocked()
+                tg.cancel_scope.cancel()
+
+        async def woken_waiter() -> None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(store.wait_for_new, 0)
+                await anyio.wait_all_tasks_blocked()
+                await store.append("s", make_events("s", 1, 1), 0)
+
+        anyio.run(cancelled_waiter)
+        anyio.run(woken_waiter)
+        assert store.last_position == 1
+
     @pytest.mark.anyio
     async def test_snapshot_state_is_copied(self) -> None:
         """Mutating a saved or loaded snapshot's state does not change the stored one."""

@@ -55,6 +55,7 @@ class MemoryEventStore:
     _snapshots: dict[str, Snapshot] = attrs.field(init=False, factory=dict)
     _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
     _new: anyio.Event | None = attrs.field(init=False, default=None)
+    _waiters: int = attrs.field(init=False, default=0)
 
     # ------------------------------------------------------------ synchronous core
 
@@ -175,7 +176,13 @@ class MemoryEventStore:
         while len(self._log) <= after_position:
             if self._new is None:
                 self._new = anyio.Event()
-            await self._new.wait()
+            self._waiters += 1
+            try:
+                await self._new.wait()
+            finally:
+                self._waiters -= 1
+                if self._waiters == 0:
+                    self._new = None  # an event loop may end; its Event must not outlive it
         await anyio.lowlevel.checkpoint()
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:

@@ -152,6 +152,7 @@ class Subscription(Generic[_TxT]):
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
     _position: int = attrs.field(init=False, default=0)
     _progress: anyio.Event | None = attrs.field(init=False, default=None)
+    _waiters: int = attrs.field(init=False, default=0)
     _task_group: TaskGroup | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
@@ -221,7 +222,13 @@ class Subscription(Generic[_TxT]):
         while self._position < position:
             if self._progress is None:
                 self._progress = anyio.Event()
-            await self._progress.wait()
+            self._waiters += 1
+            try:
+                await self._progress.wait()
+            finally:
+                self._waiters -= 1
+                if self._waiters == 0:
+                    self._progress = None  # never reuse an Event of an ended event loop
 
     # ------------------------------------------------------------ internals
 
