@@ -261,12 +261,16 @@ class HashRing:
         Raises:
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
-        if key is not None:
-            return self.get(key)
-        ring = self._ring
-        point = random.getrandbits(HASH_BITS)
+        ring = self._ring  # the body of get(), inlined: this is the hot path
+        if key is None:
+            point = random.getrandbits(HASH_BITS)
+        else:
+            point = self._hash(key.encode() if isinstance(key, str) else key, self.seed)
+        owner = ring.table[point >> ring.shift]
+        if owner is not None:
+            return owner
         try:
-            return ring.locate(point)
+            return ring.owners[bisect_left(ring.points, point)]
         except IndexError:
             raise NoAvailableEndpointError("HashRing") from None
 

@@ -165,12 +165,13 @@ class Maglev:
         Raises:
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
-        if key is not None:
-            return self.get(key)
         table = self._snapshot.table
         if not table:
             raise NoAvailableEndpointError("Maglev")
-        return table[random.randrange(self.table_size)]  # noqa: S311 - spreading, not secrecy
+        if key is None:
+            return table[random.randrange(self.table_size)]  # noqa: S311 - spreading, not secrecy
+        data = key.encode() if isinstance(key, str) else key
+        return table[self._hash(data, self.seed) % self.table_size]
 
     def hash_key(self, key: str | bytes) -> int:
         """Return the 64-bit hash of `key` (`str` keys are hashed as UTF-8)."""
