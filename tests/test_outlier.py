@@ -20,8 +20,10 @@ from hypothesis.stateful import (
 from meshkit import ConfigurationError, NoAvailableEndpointError
 from meshkit.balancing import (
     Endpoint,
+    HashRing,
     LeastRequest,
     LoadBalancer,
+    Maglev,
     Outcome,
     OutlierConfig,
     OutlierDetector,
@@ -369,6 +371,21 @@ class TestWrapping:
             chosen = d.pick()
             assert chosen != bad
             d.report(chosen, S, 0.01)
+
+    @pytest.mark.parametrize("factory", [HashRing, Maglev])
+    def test_wraps_hash_balancers(self, factory: type[LoadBalancer], clock: FakeClock) -> None:
+        """Keys of an ejected endpoint move to healthy ones and come back after the ejection."""
+        d = OutlierDetector(factory(endpoints(10)), clock=clock)  # type: ignore[call-arg]
+        keys = [f"user-{k}" for k in range(200)]
+        before = {k: d.pick(k) for k in keys}
+        bad = before[keys[0]]
+        report(d, bad, E, 5)
+        during = {k: d.pick(k) for k in keys}
+        assert bad not in during.values()
+        if factory is HashRing:  # consistent hashing moves only the ejected endpoint's keys
+            assert all(during[k] == before[k] for k in keys if before[k] != bad)
+        clock.advance(30)
+        assert {k: d.pick(k) for k in keys} == before
 
     def test_threads_report_and_pick(self, clock: FakeClock) -> None:
         """Concurrent reports and picks leave the inner snapshot equal to the healthy set."""
