@@ -56,8 +56,10 @@ class OutlierDetector:
     the read-only properties, returning ejected endpoints exactly when their time is up and
     running the interval checks lazily once `interval` has elapsed since the last ones.
     `evaluate()` runs them now. The inner balancer sees only the healthy endpoints, through
-    its own `update()`; outcomes reported for an ejected endpoint are forwarded but not
-    counted. Picks never lock; reports take a short lock for the counters.
+    its own `update()` (so change the endpoint set through the detector's `update()`, not the
+    inner balancer's); outcomes reported for an ejected endpoint are forwarded but not
+    counted. Picks never lock; reports take a short lock for the counters, and a change of the
+    healthy set is pushed to the inner balancer under a second lock so the newest set wins.
 
     Args:
         inner: The balancer to protect; its current endpoints become the detector's.
