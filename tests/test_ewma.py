@@ -1,0 +1,86 @@
+"""PeakEwma: latency x load, peak sensitivity and decay."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import TYPE_CHECKING
+
+import pytest
+
+from balancing_helpers import Scripted, endpoints
+from meshkit import ConfigurationError
+from meshkit.balancing import (
+    Endpoint,
+    Outcome,
+    PeakEwma,
+)
+
+if TYPE_CHECKING:
+    from meshkit.testing import FakeClock
+
+
+class TestPeakEwma:
+    def test_prefers_the_faster_endpoint(self, clock: FakeClock) -> None:
+        """After both answered, the faster endpoint takes the traffic."""
+        fast, slow = endpoints(1, 1)
+        balancer = PeakEwma([fast, slow], clock=clock, rng=random.Random(3))
+        balancer.report(fast, Outcome.SUCCESS, 0.01)
+        balancer.report(slow, Outcome.SUCCESS, 0.2)
+        picks = []
+        for _ in range(100):
+            clock.advance(0.01)
+            chosen = balancer.pick()
+            picks.append(chosen)
+            balancer.report(chosen, Outcome.SUCCESS, 0.01 if chosen == fast else 0.2)
+        assert picks.count(fast) > 90
+
+    def test_peak_then_decay(self, clock: FakeClock) -> None:
+        """A slower sample is taken at once; the cost then decays with time constant `decay`."""
+        (ep,) = endpoints(1)
+        balancer = PeakEwma([ep], decay=10, clock=clock)
+        balancer.report(ep, Outcome.SUCCESS, 0.1)
+        balancer.report(ep, Outcome.SUCCESS, 0.5)
+        assert balancer.cost(ep) == pytest.approx(0.5)
+        clock.advance(10)
+        assert balancer.cost(ep) == pytest.approx(0.5 / math.e)
+        balancer.report(ep, Outcome.SUCCESS, 0.0)
+        assert balancer.cost(ep) == pytest.approx(0.5 / math.e)
+
+    def test_cost_counts_active_requests_and_weight(self, clock: FakeClock) -> None:
+        """Cost = ewma * (active + 1) / weight; no sample but requests outstanding = penalty."""
+        (ep,) = endpoints(2)
+        balancer = PeakEwma([ep], clock=clock)
+        assert balancer.cost(ep) == 0.0
+        balancer.pick()
+        assert balancer.cost(ep) > 1e6
+        balancer.report(ep, Outcome.SUCCESS, 0.4)
+        balancer.pick()
+        assert balancer.cost(ep) == pytest.approx(0.4 * 2 / 2)
+        assert balancer.cost(Endpoint(host="x", port=1)) == 0.0
+
+    def test_candidates_follow_the_rng(self, clock: FakeClock) -> None:
+        """The cheaper of the two drawn candidates is chosen (first on a tie)."""
+        eps = endpoints(1, 1, 1)
+        balancer = PeakEwma(eps, clock=clock, rng=Scripted([0.0, 0.0]))
+        assert balancer.pick() == eps[0]
+        balancer.report(eps[0], Outcome.SUCCESS, 1.0)
+        balancer.report(eps[1], Outcome.SUCCESS, 0.5)
+        assert balancer.pick() == eps[1]
+
+    def test_update_keeps_history_and_ignores_strangers(self, clock: FakeClock) -> None:
+        """Kept addresses keep their average; reports for unknown ones are ignored."""
+        eps = endpoints(1, 1)
+        balancer = PeakEwma(eps, clock=clock)
+        balancer.report(eps[0], Outcome.SUCCESS, 0.3)
+        balancer.update([*eps, *endpoints(1, host="10.9.9.9")])
+        assert balancer.cost(eps[0]) == pytest.approx(0.3)
+        balancer.report(Endpoint(host="x", port=1), Outcome.SUCCESS, 0.3)
+        assert balancer.cost(eps[1]) == 0.0
+
+    @pytest.mark.parametrize("decay", [0, -1, math.inf, None])
+    def test_bad_decay(self, decay: object) -> None:
+        """A non-positive or infinite decay is a ConfigurationError naming it."""
+        with pytest.raises(ConfigurationError) as info:
+            PeakEwma(decay=decay)  # type: ignore[arg-type]
+        assert info.value.field == "decay"
