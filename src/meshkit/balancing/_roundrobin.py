@@ -123,7 +123,8 @@ class WeightedRoundRobin(_Cycler):
 
     The period is precomputed per snapshot when it has at most `MAX_SCHEDULE` slots, making a
     pick one lock-free `next()`; a longer period is walked on a heap under a short lock (the
-    same order, about a microsecond per pick).
+    same order, one to two microseconds per pick). Building a period of 65,536 slots at
+    `update()` takes some 50 ms.
 
     Args:
         endpoints: The initial endpoint set.
