@@ -264,10 +264,19 @@ class TestErrors:
                 except EventStoreUnavailableError as exc:
                     outcomes[stream] = exc
 
+            async def append_one(stream: str) -> None:
+                try:
+                    outcomes[stream] = await store.append(stream, _events(stream, 1), 0)
+                except EventStoreUnavailableError as exc:
+                    outcomes[stream] = exc
+
             async with anyio.create_task_group() as group:
                 for stream in ["good1", "bad", "good2"]:
                     group.start_soon(append, stream)
+                group.start_soon(append_one, "bad")
+                group.start_soon(append_one, "good3")
             assert outcomes["good1"] == outcomes["good2"] == 2
+            assert outcomes["good3"] == 1
             assert isinstance(outcomes["bad"], EventStoreUnavailableError)
             assert await store.read("bad") == []
 

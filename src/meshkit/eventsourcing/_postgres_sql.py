@@ -86,10 +86,21 @@ class Statements:
             "SELECT event_id::text FROM {schema}.meshkit_events "
             "WHERE stream_id = %s AND version > %s AND version <= %s ORDER BY version"
         )
-        self.insert = bind(
+        self.schema = schema
+        self.scripts: dict[int, sql.Composed] = {}
+        self.append_template = (
+            "BEGIN; SELECT pg_advisory_lock({lock}); "
             "INSERT INTO {schema}.meshkit_events (stream_id, version, event_id, type, "
             "schema_version, data, timestamp, correlation_id, causation_id) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            "SELECT v.s, v.v::bigint, v.e::uuid, v.t, v.sv::integer, v.d::bytea, "
+            "v.ts::timestamptz, v.c::uuid, v.ca::uuid "
+            "FROM (VALUES {values}) AS v (s, v, e, t, sv, d, ts, c, ca) "
+            "WHERE (SELECT coalesce(max(version), 0) FROM {schema}.meshkit_events "
+            "WHERE stream_id = %s) = %s; "
+            "SELECT pg_advisory_unlock({lock}); COMMIT"
+        )
+        self.abort = sql.SQL("ROLLBACK; SELECT pg_advisory_unlock({lock})").format(
+            lock=sql.Literal(LOCK_KEY)
         )
         self.read = bind(
             f"SELECT {_COLUMNS} FROM {{schema}}.meshkit_events "  # noqa: S608 - constant text
@@ -141,22 +152,22 @@ def fetch(
     return conn.execute(statement, params).fetchall()
 
 
-def _insert_ordered(
-    conn: psycopg.Connection[Any], statements: Statements, rows: list[EventRow]
-) -> None:
-    """Insert under the ordering lock: the transaction id and the positions are taken together."""
-    conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
-    try:
-        with conn.transaction(), conn.cursor() as cursor:
-            cursor.executemany(statements.insert, rows)
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+def _append_script(statements: Statements, count: int) -> sql.Composed:
+    """The one-round-trip append: check the version, insert under the ordering lock, commit.
 
-
-def _stored_ids(
-    conn: psycopg.Connection[Any], statements: Statements, stream_id: str, first: int, last: int
-) -> list[str]:
-    return [row[0] for row in fetch(conn, statements.stored_ids, (stream_id, first, last))]
+    The `INSERT ... SELECT ... WHERE <stream is at the expected version>` inserts nothing on a
+    mismatch; the ordering lock is held from just before the `INSERT` (which takes the
+    transaction id and the positions) until just after it, not through `COMMIT`.
+    """
+    script = statements.scripts.get(count)
+    if script is None:
+        row = sql.SQL("(%s, %s, %s, %s, %s, %s, %s, %s, %s)")
+        script = statements.scripts[count] = sql.SQL(statements.append_template).format(
+            schema=sql.Identifier(statements.schema),
+            lock=sql.Literal(LOCK_KEY),
+            values=sql.SQL(", ").join([row] * count),
+        )
+    return script
 
 
 def append(
@@ -169,21 +180,35 @@ def append(
     """Append `rows` (the encoded `events`) in one transaction; return the new version.
 
     Raises:
-        VersionConflictError: If the stream is not at `expected_version`.
-        ConfigurationError: If an event id is already stored elsewhere.
+        VersionConflictError: If the stream is not at `expected_version`, or an event id is
+            already stored elsewhere.
     """
     stream_id = events[0].stream_id
     last = expected_version + len(rows)
+    params: list[Any] = [value for row in rows for value in row]
+    params += [stream_id, expected_version]
+    cursor = psycopg.ClientCursor(conn)
     try:
-        with conn.transaction():
-            current = fetch(conn, statements.current_version, (stream_id,))[0][0]
-            if current == expected_version:
-                _insert_ordered(conn, statements, rows)
-                return last
+        cursor.execute(_append_script(statements, len(rows)), params)
     except psycopg.errors.UniqueViolation as exc:
+        cursor.execute(statements.abort)
+        current = fetch(conn, statements.current_version, (stream_id,))[0][0]
         if exc.diag.constraint_name != "meshkit_events_stream_version":  # id stored elsewhere
-            current = fetch(conn, statements.current_version, (stream_id,))[0][0]
             raise VersionConflictError(stream_id, expected_version, current) from exc
+    except BaseException:
+        cursor.execute(statements.abort)
+        raise
+    else:
+        cursor.nextset()  # BEGIN -> SELECT pg_advisory_lock
+        cursor.nextset()  # -> INSERT
+        if cursor.rowcount == len(rows):
+            return last
         current = fetch(conn, statements.current_version, (stream_id,))[0][0]
     stored = _stored_ids(conn, statements, stream_id, expected_version, last)
     return resolve_mismatch(stream_id, events, expected_version, current, stored)
+
+
+def _stored_ids(
+    conn: psycopg.Connection[Any], statements: Statements, stream_id: str, first: int, last: int
+) -> list[str]:
+    return [row[0] for row in fetch(conn, statements.stored_ids, (stream_id, first, last))]

@@ -14,6 +14,7 @@ import collections
 from typing import TYPE_CHECKING, final
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import attrs
 
@@ -62,6 +63,7 @@ class GroupCommitter:
     max_batch: int
     _queue: collections.deque[AppendRequest] = attrs.field(init=False, factory=collections.deque)
     _leader: AppendRequest | None = attrs.field(init=False, default=None)
+    _busy: bool = attrs.field(init=False, default=False)
 
     async def submit(self, request: AppendRequest) -> int:
         """Queue `request`, write it (leading a batch if no one else is), return its outcome.
@@ -72,6 +74,8 @@ class GroupCommitter:
         self._queue.append(request)
         if self._leader is None:
             self._leader = request
+            if self._busy:
+                await self._gather()
         else:
             try:
                 await request.wake.wait()
@@ -80,15 +84,28 @@ class GroupCommitter:
                 raise
             if request.done:
                 return request.outcome()
+            await self._gather()
         try:
             await self._lead()
         finally:
             self._pass_leadership()
         return request.outcome()
 
+    async def _gather(self) -> None:
+        """Yield to the event loop until no more appends join the queue.
+
+        Under contention the appends a batch has just completed come right back with their
+        next append; waiting for them lets them share this commit instead of the next one.
+        """
+        queued = -1
+        while queued != len(self._queue) < self.max_batch:
+            queued = len(self._queue)
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+
     async def _lead(self) -> None:
         count = min(self.max_batch, len(self._queue))
         batch = [self._queue.popleft() for _ in range(count)]
+        self._busy = count > 1
         with anyio.CancelScope(shield=True):
             try:
                 await anyio.to_thread.run_sync(self.write_batch, batch)

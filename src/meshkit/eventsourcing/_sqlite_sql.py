@@ -122,6 +122,25 @@ def _append_one(conn: sqlite3.Connection, request: AppendRequest) -> int:
     return last
 
 
+def _append_in_batch(conn: sqlite3.Connection, request: AppendRequest) -> None:
+    """Append one request of a batch so that its failure undoes only its own writes.
+
+    A single-row append needs no savepoint: SQLite undoes a failed statement by itself. A
+    failure that ended the whole transaction fails the whole batch.
+    """
+    if len(request.rows) > 1:
+        _append_in_savepoint(conn, request)
+        return
+    try:
+        request.result = _append_one(conn, request)
+    except MeshkitError as exc:
+        request.error = exc
+    except sqlite3.Error as exc:
+        if not conn.in_transaction:
+            raise
+        request.error = _translated(exc, "append")
+
+
 def _append_in_savepoint(conn: sqlite3.Connection, request: AppendRequest) -> None:
     conn.execute("SAVEPOINT meshkit_append")
     try:
@@ -164,7 +183,7 @@ def write_batch(conn: sqlite3.Connection, batch: Sequence[AppendRequest]) -> Non
                 commit = _append_alone(conn, batch[0])
             else:
                 for request in batch:
-                    _append_in_savepoint(conn, request)
+                    _append_in_batch(conn, request)
                 commit = True
             conn.execute("COMMIT" if commit else "ROLLBACK")
         except BaseException:
