@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 PICKS = 10_000
 KEYS = [f"user-{i:08d}" for i in range(PICKS)]
-BALANCE_KEYS = [f"session-{i}" for i in range(50_000)]
+BALANCE_KEYS = [f"session-{i}" for i in range(200_000)]
 SIZES = [10, 100, 1000]
 ROUNDS = 15
 xxh3 = xxhash.xxh3_64_intdigest
@@ -136,6 +136,21 @@ class TestPickThroughput:
         def loop() -> None:
             for key in KEYS:
                 table[xxh3(key.encode(), 0) % size]
+
+        run(benchmark, loop)
+
+    @pytest.mark.benchmark(group="pick")
+    def test_floor_hash_table_in_a_function(self, benchmark: Any, n: int) -> None:
+        """The bare table lookup behind one Python call: what any get() method must pay."""
+        lb = Maglev(endpoints(n))
+        table, size = list(lb.table), lb.table_size
+
+        def get(key: str) -> Endpoint:
+            return table[xxh3(key.encode(), 0) % size]
+
+        def loop() -> None:
+            for key in KEYS:
+                get(key)
 
         run(benchmark, loop)
 

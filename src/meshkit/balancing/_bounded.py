@@ -37,7 +37,7 @@ class _InFlight:
 
 
 @typing.final
-@attrs.define(eq=False)
+@attrs.define(eq=False, init=False)
 class BoundedLoadRing:
     """Consistent hashing with bounded loads: a key goes to its ring owner unless that is full.
 
@@ -80,6 +80,16 @@ class BoundedLoadRing:
     _state: _InFlight = attrs.field(init=False, factory=_InFlight, repr=False)
     _ratio: tuple[int, int] = attrs.field(init=False, repr=False)
     _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock, repr=False)
+
+    def __init__(
+        self,
+        endpoints: Iterable[Endpoint] = (),
+        *,
+        balance_factor: float = DEFAULT_BALANCE_FACTOR,
+        vnodes: int = DEFAULT_VNODES,
+        seed: int = 0,
+    ) -> None:
+        self.__attrs_init__(endpoints, balance_factor=balance_factor, vnodes=vnodes, seed=seed)
 
     def __attrs_post_init__(self) -> None:
         self._ring = HashRing(self._initial, vnodes=self.vnodes, seed=self.seed)

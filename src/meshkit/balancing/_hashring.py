@@ -156,7 +156,7 @@ def build_ring(
 
 
 @typing.final
-@attrs.define(eq=False)
+@attrs.define(eq=False, init=False)
 class HashRing:
     """Consistent hashing: a key maps to the first virtual node clockwise from its hash.
 
@@ -194,6 +194,11 @@ class HashRing:
     _hash: HashFunction = attrs.field(init=False, repr=False)
     _ring: RingSnapshot = attrs.field(init=False, repr=False)
     _write_lock: threading.Lock = attrs.field(init=False, factory=threading.Lock, repr=False)
+
+    def __init__(
+        self, endpoints: Iterable[Endpoint] = (), *, vnodes: int = DEFAULT_VNODES, seed: int = 0
+    ) -> None:
+        self.__attrs_init__(endpoints, vnodes=vnodes, seed=seed)
 
     def __attrs_post_init__(self) -> None:
         self._hash = load_hash()

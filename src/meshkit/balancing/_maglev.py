@@ -92,7 +92,7 @@ def populate(
 
 
 @typing.final
-@attrs.define(eq=False)
+@attrs.define(eq=False, init=False)
 class Maglev:
     """Maglev hashing: a key's hash indexes a prime-sized table filled from endpoint permutations.
 
@@ -130,6 +130,15 @@ class Maglev:
     _hash: HashFunction = attrs.field(init=False, repr=False)
     _snapshot: MaglevSnapshot = attrs.field(init=False, repr=False)
     _write_lock: threading.Lock = attrs.field(init=False, factory=threading.Lock, repr=False)
+
+    def __init__(
+        self,
+        endpoints: Iterable[Endpoint] = (),
+        *,
+        table_size: int = DEFAULT_TABLE_SIZE,
+        seed: int = 0,
+    ) -> None:
+        self.__attrs_init__(endpoints, table_size=table_size, seed=seed)
 
     def __attrs_post_init__(self) -> None:
         self._hash = load_hash()
