@@ -19,11 +19,16 @@ from meshkit.resilience._breaker_config import (
 )
 from meshkit.resilience._breaker_core import CircuitBreakerStatistics, CircuitState
 from meshkit.resilience._budget import RetryBudget, RetryBudgetStatistics
+from meshkit.resilience._bulkhead import Bulkhead, BulkheadStatistics
 from meshkit.resilience._deadline import Deadline, Timeout, current_deadline, time_remaining
+from meshkit.resilience._ratelimit import RateLimiter, RateLimiterStatistics
+from meshkit.resilience._redis_ratelimit import RedisRateLimiter, RedisRateLimiterStatistics
 from meshkit.resilience._retry import Retry, RetryEvent, RetryOutcome
 
 __all__ = [
     "Backoff",
+    "Bulkhead",
+    "BulkheadStatistics",
     "CircuitBreaker",
     "CircuitBreakerConfig",
     "CircuitBreakerListener",
@@ -37,6 +42,10 @@ __all__ = [
     "ExponentialBackoff",
     "ExponentialOpenDuration",
     "FixedOpenDuration",
+    "RateLimiter",
+    "RateLimiterStatistics",
+    "RedisRateLimiter",
+    "RedisRateLimiterStatistics",
     "Retry",
     "RetryBudget",
     "RetryBudgetStatistics",
