@@ -424,6 +424,17 @@ def _raise(exc: BaseException) -> int:
     raise exc
 
 
+def _raise_or_return(exc: BaseException | None) -> int:
+    if exc is not None:
+        raise exc
+    return 1
+
+
+async def _araise_or_return(exc: BaseException | None) -> int:
+    await anyio.lowlevel.checkpoint()
+    return _raise_or_return(exc)
+
+
 class TestControl:
     def test_force_open_rejects_with_zero_retry_after(self, clock: FakeClock) -> None:
         """FORCED_OPEN rejects every call, whatever the time, until reset()."""
@@ -562,6 +573,20 @@ class TestShapes:
             divide(1, 0)
         with pytest.raises(CircuitOpenError):
             divide(4, 2)
+        clock.advance(30)
+        assert divide(8, 2) == 4
+        assert state_of(breaker) is CircuitState.CLOSED
+
+    def test_decorated_success_resets_the_run(self, clock: FakeClock) -> None:
+        """A decorated call's success after a failure restarts the consecutive count."""
+        breaker = make(clock, failure_threshold=2)
+        decorated = breaker(_raise_or_return)
+        with pytest.raises(BoomError):
+            decorated(BoomError())
+        assert decorated(None) == 1
+        with pytest.raises(BoomError):
+            decorated(BoomError())
+        assert state_of(breaker) is CircuitState.CLOSED
 
     def test_context_manager_records_the_block(self, clock: FakeClock) -> None:
         """`with breaker:` records a failing block and rejects when open."""
@@ -642,6 +667,17 @@ class TestAsync:
         assert await breaker.call(run, None) == 1
         with pytest.raises(BoomError):
             await breaker.call(run, BoomError())
+        assert state_of(breaker) is CircuitState.CLOSED
+
+    async def test_decorated_async_success_resets_the_run(self, clock: FakeClock) -> None:
+        """An async decorated success after a failure restarts the consecutive count."""
+        breaker = make(clock, failure_threshold=2)
+        decorated = breaker(_araise_or_return)
+        with pytest.raises(BoomError):
+            await decorated(BoomError())
+        assert await decorated(None) == 1
+        with pytest.raises(BoomError):
+            await decorated(BoomError())
         assert state_of(breaker) is CircuitState.CLOSED
 
     async def test_cancelled_block_gives_the_trial_back(self, clock: FakeClock) -> None:

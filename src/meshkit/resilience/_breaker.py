@@ -49,7 +49,6 @@ _LOG = logging.getLogger("meshkit.resilience")
 # thread or task, innermost first. A context variable, because one breaker is entered by
 # many threads and tasks at once.
 _Frame = tuple["CircuitBreaker", int, float, Any]
-_OPEN = CircuitState.OPEN
 # `CircuitOpenError(...)` without running its Python `__init__` (see the error's comment).
 _new_error = BaseException.__new__
 _ACTIVE: contextvars.ContextVar[_Frame | None] = contextvars.ContextVar(
@@ -188,6 +187,8 @@ class CircuitBreaker:
         Raises:
             CircuitOpenError: If the breaker does not admit the call.
         """
+        # The fast path is written out here and in the decorators (not shared through a
+        # helper) because a function call is most of its cost; see the module docstring.
         core = self._core
         epoch = core.fast_epoch
         if epoch:
@@ -201,25 +202,21 @@ class CircuitBreaker:
             else:
                 next(core.successes)
             return result
-        if core.state is _OPEN and not self._listeners:
-            # Lock-free rejection: both reads are atomic, and a breaker seen OPEN with a
-            # deadline still ahead was OPEN at that instant.
-            now = self._now()
-            open_until = core.open_until
-            if now < open_until:
-                next(core.rejections)
-                raise _new_error(CircuitOpenError, self.name, open_until - now)
-        permit = self._acquire()
-        start = self._now()
+        now = self._now()
+        reject_until = core.reject_until
+        if now < reject_until:
+            next(core.rejections)
+            raise _new_error(CircuitOpenError, self.name, reject_until - now)
+        permit = self._acquire(now)
         try:
             result = await fn(*args, **kwargs)
         except Exception as exc:
-            self._on_error(permit, start, exc)
+            self._on_error(permit, now, exc)
             raise
         except BaseException as exc:
-            self._on_abandon(permit, start, exc)
+            self._on_abandon(permit, now, exc)
             raise
-        self._on_result(permit, start, result)
+        self._on_result(permit, now, result)
         return result
 
     def call_sync(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
@@ -241,25 +238,23 @@ class CircuitBreaker:
             else:
                 next(core.successes)
             return result
-        if core.state is _OPEN and not self._listeners:
-            # Lock-free rejection: both reads are atomic, and a breaker seen OPEN with a
-            # deadline still ahead was OPEN at that instant.
-            now = self._now()
-            open_until = core.open_until
-            if now < open_until:
-                next(core.rejections)
-                raise _new_error(CircuitOpenError, self.name, open_until - now)
-        permit = self._acquire()
-        start = self._now()
+        now = self._now()
+        reject_until = core.reject_until
+        if now < reject_until:
+            # Lock-free rejection: a breaker seen OPEN with its deadline still ahead was OPEN
+            # at that instant, and the read of `reject_until` is atomic.
+            next(core.rejections)
+            raise _new_error(CircuitOpenError, self.name, reject_until - now)
+        permit = self._acquire(now)
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
-            self._on_error(permit, start, exc)
+            self._on_error(permit, now, exc)
             raise
         except BaseException as exc:
-            self._on_abandon(permit, start, exc)
+            self._on_abandon(permit, now, exc)
             raise
-        self._on_result(permit, start, result)
+        self._on_result(permit, now, result)
         return result
 
     @overload
@@ -273,16 +268,58 @@ class CircuitBreaker:
     def __call__(self, fn: Callable[_P, Any]) -> Callable[_P, Any]:
         """Decorate an async or sync function so that every call goes through the breaker."""
         if inspect.iscoroutinefunction(fn):
+            return self._decorate_async(fn)
+        return self._decorate_sync(fn)
 
-            @functools.wraps(fn)
-            async def async_wrapper(*args: _P.args, **kwargs: _P.kwargs) -> object:
-                return await self.call(fn, *args, **kwargs)
-
-            return async_wrapper
+    def _decorate_async(self, fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
+        core = self._core
 
         @functools.wraps(fn)
-        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> object:
-            return self.call_sync(fn, *args, **kwargs)
+        async def async_wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+            epoch = core.fast_epoch
+            if not epoch:
+                now = self._now()
+                reject_until = core.reject_until
+                if now < reject_until:
+                    next(core.rejections)
+                    raise _new_error(CircuitOpenError, self.name, reject_until - now)
+                return await self.call(fn, *args, **kwargs)
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                self._on_error(epoch, 0.0, exc)
+                raise
+            if core.consecutive_failures:
+                self._record(epoch, 0.0, failed=False)
+            else:
+                next(core.successes)
+            return result
+
+        return async_wrapper
+
+    def _decorate_sync(self, fn: Callable[_P, _T]) -> Callable[_P, _T]:
+        core = self._core
+
+        @functools.wraps(fn)
+        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+            epoch = core.fast_epoch
+            if not epoch:
+                now = self._now()
+                reject_until = core.reject_until
+                if now < reject_until:
+                    next(core.rejections)
+                    raise _new_error(CircuitOpenError, self.name, reject_until - now)
+                return self.call_sync(fn, *args, **kwargs)
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                self._on_error(epoch, 0.0, exc)
+                raise
+            if core.consecutive_failures:
+                self._record(epoch, 0.0, failed=False)
+            else:
+                next(core.successes)
+            return result
 
         return wrapper
 
@@ -292,8 +329,9 @@ class CircuitBreaker:
         Raises:
             CircuitOpenError: If the breaker does not admit the call.
         """
-        permit = self._acquire()
-        _ACTIVE.set((self, permit, self._now(), _ACTIVE.get()))
+        now = self._now()
+        permit = self._acquire(now)
+        _ACTIVE.set((self, permit, now, _ACTIVE.get()))
         return self
 
     def __exit__(
@@ -379,9 +417,8 @@ class CircuitBreaker:
             self._emit(transitions, None)
         return result
 
-    def _acquire(self) -> int:
+    def _acquire(self, now: float) -> int:
         core = self._core
-        now = self._now()
         rejected: CircuitOpenError | None = None
         with self._lock:
             try:

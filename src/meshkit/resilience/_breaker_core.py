@@ -211,6 +211,9 @@ class BreakerCore:
     fast_epoch: int = attrs.field(init=False, default=0)
     """The epoch while the lock-free success path applies (CLOSED, consecutive failures
     only, nobody listening); 0 otherwise."""
+    reject_until: float = attrs.field(init=False, default=-_NEVER)
+    """While OPEN with nobody listening, `open_until`: calls before it are rejected without
+    the lock. Otherwise minus infinity."""
     consecutive_failures: int = attrs.field(init=False, default=0)
     openings: int = attrs.field(init=False, default=0)
     open_until: float = attrs.field(init=False, default=0.0)
@@ -392,6 +395,8 @@ class BreakerCore:
     def _refresh_fast(self) -> None:
         fast = self.state is CircuitState.CLOSED and self._fast_capable and not self.listening
         self.fast_epoch = self.epoch if fast else 0
+        rejects = self.state is CircuitState.OPEN and not self.listening
+        self.reject_until = self.open_until if rejects else -_NEVER
 
     # ------------------------------------------------------------ reading
 
