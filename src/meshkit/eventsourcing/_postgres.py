@@ -16,6 +16,7 @@ from meshkit._validate import ge, gt, instance_of, require
 from meshkit.eventsourcing._checks import check_append, check_limit, check_name, check_position
 from meshkit.eventsourcing._event import JSONSerializer, Serializer
 from meshkit.eventsourcing._sql_common import (
+    Wakeup,
     decode_event,
     decode_snapshot,
     encode_events,
@@ -139,6 +140,7 @@ class PostgresEventStore:
     _sql: ModuleType | None = attrs.field(init=False, default=None)
     _bound: Statements | None = attrs.field(init=False, default=None)
     _closed: bool = attrs.field(init=False, default=False)
+    _wakeup: Wakeup = attrs.field(init=False, factory=Wakeup)
 
     @max_connections.validator
     def _check_max(self, _attribute: object, value: int) -> None:
@@ -186,9 +188,11 @@ class PostgresEventStore:
         rows = encode_events(events, self.serializer)
         module = await self._module()
         statements = self._statements()
-        return await self._call(
+        version: int = await self._call(
             "append", module.append, statements, list(events), expected_version, rows
         )
+        self._wakeup.fire()
+        return version
 
     async def read(
         self, stream_id: str, from_version: int = 1, *, limit: int | None = None
@@ -245,7 +249,8 @@ class PostgresEventStore:
     async def wait_for_new(self, after_position: int) -> None:
         """Return once a reader can see an event after `after_position`.
 
-        Polls every `poll_interval` seconds on the store's clock.
+        Appends of this store wake waiters at once; others are noticed by polling every
+        `poll_interval` seconds on the store's clock.
 
         Raises:
             ConfigurationError: If `after_position` is negative.
@@ -254,8 +259,11 @@ class PostgresEventStore:
         check_position("after_position", after_position)
         await self._module()
         statement = self._statements().has_new
-        while not (await self._fetch("wait_for_new", statement, (after_position,)))[0][0]:
-            await self.clock.sleep(self.poll_interval)
+        while True:
+            event = self._wakeup.arm()
+            if (await self._fetch("wait_for_new", statement, (after_position,)))[0][0]:
+                return
+            await Wakeup.wait(event, self.clock, self.poll_interval)
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Store `snapshot`, replacing the stream's previous one.

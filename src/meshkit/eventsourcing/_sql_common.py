@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, final
+
+import anyio
+import attrs
 
 from meshkit._errors import (
     ConfigurationError,
@@ -19,10 +22,12 @@ from meshkit.eventsourcing._event import Event, Snapshot
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
+    from meshkit._clock import Clock
     from meshkit.eventsourcing._event import Serializer
 
 __all__ = [
     "EventRow",
+    "Wakeup",
     "decode_event",
     "decode_snapshot",
     "encode_events",
@@ -187,3 +192,36 @@ def translate_errors(
         yield
     except driver_error as exc:
         raise EventStoreUnavailableError(backend, operation, str(exc)) from exc
+
+
+@final
+@attrs.define(eq=False)
+class Wakeup:
+    """Wakes `wait_for_new` callers when this process appended, else after a poll interval."""
+
+    _event: anyio.Event | None = attrs.field(init=False, default=None)
+
+    def arm(self) -> anyio.Event:
+        """Return the event the next `fire()` sets (take it before checking the store)."""
+        if self._event is None:
+            self._event = anyio.Event()
+        return self._event
+
+    def fire(self) -> None:
+        """Wake every armed waiter."""
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+    @staticmethod
+    async def wait(event: anyio.Event, clock: Clock, interval: float) -> None:
+        """Wait until `event` is set or `interval` has passed on `clock`, whichever is first."""
+        async with anyio.create_task_group() as group:
+
+            async def tick() -> None:
+                await clock.sleep(interval)
+                group.cancel_scope.cancel()
+
+            group.start_soon(tick)
+            await event.wait()
+            group.cancel_scope.cancel()

@@ -19,6 +19,7 @@ from meshkit.eventsourcing import _sqlite_sql as sql
 from meshkit.eventsourcing._checks import check_append, check_limit, check_name, check_position
 from meshkit.eventsourcing._event import JSONSerializer, Serializer
 from meshkit.eventsourcing._sql_common import (
+    Wakeup,
     decode_event,
     decode_snapshot,
     encode_events,
@@ -131,8 +132,8 @@ class SQLiteEventStore:
     max_idle_connections: int = attrs.field(default=4, validator=[instance_of(int), ge(0)])
     _writer: sqlite3.Connection | None = attrs.field(init=False, default=None)
     _idle: list[sqlite3.Connection] = attrs.field(init=False, factory=list)
+    _wakeup: Wakeup = attrs.field(init=False, factory=Wakeup)
     _committer: GroupCommitter = attrs.field(init=False)
-    _new_events: anyio.Event | None = attrs.field(init=False, default=None)
     _open_lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
     _closed: bool = attrs.field(init=False, default=False)
 
@@ -143,7 +144,7 @@ class SQLiteEventStore:
     @_committer.default
     def _make_committer(self) -> GroupCommitter:
         return GroupCommitter(
-            write_batch=self._write_batch, on_commit=self._notify, max_batch=self.max_batch
+            write_batch=self._write_batch, on_commit=self._wakeup.fire, max_batch=self.max_batch
         )
 
     @classmethod
@@ -250,10 +251,10 @@ class SQLiteEventStore:
         """
         check_position("after_position", after_position)
         while True:
-            event = self._new_events_event()
+            event = self._wakeup.arm()
             if await self.last_position() > after_position:
                 return
-            await self._wait_a_tick(event)
+            await Wakeup.wait(event, self.clock, self.poll_interval)
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Store `snapshot`, replacing the stream's previous one.
@@ -343,28 +344,6 @@ class SQLiteEventStore:
             conn.close()
 
     # ------------------------------------------------------------------ plumbing
-
-    def _new_events_event(self) -> anyio.Event:
-        if self._new_events is None:
-            self._new_events = anyio.Event()
-        return self._new_events
-
-    async def _wait_a_tick(self, event: anyio.Event) -> None:
-        """Wait until `event` is set or `poll_interval` has passed, whichever comes first."""
-        async with anyio.create_task_group() as group:
-
-            async def tick() -> None:
-                await self.clock.sleep(self.poll_interval)
-                group.cancel_scope.cancel()
-
-            group.start_soon(tick)
-            await event.wait()
-            group.cancel_scope.cancel()
-
-    def _notify(self) -> None:
-        if self._new_events is not None:
-            self._new_events.set()
-            self._new_events = None
 
     def _connect(self) -> sqlite3.Connection:
         return sql.connect(self.path, self.busy_timeout, self.synchronous)
