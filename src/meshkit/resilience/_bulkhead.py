@@ -183,7 +183,7 @@ class Bulkhead:
     threads (`bulkhead.call_sync(fn)`, `with bulkhead:`, `@bulkhead` on a plain `def`); both
     share the slots and the queue.
 
-    Args:
+    Attributes:
         max_concurrent: Calls allowed to run at once (Envoy's `max_connections`); >= 1.
         max_queued: Calls allowed to wait for a slot (Envoy's `max_pending_requests`); >= 0,
             and 0 rejects as soon as every slot is taken.

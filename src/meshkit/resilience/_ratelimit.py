@@ -108,7 +108,7 @@ class RateLimiter:
     raises at once without waiting. It is thread-safe and shared freely between tasks,
     threads and event loops.
 
-    Args:
+    Attributes:
         rate: Tokens added per second (> 0).
         burst: The bucket's capacity, also its initial content; defaults to
             `max(1, rate)`.

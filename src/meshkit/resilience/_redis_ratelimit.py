@@ -112,7 +112,7 @@ class RedisRateLimiter:
     `RateLimiterUnavailableError` (chained to the redis error). With `fail_open=True` it
     admits the call instead, preferring availability over the limit.
 
-    Args:
+    Attributes:
         client: A synchronous `redis.Redis` client (it has its own connection pool).
         rate: Tokens added per second (> 0).
         burst: The bucket's capacity, also its initial content; defaults to `max(1, rate)`.
