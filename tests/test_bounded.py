@@ -154,3 +154,30 @@ class TestConcurrency:
             t.join()
         assert lb.total_in_flight == 900
         assert max(lb.in_flight(e) for e in eps) <= bound(1.25, 900, 4)
+
+    def test_readers_see_one_snapshot_or_the_other(self) -> None:
+        """Threads picking while another updates only ever get endpoints of either set."""
+        first = [ep(i) for i in range(6)]
+        second = [ep(i) for i in range(4, 12)]
+        lb = BoundedLoadRing(first)
+        stop = threading.Event()
+        seen: set[Endpoint] = set()
+
+        def read() -> None:
+            n = 0
+            while not stop.is_set():
+                chosen = lb.pick(f"k{n}")
+                seen.add(chosen)
+                lb.report(chosen, Outcome.SUCCESS, 0.0)
+                n += 1
+
+        readers = [threading.Thread(target=read) for _ in range(2)]
+        for t in readers:
+            t.start()
+        for turn in range(30):
+            lb.update(second if turn % 2 == 0 else first)
+        stop.set()
+        for t in readers:
+            t.join()
+        assert seen <= set(first) | set(second)
+        assert lb.total_in_flight == 0

@@ -323,8 +323,8 @@ class TestConcurrency:
         """Threads reading while another updates always get an owner of either endpoint set."""
         first = [ep(i) for i in range(20)]
         second = [ep(i) for i in range(10, 40)]
-        answers = [{k: HashRing(eps).get(k) for k in KEYS} for eps in (first, second)]
-        ring = HashRing(first)
+        answers = [{k: HashRing(e, vnodes=20).get(k) for k in KEYS} for e in (first, second)]
+        ring = HashRing(first, vnodes=20)
         stop = threading.Event()
         bad: list[tuple[str, Endpoint]] = []
 

@@ -161,10 +161,12 @@ class HashRing:
     """Consistent hashing: a key maps to the first virtual node clockwise from its hash.
 
     Each endpoint owns `vnodes * weight` points on a ring of 64-bit XXH3 hashes (weight 0
-    owns none, any weight > 0 owns at least `vnodes`); a lookup hashes the key and bisects
-    the sorted points. Adding or removing one endpoint moves only the keys that endpoint
-    gains or loses. The ring is an immutable snapshot swapped in one assignment: readers
-    never lock and never see a half-built ring; writers serialise on a lock.
+    owns none, any weight > 0 owns at least `vnodes`); a lookup hashes the key and finds the
+    first point at or after it, through a bucket table that answers most keys directly and
+    a `bisect` of the sorted points for the rest (same answer either way). Adding or removing
+    one endpoint moves only the keys that endpoint gains or loses. The ring is an immutable
+    snapshot swapped in one assignment: readers never lock and never see a half-built ring;
+    writers serialise on a lock.
 
     Args:
         endpoints: The initial endpoint set.
