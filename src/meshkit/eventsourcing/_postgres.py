@@ -117,7 +117,7 @@ class PostgresEventStore:
     an event that commits late with a lower position. The tables are created on first use,
     idempotently, in `schema`.
 
-    Args:
+    Attributes:
         dsn: A libpq connection string or URL.
         schema: The (existing) schema holding the store's tables.
         serializer: Encodes payloads and snapshot states.

@@ -110,7 +110,7 @@ class SQLiteEventStore:
     Use it as an async context manager (`async with SQLiteEventStore(path=...) as store:`)
     or call `aclose()`; the schema is created on first use.
 
-    Args:
+    Attributes:
         path: The database file (created if missing; `:memory:` is refused).
         serializer: Encodes payloads and snapshot states.
         clock: Paces `wait_for_new` polling.
