@@ -180,10 +180,22 @@ class TestRingChanges:
         benchmark.pedantic(change, rounds=50, warmup_rounds=2, iterations=1)
 
     @pytest.mark.benchmark(group="ring-change-100")
-    def test_meshkit_hashring_update(self, benchmark: Any) -> None:
-        ring, eps = HashRing(), endpoints(100)
+    def test_meshkit_hashring_update_one_change(self, benchmark: Any) -> None:
+        eps = endpoints(101)
+        ring = HashRing(eps)
+
+        def change() -> None:
+            ring.update(eps[1:])
+            ring.update(eps)
+
+        benchmark.extra_info["operations_per_round"] = 2
+        benchmark.pedantic(change, rounds=50, warmup_rounds=2, iterations=1)
+
+    @pytest.mark.benchmark(group="ring-change-100")
+    def test_meshkit_hashring_build(self, benchmark: Any) -> None:
+        eps = endpoints(100)
         benchmark.extra_info["operations_per_round"] = 1
-        benchmark.pedantic(ring.update, args=(eps,), rounds=10, warmup_rounds=1, iterations=1)
+        benchmark.pedantic(HashRing, args=(eps,), rounds=10, warmup_rounds=1, iterations=1)
 
     @pytest.mark.benchmark(group="ring-change-100")
     def test_meshkit_maglev_update(self, benchmark: Any) -> None:

@@ -297,9 +297,17 @@ class RingMachine(RuleBasedStateMachine):
         i = data.draw(st.sampled_from(sorted(self.model)))
         self.ring.remove(self.model.pop(i))
 
-    @rule(members=st.sets(st.integers(0, 40), max_size=6))
-    def update(self, members: set[int]) -> None:
-        self.model = {i: ep(i) for i in members}
+    @rule(members=st.dictionaries(st.integers(0, 40), st.integers(0, 2), max_size=12))
+    def update(self, members: dict[int, int]) -> None:
+        self.model = {i: ep(i, weight) for i, weight in members.items()}
+        self.ring.update(self.model.values())
+
+    @rule(drop=st.integers(0, 40), weight=st.integers(0, 3))
+    def update_one(self, drop: int, weight: int) -> None:
+        """An update close to the current set: one endpoint changes weight or leaves."""
+        self.model.pop(drop, None)
+        if weight:
+            self.model[drop] = ep(drop, weight)
         self.ring.update(self.model.values())
 
     @invariant()

@@ -284,12 +284,16 @@ class HashRing:
     def update(self, endpoints: Iterable[Endpoint]) -> None:
         """Replace the endpoint set: build the new ring fully, then swap it in.
 
+        Endpoints present before and after, unchanged, keep their points (they are not hashed
+        again), and the lookup table is patched only where points came or went, so an update
+        that changes one endpoint costs about as much as `add()` or `remove()`.
+
         Raises:
             ConfigurationError: If the set holds duplicate addresses.
         """
         snapshot = check_endpoints(endpoints)
         with self._write_lock:
-            self._ring = self._build(snapshot)
+            self._ring = self._rebuild(self._ring, snapshot)
 
     def add(self, endpoint: Endpoint) -> None:
         """Add one endpoint, merging its points into the ring; only keys it now owns move.
@@ -322,6 +326,21 @@ class HashRing:
 
     def report(self, endpoint: Endpoint, outcome: Outcome, latency: float) -> None:
         """Ignore the report: placement on the ring does not depend on outcomes."""
+
+    def _rebuild(self, old: RingSnapshot, endpoints: tuple[Endpoint, ...]) -> RingSnapshot:
+        unchanged = {e.address for e in set(endpoints).intersection(old.endpoints)}
+        kept = [entry for entry in old.entries if entry[1] in unchanged]
+        added: list[Entry] = []
+        for endpoint in endpoints:
+            if endpoint.address not in unchanged:
+                added += vnode_entries(endpoint, self.vnodes, self.seed, self._hash)
+        added.sort()
+        changed = [entry[0] for entry in old.entries if entry[1] not in unchanged]
+        changed += map(_point, added)
+        entries = sorted(kept + added)  # two sorted runs: a linear merge
+        if len(changed) > len(entries) // 4:  # patching would cost more than building
+            return build_ring(endpoints, entries)
+        return build_ring(endpoints, entries, old, changed)
 
     def _build(self, endpoints: tuple[Endpoint, ...]) -> RingSnapshot:
         entries: list[Entry] = []
