@@ -4,7 +4,9 @@ Both sides write one event per append to a file on disk (WAL, synchronous=FULL o
 the local PostgreSQL, with 1 writer and with 16 (meshkit: 16 tasks; eventsourcing, which is
 synchronous: 16 threads). eventsourcing is measured at its recorder level (the
 `ApplicationRecorder`, which keeps a global notification log like meshkit's `read_all`).
-Each round appends `PER_ROUND` events.
+Each round appends `PER_ROUND` events. A last group compares the application level: an
+aggregate command plus `Repository.save` (meshkit) against `Application.save` (eventsourcing),
+one new event per save, one writer, on SQLite.
 
 Run: `.venv/bin/pytest benchmarks/test_eventsourcing_sql.py --benchmark-only`
 """
@@ -18,13 +20,26 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import attrs
 import psycopg
 import pytest
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate as PeerAggregate
+from eventsourcing.domain import event as peer_event
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 
-from meshkit.eventsourcing import Event, EventStore, PostgresEventStore, SQLiteEventStore
+from meshkit.eventsourcing import (
+    Aggregate,
+    Event,
+    EventRegistry,
+    EventStore,
+    PostgresEventStore,
+    Repository,
+    SQLiteEventStore,
+    applies,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -90,6 +105,40 @@ def _peer_round(recorder: Any, writers: int) -> Callable[[], None]:
     return run
 
 
+registry = EventRegistry()
+
+
+@registry.register("Added")
+@attrs.frozen
+class Added:
+    n: int
+
+
+class Tally(Aggregate):
+    type_name = "Tally"
+
+    def __init__(self, stream_id: str) -> None:
+        super().__init__(stream_id)
+        self.total = 0
+
+    def add(self, n: int) -> None:
+        self.record(Added(n=n))
+
+    @applies(Added)
+    def _added(self, event: Added) -> None:
+        self.total += event.n
+
+
+class PeerTally(PeerAggregate):
+    @peer_event("Created")
+    def __init__(self) -> None:
+        self.total = 0
+
+    @peer_event("Added")
+    def add(self, n: int) -> None:
+        self.total += n
+
+
 @pytest.fixture(scope="module")
 def tmp_dir() -> Iterator[str]:
     with tempfile.TemporaryDirectory() as path:
@@ -142,3 +191,35 @@ class TestPostgres:
         benchmark.group = f"eventsourcing-postgres-{writers}-writers"
         benchmark.pedantic(_peer_round(recorder, writers), rounds=ROUNDS)
         datastore.close()
+
+
+class TestSQLiteApplication:
+    def test_meshkit(self, benchmark: Any, tmp_dir: str) -> None:
+        store = _opened(lambda: SQLiteEventStore.open(os.path.join(tmp_dir, "app.db")))  # noqa: PTH118
+        repository = Repository(store=store, aggregate_type=Tally, registry=registry)
+
+        async def main() -> None:
+            tally = Tally(uuid.uuid4().hex)
+            for _ in range(PER_ROUND):
+                tally.add(1)
+                await repository.save(tally)
+
+        benchmark.group = "eventsourcing-sqlite-application-1-writer"
+        benchmark.pedantic(lambda: anyio.run(main), rounds=ROUNDS)
+        _close(store)
+
+    def test_eventsourcing(self, benchmark: Any, tmp_dir: str) -> None:
+        path = os.path.join(tmp_dir, "peer-app.db")  # noqa: PTH118
+        app: Any = Application(
+            env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path}
+        )
+
+        def run() -> None:
+            tally = PeerTally()
+            for _ in range(PER_ROUND):
+                tally.add(1)
+                app.save(tally)
+
+        benchmark.group = "eventsourcing-sqlite-application-1-writer"
+        benchmark.pedantic(run, rounds=ROUNDS)
+        app.close()

@@ -201,6 +201,31 @@ class TestGroupCommitter:
             gate.set()
         assert written == ["leader", "after"]
 
+    async def test_cancelled_leader_still_finishes_its_batch(self) -> None:
+        """A leader cancelled mid-write completes its batch and passes leadership on."""
+        gate, written = threading.Event(), list[str]()
+        committer = _blocking_committer(gate, written)
+        results: list[int] = []
+        async with anyio.create_task_group() as group:
+            scope = anyio.CancelScope()
+
+            async def leader() -> None:
+                with scope:
+                    await committer.submit(_request("leader"))
+
+            async def follower() -> None:
+                results.append(await committer.submit(_request("follower")))
+
+            group.start_soon(leader)
+            await anyio.sleep(0.01)
+            group.start_soon(follower)
+            await anyio.sleep(0.01)
+            scope.cancel()
+            await anyio.sleep(0.01)
+            gate.set()
+        assert written == ["leader", "follower"]
+        assert results == [0]
+
     async def test_cancelled_promoted_waiter_passes_leadership(self) -> None:
         """A waiter promoted to leader but cancelled hands leadership to the next one."""
         committer = _blocking_committer(threading.Event(), [])

@@ -107,6 +107,8 @@ class GroupCommitter:
         batch = [self._queue.popleft() for _ in range(count)]
         self._busy = count > 1
         with anyio.CancelScope(shield=True):
+            # Shielded: a cancelled leader must still hand every request of its batch an
+            # outcome (run_sync itself checkpoints and waits for a thread slot first).
             try:
                 await anyio.to_thread.run_sync(self.write_batch, batch)
             except Exception as exc:  # noqa: BLE001 - handed to every request of the batch
