@@ -138,8 +138,8 @@ class BoundedLoadRing:
         except IndexError:
             raise NoAvailableEndpointError("BoundedLoadRing") from None
         num, den = self._ratio
-        state = self._state
         with self._lock:
+            state = self._state  # read under the lock: update() replaces it
             total = state.total + 1
             loads = state.loads
             address = (owner.host, owner.port)
