@@ -2,13 +2,15 @@
 
 Each benchmark round runs a tight loop of `N` calls (async: inside one event-loop run), so
 pytest-benchmark's own per-round overhead does not swamp figures of a few hundred nanoseconds;
-`extra_info["ns_per_call"]` holds the median round divided by `N`. The bare call is measured the
+`extra_info["ns_per_call"]` holds the median round divided by `N` (`ns_per_call_min`: the
+fastest round, which a shared machine disturbs least). The bare call is measured the
 same way in the same group, so "overhead" is the difference of two such figures.
 
 Groups (add new ones below, keeping the helpers at module level):
 
 * `breaker-sync-success`, `breaker-async-success`: a successful call through a CLOSED breaker;
-* `breaker-sync-open`, `breaker-async-open`: a call rejected by an OPEN breaker (raise + catch).
+* `breaker-sync-open`, `breaker-async-open`: a call rejected by an OPEN breaker (raise + catch),
+  next to a floor: a function that does nothing but raise.
 
 Peers: pybreaker (sync only; its async path needs tornado), aiobreaker, circuitbreaker and
 purgatory (sync and async). Purgatory is measured through a breaker fetched once from its
@@ -67,6 +69,7 @@ def per_call(benchmark: Any, loop: Callable[[], object], n: int = N) -> None:
     benchmark(loop)
     benchmark.extra_info["n"] = n
     benchmark.extra_info["ns_per_call"] = benchmark.stats.stats.median / n * 1e9
+    benchmark.extra_info["ns_per_call_min"] = benchmark.stats.stats.min / n * 1e9
 
 
 @pytest.fixture
@@ -305,8 +308,21 @@ class TestBreakerAsyncSuccess:
 # ---------------------------------------------------------------- breaker: open rejection
 
 
+def raise_floor() -> int:
+    """The least a rejection can cost: raise a fresh exception from one function frame."""
+    raise BoomError
+
+
+async def araise_floor() -> int:
+    """The async twin of `raise_floor`."""
+    raise BoomError
+
+
 @pytest.mark.benchmark(group="breaker-sync-open")
 class TestBreakerSyncOpen:
+    def test_floor_raise(self, benchmark: Any) -> None:
+        per_call(benchmark, rejected_plain_loop(raise_floor, BoomError))
+
     def test_meshkit(self, benchmark: Any) -> None:
         call = meshkit_breaker().call_sync
         trip_sync(call)
@@ -350,6 +366,9 @@ class TestBreakerSyncOpen:
 
 @pytest.mark.benchmark(group="breaker-async-open")
 class TestBreakerAsyncOpen:
+    def test_floor_raise(self, benchmark: Any, event_loop: asyncio.AbstractEventLoop) -> None:
+        per_call_async(benchmark, event_loop, arejected_plain_body(araise_floor, BoomError))
+
     def test_meshkit(self, benchmark: Any, event_loop: asyncio.AbstractEventLoop) -> None:
         call = meshkit_breaker().call
         trip_sync(lambda fn: event_loop.run_until_complete(call(aboom)))

@@ -152,10 +152,10 @@ class CircuitBreaker:
         assert breaker.state is CircuitState.CLOSED
         ```
 
-    Args:
+    Attributes:
         config: The policy; `CircuitBreakerConfig()` by default.
-        name: A name for errors, events and statistics.
-        clock: The source of time.
+        name: A name for errors, events and statistics (keyword-only).
+        clock: The source of time (keyword-only); the system clock by default.
     """
 
     config: CircuitBreakerConfig = attrs.field(
