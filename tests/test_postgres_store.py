@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import anyio
 import psycopg
 import pytest
 
@@ -106,6 +107,30 @@ class TestErrors:
                 await store.append("b", clash, 0)
             assert await store.read("b") == []
 
+    async def test_failed_insert_releases_the_ordering_lock(
+        self, postgres_dsn: str, pg_schema: str
+    ) -> None:
+        """A driver error inside an append is translated, and other writers are not blocked."""
+        async with PostgresEventStore(
+            dsn=postgres_dsn, schema=pg_schema, min_connections=1, max_connections=1
+        ) as store:
+            with psycopg.connect(postgres_dsn, autocommit=True) as raw:
+                raw.execute(
+                    f'CREATE FUNCTION "{pg_schema}".refuse() RETURNS trigger LANGUAGE plpgsql '
+                    "AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$"
+                )
+                raw.execute(
+                    f'CREATE TRIGGER refuse BEFORE INSERT ON "{pg_schema}".meshkit_events '
+                    f"FOR EACH ROW WHEN (NEW.stream_id = 'bad') "
+                    f'EXECUTE FUNCTION "{pg_schema}".refuse()'
+                )
+            with pytest.raises(EventStoreUnavailableError, match="refused"):
+                await store.append("bad", _events("bad", 1), 0)
+            async with PostgresEventStore(dsn=postgres_dsn, schema=pg_schema) as other:
+                with anyio.fail_after(5):
+                    assert await other.append("good", _events("good", 1), 0) == 1
+            assert await store.read("bad") == []
+
     async def test_closed_store_refuses_work(self, postgres_dsn: str, pg_schema: str) -> None:
         """After aclose() every call raises EventStoreUnavailableError."""
         store = await PostgresEventStore.open(postgres_dsn, schema=pg_schema)
@@ -128,8 +153,6 @@ class TestWaitForNew:
         self, postgres_dsn: str, pg_schema: str, clock: FakeClock
     ) -> None:
         """wait_for_new polls every poll_interval and returns once an event is visible."""
-        import anyio  # noqa: PLC0415 - local to keep the module's imports short
-
         async with PostgresEventStore(
             dsn=postgres_dsn, schema=pg_schema, clock=clock, poll_interval=1.0
         ) as store:

@@ -2,6 +2,9 @@
 
 Imported lazily by `meshkit.eventsourcing._postgres`, so `import meshkit` needs no psycopg.
 
+An append is one statement, a call of the `meshkit_append` function the store creates: it
+checks the stream version and inserts, and the statement's implicit transaction commits.
+
 How the global log stays gapless for readers while writers run in parallel: every row
 records the id of the transaction that wrote it (`tx_id`, `pg_current_xact_id()`), and a
 writer takes its transaction id and its positions inside one short critical section (a
@@ -64,6 +67,31 @@ CREATE TABLE IF NOT EXISTS {schema}.meshkit_checkpoints (
 )
 """
 
+_FUNCTION = """
+CREATE OR REPLACE FUNCTION {schema}.meshkit_append(
+    p_stream TEXT, p_expected BIGINT, p_ids UUID[], p_types TEXT[], p_schema_versions INTEGER[],
+    p_data BYTEA[], p_timestamps TIMESTAMPTZ[], p_correlation UUID[], p_causation UUID[]
+) RETURNS BIGINT LANGUAGE plpgsql AS $body$
+DECLARE
+    current_version BIGINT;
+BEGIN
+    SELECT coalesce(max(version), 0) INTO current_version
+        FROM {schema}.meshkit_events WHERE stream_id = p_stream;
+    IF current_version <> p_expected THEN
+        RETURN current_version;
+    END IF;
+    PERFORM pg_advisory_lock({lock});
+    INSERT INTO {schema}.meshkit_events (stream_id, version, event_id, type, schema_version,
+            data, timestamp, correlation_id, causation_id)
+        SELECT p_stream, p_expected + u.ord, u.e, u.t, u.sv, u.d, u.ts, u.c, u.ca
+        FROM unnest(p_ids, p_types, p_schema_versions, p_data, p_timestamps, p_correlation,
+                    p_causation) WITH ORDINALITY AS u (e, t, sv, d, ts, c, ca, ord);
+    PERFORM pg_advisory_unlock({lock});
+    RETURN -1;
+END
+$body$
+"""
+
 _COLUMNS = (
     "position, stream_id, version, event_id, type, schema_version, data, timestamp, "
     "correlation_id, causation_id"
@@ -79,28 +107,20 @@ class Statements:
             return sql.SQL(text).format(schema=sql.Identifier(schema))
 
         self.ddl = [bind(part) for part in _DDL.split(";")]
+        self.ddl.append(
+            sql.SQL(_FUNCTION).format(schema=sql.Identifier(schema), lock=sql.Literal(LOCK_KEY))
+        )
+        self.append = bind(
+            "SELECT {schema}.meshkit_append(%s, %s, %s::uuid[], %s::text[], %s::integer[], "
+            "%s::bytea[], %s::timestamptz[], %s::uuid[], %s::uuid[])"
+        )
+        self.unlock = sql.SQL("SELECT pg_advisory_unlock_all()")
         self.current_version = bind(
             "SELECT coalesce(max(version), 0) FROM {schema}.meshkit_events WHERE stream_id = %s"
         )
         self.stored_ids = bind(
             "SELECT event_id::text FROM {schema}.meshkit_events "
             "WHERE stream_id = %s AND version > %s AND version <= %s ORDER BY version"
-        )
-        self.schema = schema
-        self.scripts: dict[int, sql.Composed] = {}
-        self.append_template = (
-            "BEGIN; SELECT pg_advisory_lock({lock}); "
-            "INSERT INTO {schema}.meshkit_events (stream_id, version, event_id, type, "
-            "schema_version, data, timestamp, correlation_id, causation_id) "
-            "SELECT v.s, v.v::bigint, v.e::uuid, v.t, v.sv::integer, v.d::bytea, "
-            "v.ts::timestamptz, v.c::uuid, v.ca::uuid "
-            "FROM (VALUES {values}) AS v (s, v, e, t, sv, d, ts, c, ca) "
-            "WHERE (SELECT coalesce(max(version), 0) FROM {schema}.meshkit_events "
-            "WHERE stream_id = %s) = %s; "
-            "SELECT pg_advisory_unlock({lock}); COMMIT"
-        )
-        self.abort = sql.SQL("ROLLBACK; SELECT pg_advisory_unlock({lock})").format(
-            lock=sql.Literal(LOCK_KEY)
         )
         self.read = bind(
             f"SELECT {_COLUMNS} FROM {{schema}}.meshkit_events "  # noqa: S608 - constant text
@@ -152,24 +172,6 @@ def fetch(
     return conn.execute(statement, params).fetchall()
 
 
-def _append_script(statements: Statements, count: int) -> sql.Composed:
-    """The one-round-trip append: check the version, insert under the ordering lock, commit.
-
-    The `INSERT ... SELECT ... WHERE <stream is at the expected version>` inserts nothing on a
-    mismatch; the ordering lock is held from just before the `INSERT` (which takes the
-    transaction id and the positions) until just after it, not through `COMMIT`.
-    """
-    script = statements.scripts.get(count)
-    if script is None:
-        row = sql.SQL("(%s, %s, %s, %s, %s, %s, %s, %s, %s)")
-        script = statements.scripts[count] = sql.SQL(statements.append_template).format(
-            schema=sql.Identifier(statements.schema),
-            lock=sql.Literal(LOCK_KEY),
-            values=sql.SQL(", ").join([row] * count),
-        )
-    return script
-
-
 def append(
     conn: psycopg.Connection[Any],
     statements: Statements,
@@ -185,25 +187,21 @@ def append(
     """
     stream_id = events[0].stream_id
     last = expected_version + len(rows)
-    params: list[Any] = [value for row in rows for value in row]
-    params += [stream_id, expected_version]
-    cursor = psycopg.ClientCursor(conn)
+    columns = list(zip(*rows, strict=True))
+    params = [stream_id, expected_version, *(list(column) for column in columns[2:])]
     try:
-        cursor.execute(_append_script(statements, len(rows)), params)
+        current = fetch(conn, statements.append, params)[0][0]
     except psycopg.errors.UniqueViolation as exc:
-        cursor.execute(statements.abort)
+        conn.execute(statements.unlock)
         current = fetch(conn, statements.current_version, (stream_id,))[0][0]
         if exc.diag.constraint_name != "meshkit_events_stream_version":  # id stored elsewhere
             raise VersionConflictError(stream_id, expected_version, current) from exc
     except BaseException:
-        cursor.execute(statements.abort)
+        conn.execute(statements.unlock)
         raise
     else:
-        cursor.nextset()  # BEGIN -> SELECT pg_advisory_lock
-        cursor.nextset()  # -> INSERT
-        if cursor.rowcount == len(rows):
+        if current < 0:
             return last
-        current = fetch(conn, statements.current_version, (stream_id,))[0][0]
     stored = _stored_ids(conn, statements, stream_id, expected_version, last)
     return resolve_mismatch(stream_id, events, expected_version, current, stored)
 
