@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 from meshkit.resilience._backoff import Backoff, ExponentialBackoff
-from meshkit.resilience._breaker import (
-    CircuitBreaker,
-    CircuitBreakerListener,
-    CircuitCallOutcome,
-    CircuitCallRecorded,
-    CircuitStateChange,
-)
+from meshkit.resilience._breaker import CircuitBreaker
 from meshkit.resilience._breaker_config import (
     CircuitBreakerConfig,
     CountWindow,
@@ -18,6 +12,12 @@ from meshkit.resilience._breaker_config import (
     TimeWindow,
 )
 from meshkit.resilience._breaker_core import CircuitBreakerStatistics, CircuitState
+from meshkit.resilience._breaker_events import (
+    CircuitBreakerListener,
+    CircuitCallOutcome,
+    CircuitCallRecorded,
+    CircuitStateChange,
+)
 from meshkit.resilience._budget import RetryBudget, RetryBudgetStatistics
 from meshkit.resilience._bulkhead import Bulkhead, BulkheadStatistics
 from meshkit.resilience._deadline import Deadline, Timeout, current_deadline, time_remaining

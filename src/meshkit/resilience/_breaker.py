@@ -9,13 +9,12 @@ takes no lock and reads no clock at all (see `BreakerCore.fast_epoch`).
 from __future__ import annotations
 
 import contextvars
-import enum
 import functools
 import inspect
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, Self, TypeVar, final, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar, final, overload
 
 import attrs
 
@@ -28,18 +27,18 @@ from meshkit.resilience._breaker_core import (
     CircuitBreakerStatistics,
     CircuitState,
 )
+from meshkit.resilience._breaker_events import (
+    CircuitBreakerListener,
+    CircuitCallOutcome,
+    CircuitCallRecorded,
+    CircuitStateChange,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
     from types import TracebackType
 
-__all__ = [
-    "CircuitBreaker",
-    "CircuitBreakerListener",
-    "CircuitCallOutcome",
-    "CircuitCallRecorded",
-    "CircuitStateChange",
-]
+__all__ = ["CircuitBreaker"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -54,73 +53,6 @@ _new_error = BaseException.__new__
 _ACTIVE: contextvars.ContextVar[_Frame | None] = contextvars.ContextVar(
     "meshkit_breaker_active", default=None
 )
-
-
-class CircuitCallOutcome(enum.Enum):
-    """How the breaker counted one call."""
-
-    SUCCESS = "success"
-    FAILURE = "failure"
-    IGNORED = "ignored"
-    """The exception matched `ignore_exceptions`: neither success nor failure."""
-    CANCELLED = "cancelled"
-    """Cancellation or another `BaseException` that is not an `Exception`: not recorded."""
-    REJECTED = "rejected"
-    """The breaker did not admit the call."""
-
-
-@final
-@attrs.frozen(kw_only=True)
-class CircuitStateChange:
-    """A breaker changed state.
-
-    Attributes:
-        name: The breaker's name.
-        from_state: The state it left.
-        to_state: The state it entered.
-        at: The clock's time of the change.
-    """
-
-    name: str
-    from_state: CircuitState
-    to_state: CircuitState
-    at: float
-
-
-@final
-@attrs.frozen(kw_only=True)
-class CircuitCallRecorded:
-    """A call went through (or was turned away by) a breaker.
-
-    Attributes:
-        name: The breaker's name.
-        outcome: How the call was counted.
-        duration: Seconds the call took, per the breaker's clock (0 for a rejection).
-        slow: Whether it counted as a slow call.
-        exception: What the call raised (the `CircuitOpenError` for a rejection), if anything.
-    """
-
-    name: str
-    outcome: CircuitCallOutcome
-    duration: float
-    slow: bool
-    exception: BaseException | None
-
-
-class CircuitBreakerListener(Protocol):
-    """Receives a breaker's state changes and call outcomes (called outside its lock).
-
-    An exception raised by a listener is logged on the `meshkit.resilience` logger and
-    otherwise ignored, so observing a breaker can never break the calls it protects.
-    """
-
-    def on_state_change(self, event: CircuitStateChange) -> None:
-        """Handle a state change."""
-        ...
-
-    def on_call(self, event: CircuitCallRecorded) -> None:
-        """Handle a call's outcome."""
-        ...
 
 
 def _monotonic_now(clock: Clock) -> Callable[[], float]:
