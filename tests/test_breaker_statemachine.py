@@ -1,10 +1,11 @@
-"""Hypothesis drives the breaker's pure core through every trip model against a plain model."""
+"""Hypothesis drives the breaker (its pure core, then whole calls) against a plain model."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -20,13 +21,15 @@ from hypothesis.stateful import (
 
 from meshkit import CircuitOpenError
 from meshkit.resilience import (
+    CircuitBreaker,
     CircuitBreakerConfig,
     CircuitState,
     CountWindow,
     ExponentialOpenDuration,
     TimeWindow,
 )
-from meshkit.resilience._breaker_core import BreakerCore
+from meshkit.resilience._breaker_core import BreakerCore, CircuitBreakerStatistics
+from meshkit.testing import FakeClock
 
 RATES = st.sampled_from([0.25, 0.5, 0.75, 1.0])
 
@@ -171,6 +174,30 @@ class Model:
             self.in_flight -= 1
 
 
+def assert_matches(stats: CircuitBreakerStatistics, model: Model, now: float) -> None:
+    """Check a breaker's statistics against the model's state at `now`."""
+    model.poll(now)
+    assert stats.state is model.state
+    assert stats.consecutive_failures == model.consecutive
+    assert stats.consecutive_openings == model.openings
+    assert stats.half_open_in_flight == model.in_flight
+    if model.state is CircuitState.HALF_OPEN:
+        outcomes = model.trials
+    else:
+        outcomes = [(f, s) for _, f, s in model.window(now)]
+    assert stats.window_calls == len(outcomes)
+    assert stats.window_failures == sum(f for f, _ in outcomes)
+    assert stats.window_slow_calls == sum(s for _, s in outcomes)
+    counts = ("success", "failure", "slow", "ignored", "rejected")
+    assert (
+        stats.successful_calls,
+        stats.failed_calls,
+        stats.slow_calls,
+        stats.ignored_calls,
+        stats.rejected_calls,
+    ) == tuple(model.counts[k] for k in counts)
+
+
 class BreakerMachine(RuleBasedStateMachine):
     """Random calls, outcomes, clock moves and manual transitions on core and model alike."""
 
@@ -178,9 +205,14 @@ class BreakerMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.now = 0.0
+        self.clock = FakeClock()
         self.core: BreakerCore
         self.model: Model
+
+    @property
+    def now(self) -> float:
+        """The fake clock's time, which every core call is given."""
+        return self.clock.now()
 
     @initialize(config=configs())
     def build(self, config: CircuitBreakerConfig) -> None:
@@ -216,7 +248,7 @@ class BreakerMachine(RuleBasedStateMachine):
 
     @rule(seconds=st.sampled_from([0.25, 0.5, 1.0, 2.5, 7.0]))
     def advance(self, seconds: float) -> None:
-        self.now += seconds
+        self.clock.advance(seconds)
 
     @rule(which=st.sampled_from(["force_open", "disable", "reset"]))
     def control(self, which: str) -> None:
@@ -230,33 +262,107 @@ class BreakerMachine(RuleBasedStateMachine):
 
     @invariant()
     def same_state_and_counts(self) -> None:
-        stats = self.core.statistics(self.now)
-        model = self.model
-        model.poll(self.now)
-        assert stats.state is model.state
-        assert stats.consecutive_failures == model.consecutive
-        assert stats.consecutive_openings == model.openings
-        assert stats.half_open_in_flight == model.in_flight
-        if model.state is CircuitState.HALF_OPEN:
-            outcomes = model.trials
-        else:
-            outcomes = [(f, s) for _, f, s in model.window(self.now)]
-        assert stats.window_calls == len(outcomes)
-        assert stats.window_failures == sum(f for f, _ in outcomes)
-        assert stats.window_slow_calls == sum(s for _, s in outcomes)
-        assert (
-            stats.successful_calls,
-            stats.failed_calls,
-            stats.slow_calls,
-            stats.ignored_calls,
-            stats.rejected_calls,
-        ) == tuple(model.counts[k] for k in ("success", "failure", "slow", "ignored", "rejected"))
+        assert_matches(self.core.statistics(self.now), self.model, self.now)
 
     @invariant()
     def fast_path_only_when_closed(self) -> None:
         fast = self.core.fast_epoch
         assert fast == 0 or (self.core.state is CircuitState.CLOSED and fast == self.core.epoch)
 
+
+class BoomError(Exception):
+    """A failure raised by a protected call."""
+
+
+class ShellMachine(RuleBasedStateMachine):
+    """Whole calls through `CircuitBreaker.call_sync` on a FakeClock, against the model.
+
+    Each call makes the fake clock advance by its duration, so the shell's own timing decides
+    which calls are slow; exceptions go through the shell's classification.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = FakeClock()
+        self.breaker: CircuitBreaker
+        self.model: Model
+        self.ignores = False
+        self.checks_result = False
+
+    @initialize(config=configs(), ignores=st.booleans(), checks_result=st.booleans())
+    def build(self, config: CircuitBreakerConfig, ignores: bool, checks_result: bool) -> None:
+        self.ignores, self.checks_result = ignores, checks_result
+        config = attrs.evolve(
+            config,
+            ignore_exceptions=LookupError if ignores else (),
+            record_result=(lambda r: r == "bad") if checks_result else None,
+        )
+        self.breaker = CircuitBreaker(config, name="shell", clock=self.clock)
+        self.model = Model(config)
+
+    @rule(
+        kind=st.sampled_from(["ok", "bad", "fail", "lookup", "interrupt"]),
+        duration=st.sampled_from([0.0, 0.5, 1.5]),
+    )
+    def call(self, kind: str, duration: float) -> None:
+        period = self.model.acquire(self.clock.now())
+
+        def protected() -> str:
+            self.clock.advance(duration)
+            if kind in RAISES:
+                raise RAISES[kind]
+            return kind
+
+        if period is None:
+            with pytest.raises(CircuitOpenError):
+                self.breaker.call_sync(protected)
+            return
+        if kind in RAISES:
+            with pytest.raises(type(RAISES[kind])):
+                self.breaker.call_sync(protected)
+        else:
+            assert self.breaker.call_sync(protected) == kind
+        self.model_outcome(period, kind, duration)
+
+    def model_outcome(self, period: int, kind: str, duration: float) -> None:
+        now = self.clock.now()
+        if kind == "interrupt":
+            self.model.release(period, now, ignored=False)
+        elif kind == "lookup" and self.ignores:
+            self.model.release(period, now, ignored=True)
+        else:
+            slow_after = self.model.config.slow_call_duration
+            slow = slow_after is not None and duration > slow_after
+            failed = kind in {"fail", "lookup"} or (kind == "bad" and self.checks_result)
+            self.model.record(period, now, failed, slow)
+
+    @rule(seconds=st.sampled_from([0.25, 1.0, 2.5, 7.0]))
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @rule(which=st.sampled_from(["force_open", "disable", "reset"]))
+    def control(self, which: str) -> None:
+        getattr(self.breaker, which)()
+        if which == "reset":
+            self.model.close()
+        else:
+            self.model.enter(
+                CircuitState.FORCED_OPEN if which == "force_open" else CircuitState.DISABLED
+            )
+
+    @invariant()
+    def same_state_and_counts(self) -> None:
+        assert_matches(self.breaker.statistics(), self.model, self.clock.now())
+
+
+RAISES: dict[str, BaseException] = {
+    "fail": BoomError(),
+    "lookup": KeyError("missing"),
+    "interrupt": KeyboardInterrupt(),
+}
+
+ShellMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40)
+TestShellStateMachine = ShellMachine.TestCase
 
 BreakerMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=50)
 TestBreakerStateMachine = BreakerMachine.TestCase
