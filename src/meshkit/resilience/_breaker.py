@@ -3,7 +3,8 @@
 The shell reads the clock, takes a short lock around the core's bookkeeping and calls
 listeners outside it. No lock is ever held across the protected call. While the breaker is
 CLOSED and configured for consecutive failures only, with nobody listening, a successful call
-takes no lock and reads no clock at all (see `BreakerCore.fast_epoch`).
+takes no lock and reads no clock at all (see `BreakerCore.fast_epoch`); a call rejected while
+OPEN takes no lock either (see `BreakerCore.reject_until`).
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ class CircuitBreaker:
 
         Raises:
             CircuitOpenError: If the breaker does not admit the call.
+            ConfigurationError: If a custom `open_duration` returns a duration that is not
+                a finite number >= 0 when the breaker opens.
         """
         # The fast path is written out here and in the decorators (not shared through a
         # helper) because a function call is most of its cost; see the module docstring.
@@ -156,6 +159,8 @@ class CircuitBreaker:
 
         Raises:
             CircuitOpenError: If the breaker does not admit the call.
+            ConfigurationError: If a custom `open_duration` returns a duration that is not
+                a finite number >= 0 when the breaker opens.
         """
         core = self._core
         epoch = core.fast_epoch
