@@ -174,6 +174,35 @@ class TestSQLite:
         datastore.close()
 
 
+class TestSQLiteFromAsync:
+    """Context for the 1-writer group: the peer called from async code, as a service would.
+
+    An async service cannot call a blocking recorder on its event loop (the fsync would stall
+    every other task), so it hands each insert to a worker thread, as meshkit does.
+    """
+
+    def test_eventsourcing_via_to_thread(self, benchmark: Any, tmp_dir: str) -> None:
+        path = os.path.join(tmp_dir, "peer-async.db")  # noqa: PTH118
+        datastore = SQLiteDatastore(path, pool_size=2, max_overflow=2)
+        recorder = SQLiteApplicationRecorder(datastore)
+        recorder.create_table()
+
+        async def main() -> None:
+            originator = uuid.uuid4()
+            for version in range(1, PER_ROUND + 1):
+                stored = StoredEvent(
+                    originator_id=originator,
+                    originator_version=version,
+                    topic="t",
+                    state=b'{"n":1}',
+                )
+                await anyio.to_thread.run_sync(recorder.insert_events, [stored])
+
+        benchmark.group = "eventsourcing-sqlite-1-writers"
+        benchmark.pedantic(lambda: anyio.run(main), rounds=ROUNDS)
+        datastore.close()
+
+
 @pytest.mark.parametrize("writers", [1, 16])
 class TestPostgres:
     def test_meshkit(self, benchmark: Any, pg_schema: str, writers: int) -> None:
