@@ -23,13 +23,14 @@ from meshkit.resilience import (
     CircuitBreakerConfig,
     CircuitState,
     Pipeline,
+    PipelineOutcome,
     RateLimiter,
     Retry,
 )
 from meshkit.testing import FakeClock
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
 pytestmark = pytest.mark.anyio
 
@@ -69,7 +70,7 @@ class _ScopeCountingClock:
         return self.inner.deadline_scope(deadline)
 
 
-def _flaky(failures: int) -> tuple[Callable[[], object], list[int]]:
+def _flaky(failures: int) -> tuple[Callable[[], Awaitable[str]], list[int]]:
     calls: list[int] = []
 
     async def fn() -> str:
@@ -168,14 +169,14 @@ class TestTimeouts:
         clock = _ScopeCountingClock()
         fn, _ = _flaky(1)
         pipeline = Pipeline(
-            retry=Retry(max_attempts=2, backoff=NO_WAIT, clock=clock),  # type: ignore[arg-type]
-            breaker=CircuitBreaker(clock=clock),  # type: ignore[arg-type]
-            bulkhead=Bulkhead(max_concurrent=4, clock=clock),  # type: ignore[arg-type]
-            clock=clock,  # type: ignore[arg-type]
+            retry=Retry(max_attempts=2, backoff=NO_WAIT, clock=clock),
+            breaker=CircuitBreaker(clock=clock),
+            bulkhead=Bulkhead(max_concurrent=4, clock=clock),
+            clock=clock,
         )
         assert await pipeline.call(fn) == "ok"
         assert clock.scopes == 0
-        timed = Pipeline(timeout=5, clock=clock)  # type: ignore[arg-type]
+        timed = Pipeline(timeout=5, clock=clock)
         assert await timed.call(_flaky(0)[0]) == "ok"
         assert clock.scopes == 1
 
@@ -282,9 +283,9 @@ class TestDetails:
 
         def work() -> None:
             for i in range(200):
-                pipeline.call_sync(lambda i=i: i)
+                value = pipeline.call_sync(int, i)
                 with lock:
-                    done.append(i)
+                    done.append(value)
 
         threads = [threading.Thread(target=work) for _ in range(8)]
         for thread in threads:
@@ -292,7 +293,7 @@ class TestDetails:
         for thread in threads:
             thread.join()
         assert len(done) == 1600
-        assert breaker.statistics().successes == 1600
+        assert breaker.statistics().successful_calls == 1600
 
     @given(failures=st.integers(0, 6), max_attempts=st.integers(1, 5))
     def test_attempts_property(self, failures: int, max_attempts: int) -> None:
@@ -302,7 +303,11 @@ class TestDetails:
             retry=Retry(max_attempts=max_attempts, backoff=NO_WAIT, clock=clock), clock=clock
         )
         fn, calls = _flaky(failures)
-        outcome = anyio.run(pipeline.call_with_details, fn)
+
+        async def run() -> PipelineOutcome[str]:
+            return await pipeline.call_with_details(fn)
+
+        outcome = anyio.run(run)
         assert outcome.attempts == min(failures + 1, max_attempts) == len(calls)
         assert outcome.succeeded is (failures < max_attempts)
 

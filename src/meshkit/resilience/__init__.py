@@ -21,6 +21,7 @@ from meshkit.resilience._breaker_events import (
 from meshkit.resilience._budget import RetryBudget, RetryBudgetStatistics
 from meshkit.resilience._bulkhead import Bulkhead, BulkheadStatistics
 from meshkit.resilience._deadline import Deadline, Timeout, current_deadline, time_remaining
+from meshkit.resilience._pipeline import Pipeline, PipelineOutcome
 from meshkit.resilience._ratelimit import RateLimiter, RateLimiterStatistics
 from meshkit.resilience._redis_ratelimit import RedisRateLimiter, RedisRateLimiterStatistics
 from meshkit.resilience._retry import Retry, RetryEvent, RetryOutcome
@@ -42,6 +43,8 @@ __all__ = [
     "ExponentialBackoff",
     "ExponentialOpenDuration",
     "FixedOpenDuration",
+    "Pipeline",
+    "PipelineOutcome",
     "RateLimiter",
     "RateLimiterStatistics",
     "RedisRateLimiter",

@@ -13,7 +13,7 @@ from typing import Any, TypeAlias, final
 
 import attrs
 
-from meshkit._errors import ConfigurationError
+from meshkit._errors import BulkheadFullError, ConfigurationError, RateLimitExceededError
 from meshkit._validate import finite, ge, gt, in_range, instance_of, le, optional, require
 
 __all__ = [
@@ -199,6 +199,10 @@ def _callable(field: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     return validate
 
 
+LOCAL_REJECTIONS: tuple[type[Exception], ...] = (BulkheadFullError, RateLimitExceededError)
+"""The default `ignore_exceptions`: rejections by meshkit's local policies, not the dependency."""
+
+
 @final
 @attrs.frozen(kw_only=True)
 class CircuitBreakerConfig:
@@ -226,7 +230,10 @@ class CircuitBreakerConfig:
             trials have not all completed (> 0), or `None` to wait for them indefinitely.
         record_exceptions: Exceptions that count as failures; any other exception counts as
             a success (default: every `Exception`).
-        ignore_exceptions: Exceptions that count as neither (checked first); default none.
+        ignore_exceptions: Exceptions that count as neither (checked first). By default
+            meshkit's own local load shedding, `BulkheadFullError` and
+            `RateLimitExceededError`: a call turned away on this side never reached the
+            dependency, so it says nothing about the dependency's health.
         record_result: A predicate on the returned value; `True` counts the call as failed.
     """
 
@@ -252,7 +259,7 @@ class CircuitBreakerConfig:
         default=Exception, validator=_matcher("record_exceptions")
     )
     ignore_exceptions: ExceptionMatcher = attrs.field(
-        default=(), validator=_matcher("ignore_exceptions")
+        default=LOCAL_REJECTIONS, validator=_matcher("ignore_exceptions")
     )
     record_result: Callable[[Any], bool] | None = attrs.field(
         default=None, validator=optional(_callable("record_result"))
