@@ -25,6 +25,18 @@ def _events(stream_id: str, first: int, count: int = 1) -> list[Event]:
     return [Event(stream_id=stream_id, version=v, type="T") for v in range(first, first + count)]
 
 
+async def _until_waiting_on_a_lock(dsn: str, schema: str) -> None:
+    """Return once an append in `schema` is blocked on a lock (polls, for up to 5 s)."""
+    query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s"
+    with psycopg.connect(dsn, autocommit=True) as watch:
+        for _ in range(500):
+            row = watch.execute(query, (f'%"{schema}".meshkit_append%',)).fetchone()
+            if row is not None and row[0]:
+                return
+            await anyio.sleep(0.01)
+    raise AssertionError("the append never waited on the rival's lock")
+
+
 class TestPostgresConformance(EventStoreConformance):
     @pytest.fixture(autouse=True)
     def _schema(self, postgres_dsn: str, pg_schema: str) -> None:
@@ -138,6 +150,41 @@ class TestErrors:
                 with anyio.fail_after(5):
                     assert await other.append("good", _events("good", 1), 0) == 1
             assert await store.read("bad") == []
+
+    async def test_race_after_the_version_check_is_a_conflict(
+        self, postgres_dsn: str, pg_schema: str
+    ) -> None:
+        """A writer that commits the same version after our check makes ours a conflict."""
+        async with PostgresEventStore(dsn=postgres_dsn, schema=pg_schema) as store:
+            await store.append("warm", _events("warm", 1), 0)
+            with psycopg.connect(postgres_dsn) as rival:
+                rival.execute(
+                    f'INSERT INTO "{pg_schema}".meshkit_events (stream_id, version, event_id, '
+                    "type, schema_version, data, timestamp) "
+                    "VALUES ('s', 1, gen_random_uuid(), 'T', 1, '\\x7b7d', now())"
+                )
+                outcome: list[BaseException] = []
+
+                async def ours() -> None:
+                    try:
+                        await store.append("s", _events("s", 1), 0)
+                    except VersionConflictError as exc:
+                        outcome.append(exc)
+
+                async with anyio.create_task_group() as group:
+                    group.start_soon(ours)
+                    await _until_waiting_on_a_lock(postgres_dsn, pg_schema)
+                    rival.commit()
+            assert len(outcome) == 1
+            assert [e.version for e in await store.read("s")] == [1]
+
+    async def test_open_twice_is_harmless(self, postgres_dsn: str, pg_schema: str) -> None:
+        """A second, racing open of the same store object keeps the first pool."""
+        async with PostgresEventStore(dsn=postgres_dsn, schema=pg_schema) as store:
+            pool = store._pool
+            await anyio.to_thread.run_sync(store._open_sync)
+            assert store._pool is pool
+        await store.aclose()
 
     async def test_closed_store_refuses_work(self, postgres_dsn: str, pg_schema: str) -> None:
         """After aclose() every call raises EventStoreUnavailableError."""

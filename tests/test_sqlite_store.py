@@ -17,7 +17,9 @@ from meshkit import (
     EventStoreUnavailableError,
     VersionConflictError,
 )
-from meshkit.eventsourcing import Event, Snapshot, SQLiteEventStore
+from meshkit.eventsourcing import Event, JSONSerializer, Snapshot, SQLiteEventStore
+from meshkit.eventsourcing import _sqlite_sql as sql
+from meshkit.eventsourcing._sql_common import encode_events
 from meshkit.eventsourcing._sqlite_group import AppendRequest, GroupCommitter
 from meshkit.testing import CheckpointStoreConformance, EventStoreConformance
 
@@ -345,6 +347,66 @@ class TestErrors:
         await store.aclose()
         with pytest.raises(EventStoreUnavailableError, match="closed"):
             await store.read_all()
+
+
+class TestWriteBatch:
+    """The batch writer, driven directly on a connection."""
+
+    @pytest.fixture
+    def conn(self, db: str) -> sqlite3.Connection:
+        conn = sql.connect(db, 1.0, "FULL")
+        sql.init_schema(conn)
+        conn.execute(
+            "CREATE TRIGGER no_bad BEFORE INSERT ON meshkit_events "
+            "WHEN NEW.stream_id = 'bad' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        return conn
+
+    async def test_single_row_failure_is_isolated(self, conn: sqlite3.Connection) -> None:
+        """A failing single-row append in a batch fails alone, without a savepoint."""
+        batch = [_request_for(stream) for stream in ("good1", "bad", "good2", "good1")]
+        sql.write_batch(conn, batch)
+        assert [r.result for r in batch] == [1, None, 1, None]
+        assert isinstance(batch[1].error, EventStoreUnavailableError)
+        assert isinstance(batch[3].error, VersionConflictError)
+
+    async def test_failure_that_ends_the_transaction_fails_all(
+        self, conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An error after which SQLite has rolled the transaction back fails the whole batch."""
+
+        def lost_transaction(conn: sqlite3.Connection, request: AppendRequest) -> int:
+            conn.execute("ROLLBACK")
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(sql, "_append_one", lost_transaction)
+        batch = [_request_for("a"), _request_for("b")]
+        sql.write_batch(conn, batch)
+        assert all(isinstance(r.error, EventStoreUnavailableError) for r in batch)
+        assert conn.execute("SELECT count(*) FROM meshkit_events").fetchone() == (0,)
+
+    async def test_schema_clash_is_translated(self, tmp_path: Path) -> None:
+        """A database whose names clash with the store's tables cannot be opened."""
+        path = tmp_path / "clash.db"
+        raw = sqlite3.connect(path)
+        raw.execute("CREATE TABLE t (x)")
+        raw.execute("CREATE INDEX meshkit_snapshots ON t (x)")
+        raw.close()
+        with pytest.raises(EventStoreUnavailableError, match="open"):
+            await SQLiteEventStore.open(path)
+
+    async def test_unserializable_snapshot_is_bad_input(self, db: str) -> None:
+        """A snapshot state the serializer rejects raises ConfigurationError."""
+        async with SQLiteEventStore(path=db) as store:
+            bad = Snapshot(stream_id="s", version=1, type="A", state={"x": object()})
+            with pytest.raises(ConfigurationError, match="snapshot"):
+                await store.save_snapshot(bad)
+
+
+def _request_for(stream_id: str) -> AppendRequest:
+    events = _events(stream_id, 1)
+    rows = encode_events(events, JSONSerializer())
+    return AppendRequest(stream_id=stream_id, events=events, expected_version=0, rows=rows)
 
 
 class TestWaitForNew:
