@@ -20,16 +20,20 @@ factory (its decorator fetches it on every call, which is slower still).
 from __future__ import annotations
 
 import asyncio  # noqa: TID251 - the async rounds run on one explicit asyncio loop
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import aiobreaker
 import circuitbreaker
 import pybreaker
 import pytest
+import stamina
+import stamina.instrumentation
+import tenacity
 from purgatory import AsyncCircuitBreakerFactory, SyncCircuitBreakerFactory
 
 from meshkit import CircuitOpenError
-from meshkit.resilience import CircuitBreaker, CircuitBreakerConfig
+from meshkit.resilience import Bulkhead, CircuitBreaker, CircuitBreakerConfig, Pipeline, Retry
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -406,3 +410,86 @@ class TestBreakerAsyncOpen:
                     continue
 
         per_call_async(benchmark, event_loop, body, n)
+
+
+# ---------------------------------------------------------------- pipeline
+#
+# Groups `pipeline-async-success` and `pipeline-sync-success`: one successful call through
+# timeout + retry + breaker + bulkhead, against tenacity and stamina alone (retry only, one
+# successful attempt), and against meshkit's pipeline without a timeout (no cancel scope).
+
+PIPELINE_N = 2_000
+
+tenacity_async = tenacity.retry(
+    stop=tenacity.stop_after_attempt(3),
+    wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=5.0),
+)(atarget)
+tenacity_sync = tenacity.retry(
+    stop=tenacity.stop_after_attempt(3),
+    wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=5.0),
+)(target)
+stamina_async = stamina.retry(on=Exception, attempts=3)(atarget)
+stamina_sync = stamina.retry(on=Exception, attempts=3)(target)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _quiet_stamina() -> Iterator[None]:
+    """Measure stamina's retry machinery, not its logging/metrics hooks."""
+    stamina.instrumentation.set_on_retry_hooks([])
+    yield
+    stamina.instrumentation.set_on_retry_hooks(None)
+
+
+def full_pipeline(*, timeout: bool = True) -> Pipeline:
+    """Timeout + retry + breaker + bulkhead, as the issue's target describes."""
+    return Pipeline(
+        timeout=5.0 if timeout else None,
+        retry=Retry(max_attempts=3),
+        breaker=CircuitBreaker(),
+        bulkhead=Bulkhead(max_concurrent=100),
+    )
+
+
+def async_loop(call: Callable[[], Awaitable[object]], n: int) -> Callable[[], Awaitable[None]]:
+    """Return a coroutine function awaiting `call()` `n` times."""
+
+    async def body() -> None:
+        for _ in range(n):
+            await call()
+
+    return body
+
+
+PIPELINE_ASYNC: dict[str, Callable[[], Callable[[], Awaitable[object]]]] = {
+    "bare": lambda: atarget,
+    "meshkit-pipeline": lambda: partial(full_pipeline().call, atarget),
+    "meshkit-pipeline-no-timeout": lambda: partial(full_pipeline(timeout=False).call, atarget),
+    "tenacity-retry-only": lambda: tenacity_async,
+    "stamina-retry-only": lambda: stamina_async,
+}
+
+PIPELINE_SYNC: dict[str, Callable[[], Callable[[], object]]] = {
+    "bare": lambda: target,
+    "meshkit-pipeline": lambda: partial(full_pipeline().call_sync, target),
+    "meshkit-pipeline-no-timeout": lambda: partial(full_pipeline(timeout=False).call_sync, target),
+    "tenacity-retry-only": lambda: tenacity_sync,
+    "stamina-retry-only": lambda: stamina_sync,
+}
+
+
+@pytest.mark.benchmark(group="pipeline-async-success")
+@pytest.mark.parametrize("name", list(PIPELINE_ASYNC))
+def test_pipeline_async_success(
+    benchmark: Any, event_loop: asyncio.AbstractEventLoop, name: str
+) -> None:
+    call = PIPELINE_ASYNC[name]()
+    assert event_loop.run_until_complete(call()) == 1
+    per_call_async(benchmark, event_loop, async_loop(call, PIPELINE_N), PIPELINE_N)
+
+
+@pytest.mark.benchmark(group="pipeline-sync-success")
+@pytest.mark.parametrize("name", list(PIPELINE_SYNC))
+def test_pipeline_sync_success(benchmark: Any, name: str) -> None:
+    call = PIPELINE_SYNC[name]()
+    assert call() == 1
+    per_call(benchmark, plain_loop(call, PIPELINE_N), PIPELINE_N)

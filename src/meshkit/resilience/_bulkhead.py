@@ -337,11 +337,22 @@ class Bulkhead:
         Raises:
             BulkheadFullError: If no slot could be had (see `acquire()`).
         """
-        await self.acquire()
+        state = self._state
+        with self._lock:  # the fast path of acquire(), inlined: a free slot, no waiter
+            admitted = state.active < state.max_concurrent
+            if admitted:
+                state.active += 1
+        if not admitted:
+            await self.acquire()
         try:
             return await fn(*args, **kwargs)
         finally:
-            self.release()
+            with self._lock:  # the fast path of release(), inlined: nobody queued
+                fast = not state.queue
+                if fast:
+                    state.active -= 1
+            if not fast:
+                self.release()
 
     def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn(*args, **kwargs)` inside a slot, from a thread.

@@ -57,6 +57,18 @@ class Deadline:
         return self.clock.now() >= self.expires_at
 
 
+def _trusted_deadline(expires_at: float, clock: Clock) -> Deadline:
+    """Build a `Deadline` from values already validated, skipping attrs' validators.
+
+    `Timeout` creates one per call on the hot path; its inputs are a validated `seconds` and
+    a clock's `now()`, so re-validating them would only cost time.
+    """
+    deadline = object.__new__(Deadline)
+    object.__setattr__(deadline, "expires_at", expires_at)
+    object.__setattr__(deadline, "clock", clock)
+    return deadline
+
+
 _CURRENT: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
     "meshkit_deadline", default=None
 )
@@ -153,12 +165,12 @@ class Timeout:
         own = now + self.seconds
         outer = _CURRENT.get()
         if outer is None:
-            return Deadline(expires_at=own, clock=self.clock), self.seconds
+            return _trusted_deadline(own, self.clock), self.seconds
         if outer.clock is self.clock:
             expires = min(own, outer.expires_at)
         else:
             expires = min(own, now + outer.remaining())
-        return Deadline(expires_at=expires, clock=self.clock), max(expires - now, 0.0)
+        return _trusted_deadline(expires, self.clock), max(expires - now, 0.0)
 
     def _start(self) -> tuple[Deadline, float]:
         deadline, budget = self._effective()
