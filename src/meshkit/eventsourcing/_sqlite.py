@@ -102,10 +102,11 @@ class SQLiteEventStore:
 
     The database runs in WAL mode with `synchronous=FULL` by default, so an append that
     returned survives a crash or power loss. Concurrent appends in one process queue to a single
-    writer that commits them in batches (group commit; each append keeps its own savepoint, so
-    one conflict fails only that append); writers in other processes are serialized by
-    `BEGIN IMMEDIATE` and `busy_timeout`. Blocking calls run in worker threads, so the store
-    works on asyncio and trio alike.
+    writer that commits them in batches (group commit; a conflicting or failing append is
+    undone alone, by its savepoint or by SQLite's statement atomicity, and only its caller gets
+    the error); writers in other processes are serialized by `BEGIN IMMEDIATE` and
+    `busy_timeout`. Blocking calls run in worker threads, so the store works on asyncio and
+    trio alike (one event loop at a time).
 
     Use it as an async context manager (`async with SQLiteEventStore(path=...) as store:`)
     or call `aclose()`; the schema is created on first use.
