@@ -123,7 +123,7 @@ class Pipeline:
         assert anyio.run(pipeline.call, reserve, "sku-1") == "reserved sku-1"
         ```
 
-    Args:
+    Attributes:
         timeout: Total seconds for the call, retries and backoff included.
         retry: The retry policy.
         rate_limiter: A `RateLimiter` or `RedisRateLimiter` (anything with `call`/`call_sync`).
