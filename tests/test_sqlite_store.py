@@ -10,7 +10,6 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from es_store_checks import wait_for_new_race_free
 from meshkit import (
     ConfigurationError,
     EventDecodeError,
@@ -49,13 +48,6 @@ class TestSQLiteConformance(EventStoreConformance):
 
     async def make_store(self) -> SQLiteEventStore:
         return await SQLiteEventStore.open(self.path)
-
-    async def test_wait_for_new(self) -> None:
-        """wait_for_new() returns at once when behind, and wakes when an event is appended."""
-        # The suite's version reads the position inside the waiter task; on trio,
-        # wait_all_tasks_blocked() counts a task waiting on a worker thread as blocked, so
-        # the append can land before that read and the waiter then waits for one too many.
-        await wait_for_new_race_free(await self.make_store())
 
 
 class TestSQLiteCheckpointConformance(CheckpointStoreConformance):

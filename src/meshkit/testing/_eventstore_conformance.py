@@ -229,10 +229,15 @@ class EventStoreConformance(abc.ABC):
             await store.append("s-1", make_events("s-1", 1, 1), NO_STREAM)
             with anyio.fail_after(_WAIT):
                 await store.wait_for_new(0)
+            # Read the position before starting the waiter: on trio, wait_all_tasks_blocked()
+            # counts a task waiting on a worker thread as blocked, so a read inside the waiter
+            # could still be running when the append lands, and it would then wait for one too
+            # many events.
+            position = (await store.read_all())[-1].position or 0
             woke: list[bool] = []
 
             async def waiter() -> None:
-                await store.wait_for_new((await store.read_all())[-1].position or 0)
+                await store.wait_for_new(position)
                 woke.append(True)
 
             with anyio.fail_after(_WAIT):
