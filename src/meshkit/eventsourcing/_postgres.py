@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 from typing import TYPE_CHECKING, Any, Self, TypeVar, final
 
 import anyio
@@ -141,6 +142,7 @@ class PostgresEventStore:
     _bound: Statements | None = attrs.field(init=False, default=None)
     _closed: bool = attrs.field(init=False, default=False)
     _wakeup: Wakeup = attrs.field(init=False, factory=Wakeup)
+    _open_lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
 
     @max_connections.validator
     def _check_max(self, _attribute: object, value: int) -> None:
@@ -382,12 +384,15 @@ class PostgresEventStore:
         return self._sql
 
     def _open_sync(self) -> None:
+        with self._open_lock:  # callers racing on a fresh store must share one pool
+            if self._sql is None:
+                self._open_pool()
+
+    def _open_pool(self) -> None:
         import psycopg_pool  # noqa: PLC0415 - optional dependency, imported on first use
 
         from meshkit.eventsourcing import _postgres_sql  # noqa: PLC0415 - imports psycopg
 
-        if self._sql is not None:
-            return
         statements = _postgres_sql.Statements(self.schema)
         pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
             self.dsn,
@@ -405,6 +410,9 @@ class PostgresEventStore:
         except BaseException:
             pool.close()
             raise
+        if self._closed:  # aclose() ran meanwhile and could not close this pool
+            pool.close()
+            raise EventStoreUnavailableError("postgres", "open", "the store is closed")
         self._pool, self._bound, self._sql = pool, statements, _postgres_sql
 
     async def _call(self, operation: str, function: Callable[..., _T], *args: Any) -> _T:  # noqa: ANN401 - forwarded

@@ -1,0 +1,93 @@
+"""Tests for the PostgreSQL event store's lifecycle: opening and closing its pool."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+import attrs
+import psycopg_pool
+import pytest
+
+from meshkit import EventStoreUnavailableError
+from meshkit.eventsourcing import PostgresEventStore, _postgres_sql
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+pytestmark = pytest.mark.anyio
+
+
+@attrs.define
+class SlowOpen:
+    """Counts the pools a store creates; its schema set-up waits until `gate` is set."""
+
+    pools: list[Any] = attrs.field(factory=list)
+    entered: threading.Event = attrs.field(factory=threading.Event)
+    gate: threading.Event = attrs.field(factory=threading.Event)
+
+
+@pytest.fixture
+def slow_open(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlowOpen]:
+    """Patch pool creation to be counted and the schema set-up to wait for a gate."""
+    probe = SlowOpen()
+    real_pool = psycopg_pool.ConnectionPool
+    real_init: Callable[..., None] = _postgres_sql.init_schema
+
+    def counting_pool(*args: Any, **kwargs: Any) -> Any:
+        pool = real_pool(*args, **kwargs)
+        probe.pools.append(pool)
+        return pool
+
+    def gated_init(*args: Any) -> None:
+        probe.entered.set()
+        probe.gate.wait(5)
+        real_init(*args)
+
+    monkeypatch.setattr(psycopg_pool, "ConnectionPool", counting_pool)
+    monkeypatch.setattr(_postgres_sql, "init_schema", gated_init)
+    yield probe
+    for pool in probe.pools:
+        pool.close()
+
+
+class TestOpen:
+    async def test_concurrent_first_calls_open_one_pool(
+        self, postgres_dsn: str, pg_schema: str, slow_open: SlowOpen
+    ) -> None:
+        """Calls racing on a store that is not open yet create one pool, not one each."""
+        store = PostgresEventStore(dsn=postgres_dsn, schema=pg_schema, max_connections=4)
+        try:
+            async with anyio.create_task_group() as group:
+                for _ in range(3):
+                    group.start_soon(store.last_position)
+                await anyio.to_thread.run_sync(slow_open.entered.wait, 5)
+                for _ in range(20):  # let the other callers get as far as they can
+                    await anyio.to_thread.run_sync(lambda: None)
+                slow_open.gate.set()
+        finally:
+            await store.aclose()
+        assert len(slow_open.pools) == 1
+
+    async def test_close_during_open_leaves_no_pool(
+        self, postgres_dsn: str, pg_schema: str, slow_open: SlowOpen
+    ) -> None:
+        """`aclose()` while the first call is still opening closes the pool being opened."""
+        store = PostgresEventStore(dsn=postgres_dsn, schema=pg_schema, max_connections=4)
+        failures: list[EventStoreUnavailableError] = []
+
+        async def first_call() -> None:
+            try:
+                await store.last_position()
+            except EventStoreUnavailableError as exc:
+                failures.append(exc)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(first_call)
+            await anyio.to_thread.run_sync(slow_open.entered.wait, 5)
+            await store.aclose()
+            slow_open.gate.set()
+        assert [pool.closed for pool in slow_open.pools] == [True]
+        assert [exc.reason for exc in failures] == ["the store is closed"]
