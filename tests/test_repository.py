@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -10,16 +11,20 @@ from es_orders import OrderAggregate, events
 from meshkit import (
     ConfigurationError,
     EventDecodeError,
+    EventStoreUnavailableError,
     StreamNotFoundError,
     UnknownEventTypeError,
     VersionConflictError,
 )
-from meshkit.eventsourcing import Event, MemoryEventStore, Repository, Snapshot
+from meshkit.eventsourcing import Event, EventStore, MemoryEventStore, Repository, Snapshot
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 pytestmark = pytest.mark.anyio
 
 
-def _repo(store: MemoryEventStore, snapshot_every: int | None = None) -> Repository[OrderAggregate]:
+def _repo(store: EventStore, snapshot_every: int | None = None) -> Repository[OrderAggregate]:
     return Repository(
         store=store, aggregate_type=OrderAggregate, registry=events, snapshot_every=snapshot_every
     )
@@ -31,6 +36,24 @@ async def _saved_order(repo: Repository[OrderAggregate], items: int = 2) -> Orde
         order.add_item(f"sku-{number}", 1, unit_price=100)
     await repo.save(order)
     return order
+
+
+class _LostReplyStore:
+    """Delegates to a memory store, but its first append fails after it was written."""
+
+    def __init__(self, store: MemoryEventStore) -> None:
+        self.store = store
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def append(self, stream_id: str, events: Sequence[Event], expected_version: int) -> int:
+        version = await self.store.append(stream_id, events, expected_version)
+        if not self.failed:
+            self.failed = True
+            raise EventStoreUnavailableError("memory", "append", "the reply was lost")
+        return version
 
 
 class TestRepository:
@@ -58,6 +81,20 @@ class TestRepository:
         assert (info.value.expected_version, info.value.actual_version) == (3, 4)
         assert len(second.pending_events) == 1
         assert (await repo.load("o-1")).status == "confirmed"
+
+    async def test_retried_save_after_a_lost_reply_is_a_no_op(self) -> None:
+        """A save whose append landed but whose reply was lost can be retried safely."""
+        store = MemoryEventStore()
+        repo = _repo(_LostReplyStore(store))
+        order = OrderAggregate.create("o-1", "ada")
+        order.add_item("sku-1", 1, unit_price=100)
+        with pytest.raises(EventStoreUnavailableError):
+            await repo.save(order)
+        kept = [type(event).__name__ for event in order.pending_events]
+        assert kept == ["OrderCreated", "ItemAdded"]
+        assert await repo.save(order) == 2
+        assert not order.pending_events
+        assert [event.version for event in await store.read("o-1")] == [1, 2]
 
     async def test_missing_stream(self) -> None:
         """load() raises StreamNotFoundError for a stream without events; get() gives None."""

@@ -10,6 +10,7 @@ and state rebuilt from the log cannot drift apart. This core is synchronous and 
 from __future__ import annotations
 
 import copy
+import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -60,6 +61,7 @@ class Aggregate:
         self.stream_id = stream_id
         self.version = 0
         self._pending: list[object] = []
+        self._pending_ids: list[uuid.UUID] = []  # kept across failed saves: retries are no-ops
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -113,5 +115,16 @@ class Aggregate:
         """
         vars(self).update(state)
 
+    def _pending_event_ids(self) -> list[uuid.UUID]:
+        """Return one stable event id per pending event, minting the missing ones.
+
+        A save that fails after its append was stored (a lost reply) is retried with the
+        same ids, which the store then recognizes as an idempotent no-op.
+        """
+        ids = self._pending_ids
+        ids.extend(uuid.uuid4() for _ in range(len(self._pending) - len(ids)))
+        return ids
+
     def _mark_saved(self) -> None:
         self._pending.clear()
+        self._pending_ids.clear()

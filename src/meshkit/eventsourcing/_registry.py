@@ -188,8 +188,11 @@ class EventRegistry:
         correlation_id: uuid.UUID | None = None,
         causation_id: uuid.UUID | None = None,
         timestamp: dt.datetime | None = None,
+        event_id: uuid.UUID | None = None,
     ) -> Event:
         """Wrap the domain event `obj` in an `Event` envelope at `stream_id`/`version`.
+
+        A new random `event_id` is minted unless one is given.
 
         Raises:
             ConfigurationError: If the class of `obj` is not registered.
@@ -201,7 +204,7 @@ class EventRegistry:
             type=entry.name,
             data=entry.encode(obj),
             schema_version=entry.version,
-            event_id=uuid.uuid4(),
+            event_id=uuid.uuid4() if event_id is None else event_id,
             timestamp=utc_now() if timestamp is None else timestamp,
             correlation_id=correlation_id,
             causation_id=causation_id,

@@ -86,7 +86,10 @@ class Repository(Generic[_A]):
         """Append the aggregate's pending events, expecting the version it was loaded at.
 
         On success the pending events are cleared; on a conflict they are kept, and the
-        caller should reload the aggregate and run its command again.
+        caller should reload the aggregate and run its command again. The pending events
+        keep their event ids across attempts, so saving again after an error that left it
+        unknown whether the append was stored (a lost reply, a cancellation) is safe: if it
+        was, the store treats the retry as a no-op.
 
         Returns:
             The stream's new version.
@@ -100,6 +103,7 @@ class Repository(Generic[_A]):
             return aggregate.version
         expected = aggregate.version - len(pending)
         to_event = self.registry.to_event
+        ids = aggregate._pending_event_ids()  # noqa: SLF001 - the aggregate's partner
         envelopes = [
             to_event(
                 event,
@@ -107,8 +111,9 @@ class Repository(Generic[_A]):
                 version=expected + offset,
                 correlation_id=correlation_id,
                 causation_id=causation_id,
+                event_id=event_id,
             )
-            for offset, event in enumerate(pending, start=1)
+            for offset, (event, event_id) in enumerate(zip(pending, ids, strict=True), start=1)
         ]
         version = await self.store.append(aggregate.stream_id, envelopes, expected)
         aggregate._mark_saved()  # noqa: SLF001 - the repository is the aggregate's partner
