@@ -84,3 +84,17 @@ class TestPeakEwma:
         with pytest.raises(ConfigurationError) as info:
             PeakEwma(decay=decay)  # type: ignore[arg-type]
         assert info.value.field == "decay"
+
+    @pytest.mark.parametrize("latency", [math.nan, math.inf, -0.1, "0.1", None, True])
+    def test_bad_latency_is_rejected_whole(self, clock: FakeClock, latency: object) -> None:
+        """A NaN, infinite, negative or non-numeric latency is a ConfigurationError; no effect."""
+        (ep,) = endpoints(1)
+        balancer = PeakEwma([ep], clock=clock)
+        balancer.report(ep, Outcome.SUCCESS, 0.2)
+        balancer.pick()
+        with pytest.raises(ConfigurationError) as info:
+            balancer.report(ep, Outcome.SUCCESS, latency)  # type: ignore[arg-type]
+        assert info.value.field == "latency"
+        assert balancer.cost(ep) == pytest.approx(0.2 * 2)
+        balancer.report(ep, Outcome.SUCCESS, 0.2)
+        assert balancer.cost(ep) == pytest.approx(0.2)

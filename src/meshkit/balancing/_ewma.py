@@ -137,7 +137,17 @@ class PeakEwma:
             self._state = self._build(checked, self._state.by_address)
 
     def report(self, endpoint: Endpoint, outcome: Outcome, latency: float) -> None:  # noqa: ARG002
-        """Fold `latency` into the endpoint's average and end one active request."""
+        """Fold `latency` into the endpoint's average and end one active request.
+
+        Raises:
+            ConfigurationError: If `latency` is not a finite number >= 0 (the report is then
+                rejected whole: a NaN would otherwise poison the average for good).
+        """
+        rtt = (
+            latency
+            if type(latency) is float and 0.0 <= latency < math.inf
+            else number("latency", latency, positive=False)
+        )
         cell = self._state.by_address.get((endpoint.host, endpoint.port))
         if cell is None:
             return
@@ -146,7 +156,6 @@ class PeakEwma:
                 cell.active.pop()
             except IndexError:  # pragma: no cover - a concurrent report emptied it first
                 pass
-        rtt = max(float(latency), 0.0)
         with self._lock:
             cost, stamp = cell.ewma
             now = self._clock.now()
