@@ -168,6 +168,18 @@ class TestConsecutive:
         report(d, two, G, 2)
         assert ejected(d) == (two,)
 
+    @pytest.mark.parametrize("outcome", ["success", None, 200, True])
+    def test_outcome_must_be_an_outcome(self, clock: FakeClock, outcome: object) -> None:
+        """A non-Outcome is a ConfigurationError, not a failure that ejects a healthy endpoint."""
+        inner = Recording(tuple(endpoints(10)))
+        d = detector(10, clock, inner=inner, consecutive_errors=2)
+        for _ in range(3):
+            with pytest.raises(ConfigurationError) as info:
+                d.report(d.endpoints[0], outcome, 0.01)  # type: ignore[arg-type]
+            assert info.value.field == "outcome"
+        assert ejected(d) == ()
+        assert inner.reports == []
+
     def test_ejection_time_grows_and_is_capped(self, clock: FakeClock) -> None:
         """The n-th ejection lasts n x base, at most max_ejection_time; it ends on time."""
         d = detector(10, clock, base_ejection_time=10, max_ejection_time=25, interval=1000)

@@ -177,7 +177,13 @@ class OutlierDetector:
         self._push()
 
     def report(self, endpoint: Endpoint, outcome: Outcome, latency: float) -> None:
-        """Forward the outcome to the inner balancer, then count it (it may eject now)."""
+        """Forward the outcome to the inner balancer, then count it (it may eject now).
+
+        Raises:
+            ConfigurationError: If `outcome` is not an `Outcome` (nothing is forwarded or
+                counted), or the inner balancer rejects the report.
+        """
+        require(isinstance(outcome, Outcome), "outcome", outcome, "must be an Outcome")
         self._inner.report(endpoint, outcome, latency)
         now = self._clock.now()
         with self._lock:
