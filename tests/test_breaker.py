@@ -406,6 +406,25 @@ class TestClassification:
         assert breaker.call_sync(ok, 2) == 2
         assert state_of(breaker) is CircuitState.CLOSED
 
+    @pytest.mark.parametrize("knob", ["record_exceptions", "ignore_exceptions"])
+    def test_exception_predicate_error_releases_the_trial(
+        self, clock: FakeClock, knob: str
+    ) -> None:
+        """An exception predicate that raises propagates and gives the trial slot back."""
+        kwargs: dict[str, Any] = {knob: lambda exc: exc.args[0] > 0}
+        breaker = make(clock, failure_threshold=1, open_duration=1, **kwargs)
+        counted_as_failure = BoomError(1 if knob == "record_exceptions" else 0)
+        with pytest.raises(BoomError):
+            breaker.call_sync(_raise, counted_as_failure)
+        assert state_of(breaker) is CircuitState.OPEN
+        clock.advance(1)
+        with pytest.raises(IndexError) as info:
+            breaker.call_sync(boom)  # BoomError() has no args: the predicate fails
+        assert isinstance(info.value.__context__, BoomError)
+        assert breaker.statistics().half_open_in_flight == 0
+        assert breaker.call_sync(ok, 2) == 2
+        assert state_of(breaker) is CircuitState.CLOSED
+
     def test_base_exceptions_pass_through(self, clock: FakeClock) -> None:
         """KeyboardInterrupt is not recorded and gives a trial slot back."""
         breaker = make(clock, failure_threshold=1, open_duration=1)

@@ -390,7 +390,13 @@ class CircuitBreaker:
         self._record(permit, start, failed=failed)
 
     def _on_error(self, permit: int, start: float, exc: Exception) -> None:
-        verdict = self._classify(exc)
+        try:
+            verdict = self._classify(exc)
+        except BaseException as error:
+            # A user predicate failed: give the permit back (a HALF_OPEN trial slot would
+            # otherwise stay taken for good) and let its error propagate.
+            self._on_abandon(permit, start, error)
+            raise
         if verdict is None:
             self._finish(permit, start, CircuitCallOutcome.IGNORED, exc)
         else:
