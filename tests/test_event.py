@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from meshkit import ConfigurationError
-from meshkit.eventsourcing import Event, JSONSerializer, Serializer
+from meshkit.eventsourcing import Event, JSONSerializer, Serializer, Snapshot
+
+NAIVE = dt.datetime(2024, 1, 1)  # noqa: DTZ001 - the point: a timestamp without a zone
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(),
@@ -47,11 +51,33 @@ class TestEvent:
         assert a.schema_version == 1
 
     @pytest.mark.parametrize(
-        ("field", "value"), [("version", 0), ("schema_version", 0), ("stream_id", 7)]
+        ("field", "value"),
+        [
+            ("version", 0),
+            ("schema_version", 0),
+            ("stream_id", 7),
+            ("data", [1, 2]),
+            ("event_id", "not-a-uuid"),
+            ("timestamp", NAIVE),
+            ("timestamp", "2024-01-01T00:00:00+00:00"),
+            ("correlation_id", "not-a-uuid"),
+            ("causation_id", 5),
+            ("position", "3"),
+        ],
     )
     def test_bad_values_name_the_field(self, field: str, value: object) -> None:
-        """Invalid envelope fields raise ConfigurationError naming them."""
+        """Invalid envelope fields raise ConfigurationError naming them (none reach a store)."""
         kwargs: dict[str, object] = {"stream_id": "s", "version": 1, "type": "T", field: value}
         with pytest.raises(ConfigurationError) as info:
             Event(**kwargs)  # type: ignore[arg-type]
+        assert info.value.field == field
+
+
+class TestSnapshot:
+    @pytest.mark.parametrize(("field", "value"), [("state", [1]), ("timestamp", NAIVE)])
+    def test_bad_values_name_the_field(self, field: str, value: object) -> None:
+        """A snapshot whose state is not a mapping, or whose time is naive, is refused."""
+        kwargs: dict[str, object] = {"stream_id": "s", "version": 1, "type": "T", field: value}
+        with pytest.raises(ConfigurationError) as info:
+            Snapshot(**kwargs)  # type: ignore[arg-type]
         assert info.value.field == field

@@ -5,14 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from typing import TYPE_CHECKING, Any, Protocol, final, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Protocol, final, runtime_checkable
 
 import attrs
 
-from meshkit._validate import ge, instance_of
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
+from meshkit._validate import ge, instance_of, optional, require
 
 __all__ = ["Event", "JSONSerializer", "Serializer", "Snapshot", "utc_now"]
 
@@ -20,6 +18,15 @@ __all__ = ["Event", "JSONSerializer", "Serializer", "Snapshot", "utc_now"]
 def utc_now() -> dt.datetime:
     """Return the current time as an aware UTC datetime."""
     return dt.datetime.now(dt.UTC)
+
+
+def _aware(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    ok = isinstance(value, dt.datetime) and value.utcoffset() is not None
+    require(ok, attribute.name, value, "must be an aware datetime")
+
+
+_MAPPING = instance_of(Mapping)
+_UUID = instance_of(uuid.UUID)
 
 
 @attrs.frozen(kw_only=True)
@@ -42,13 +49,13 @@ class Event:
     stream_id: str = attrs.field(validator=instance_of(str))
     version: int = attrs.field(validator=[instance_of(int), ge(1)])
     type: str = attrs.field(validator=instance_of(str))
-    data: Mapping[str, Any] = attrs.field(factory=dict)
+    data: Mapping[str, Any] = attrs.field(factory=dict, validator=_MAPPING)
     schema_version: int = attrs.field(default=1, validator=[instance_of(int), ge(1)])
-    event_id: uuid.UUID = attrs.field(factory=uuid.uuid4)
-    timestamp: dt.datetime = attrs.field(factory=utc_now)
-    correlation_id: uuid.UUID | None = None
-    causation_id: uuid.UUID | None = None
-    position: int | None = None
+    event_id: uuid.UUID = attrs.field(factory=uuid.uuid4, validator=_UUID)
+    timestamp: dt.datetime = attrs.field(factory=utc_now, validator=_aware)
+    correlation_id: uuid.UUID | None = attrs.field(default=None, validator=optional(_UUID))
+    causation_id: uuid.UUID | None = attrs.field(default=None, validator=optional(_UUID))
+    position: int | None = attrs.field(default=None, validator=optional(instance_of(int)))
 
 
 @attrs.frozen(kw_only=True)
@@ -68,9 +75,9 @@ class Snapshot:
     stream_id: str = attrs.field(validator=instance_of(str))
     version: int = attrs.field(validator=[instance_of(int), ge(1)])
     type: str = attrs.field(validator=instance_of(str))
-    state: Mapping[str, Any] = attrs.field(factory=dict)
+    state: Mapping[str, Any] = attrs.field(factory=dict, validator=_MAPPING)
     schema_version: int = attrs.field(default=1, validator=[instance_of(int), ge(1)])
-    timestamp: dt.datetime = attrs.field(factory=utc_now)
+    timestamp: dt.datetime = attrs.field(factory=utc_now, validator=_aware)
 
 
 @runtime_checkable
