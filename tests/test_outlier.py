@@ -359,6 +359,22 @@ class TestWrapping:
         report(d, Endpoint(host="nobody", port=1), E, 10)
         assert ejected(d) == ()
 
+    def test_shrinking_update_keeps_within_max_ejection_percent(self, clock: FakeClock) -> None:
+        """A smaller set never leaves more than max_ejection_percent ejected: soonest return."""
+        d = detector(20, clock, max_ejection_percent=10)
+        eps = d.endpoints
+        report(d, eps[0], E, 5)
+        clock.advance(1)
+        report(d, eps[1], E, 5)
+        assert ejected(d) == eps[:2]
+        d.update(eps[:10])  # 2 of 10 would be 20%: eps[0], ejected first, comes back
+        assert ejected(d) == (eps[1],)
+        assert d.inner.endpoints == (eps[0], *eps[2:10])
+        d.update(eps[:2])  # one may always stay ejected
+        assert ejected(d) == (eps[1],)
+        report(d, eps[0], E, 5)  # a second ejection would be 2 of 2
+        assert ejected(d) == (eps[1],)
+
     def test_any_balancer_through_the_protocol(self, clock: FakeClock) -> None:
         """A plain LoadBalancer sees only healthy snapshots via update(), and every report."""
         eps = tuple(endpoints(10))

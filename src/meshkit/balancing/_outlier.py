@@ -165,6 +165,9 @@ class OutlierDetector:
     def update(self, endpoints: Iterable[Endpoint]) -> None:
         """Replace the endpoint set; kept addresses keep their counters and ejections.
 
+        If the smaller set would leave more than `max_ejection_percent` of it ejected, the
+        ejections due to end soonest end now, so the limit holds for the new set too.
+
         Raises:
             ConfigurationError: If an item is not an `Endpoint` or two share an address.
         """
@@ -173,6 +176,7 @@ class OutlierDetector:
             self._all = checked
             self._hosts = carry(self._hosts, checked, _Host)
             self._ejected = {a: t for a, t in self._ejected.items() if a in self._hosts}
+            self._release_excess()
             self._retarget()
         self._push()
 
@@ -234,6 +238,15 @@ class OutlierDetector:
             del self._ejected[key]
             self._hosts[key].reset()
         return due
+
+    def _release_excess(self) -> None:
+        """End the soonest-ending ejections beyond what `max_ejection_percent` allows."""
+        allowed = max(1, math.floor(self._config.max_ejection_percent * len(self._all) / 100))
+        excess = len(self._ejected) - allowed
+        if excess > 0:
+            for key in sorted(self._ejected, key=self._ejected.__getitem__)[:excess]:
+                del self._ejected[key]
+                self._hosts[key].reset()
 
     def _record(self, key: Address, host: _Host, outcome: Outcome, now: float) -> bool:
         if outcome is Outcome.SUCCESS:
