@@ -29,9 +29,9 @@ class TestConfiguration:
         """BoundedLoadRing implements the LoadBalancer protocol."""
         assert isinstance(BoundedLoadRing([ep(1)]), LoadBalancer)
 
-    @pytest.mark.parametrize("c", [1, 1.0, 0.5, True])
+    @pytest.mark.parametrize("c", [1, 1.0, 0.5, True, math.inf, math.nan, "2"])
     def test_balance_factor_above_one(self, c: float) -> None:
-        """c <= 1 (or not a number) raises ConfigurationError naming balance_factor."""
+        """c <= 1, infinite or not a number raises ConfigurationError naming balance_factor."""
         with pytest.raises(ConfigurationError) as info:
             BoundedLoadRing([ep(1)], balance_factor=c)
         assert info.value.field == "balance_factor"

@@ -10,7 +10,7 @@ from bisect import bisect_left
 import attrs
 
 from meshkit._errors import NoAvailableEndpointError
-from meshkit._validate import gt, instance_of
+from meshkit._validate import finite, gt, instance_of
 from meshkit.balancing._endpoint import check_endpoints
 from meshkit.balancing._hash import HASH_BITS, HashFunction, load_hash
 from meshkit.balancing._hashring import DEFAULT_VNODES, HashRing, RingSnapshot
@@ -55,7 +55,8 @@ class BoundedLoadRing:
 
     Args:
         endpoints: The initial endpoint set.
-        balance_factor: `c` > 1; lower is more even, higher keeps more keys on their owner.
+        balance_factor: `c` > 1, finite; lower is more even, higher keeps more keys on their
+            owner.
         vnodes: Virtual nodes per unit of weight, >= 1.
         seed: Hash seed in `[0, 2**64)`.
 
@@ -71,7 +72,7 @@ class BoundedLoadRing:
         default=DEFAULT_BALANCE_FACTOR,
         kw_only=True,
         on_setattr=attrs.setters.frozen,
-        validator=[instance_of(int, float), gt(1)],
+        validator=[instance_of(int, float), finite, gt(1)],
     )
     vnodes: int = attrs.field(default=DEFAULT_VNODES, kw_only=True, on_setattr=attrs.setters.frozen)
     seed: int = attrs.field(default=0, kw_only=True, on_setattr=attrs.setters.frozen)
