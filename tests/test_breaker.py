@@ -108,6 +108,8 @@ class TestConfig:
             ({"half_open_max_wait": 0}, "half_open_max_wait"),
             ({"window": 10}, "window"),
             ({"record_exceptions": 3}, "record_exceptions"),
+            ({"record_exceptions": int}, "record_exceptions"),
+            ({"ignore_exceptions": (ValueError, int)}, "ignore_exceptions"),
             ({"ignore_exceptions": (ValueError, 3)}, "ignore_exceptions"),
             ({"record_result": 3}, "record_result"),
         ],
@@ -133,6 +135,8 @@ class TestConfig:
             (lambda: ExponentialOpenDuration(jitter=1.0), "jitter"),
             (lambda: CircuitBreaker(name=3), "name"),  # type: ignore[arg-type]
             (lambda: CircuitBreaker(config=3), "config"),  # type: ignore[arg-type]
+            (lambda: CircuitBreaker(clock=3), "clock"),  # type: ignore[arg-type]
+            (lambda: ExponentialOpenDuration(random=3), "random"),  # type: ignore[arg-type]
         ],
     )
     def test_bad_parts_name_the_field(self, build: Any, field: str) -> None:

@@ -95,7 +95,7 @@ class CircuitBreaker:
         factory=CircuitBreakerConfig, validator=instance_of(CircuitBreakerConfig)
     )
     name: str = attrs.field(default="circuit-breaker", kw_only=True, validator=instance_of(str))
-    clock: Clock = attrs.field(default=SYSTEM_CLOCK, kw_only=True)
+    clock: Clock = attrs.field(default=SYSTEM_CLOCK, kw_only=True, validator=instance_of(Clock))
     _core: BreakerCore = attrs.field(init=False)
     _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
     _now: Callable[[], float] = attrs.field(init=False)

@@ -128,6 +128,7 @@ class ExponentialOpenDuration:
             self.maximum,
             f"must be >= initial ({self.initial})",
         )
+        require(callable(self.random), "random", self.random, "must be callable")
 
     def __call__(self, openings: int) -> float:
         """Return the duration of the `openings`-th consecutive opening (1-based)."""
@@ -154,13 +155,13 @@ def _to_open_duration(value: float | OpenDuration) -> OpenDuration:
 
 def _matcher(field: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     def validate(_inst: object, _attribute: attrs.Attribute[Any], value: object) -> None:
-        if isinstance(value, type) and issubclass(value, BaseException):
-            return
-        if isinstance(value, tuple) and all(
-            isinstance(item, type) and issubclass(item, BaseException) for item in value
-        ):
-            return
-        if callable(value):
+        if isinstance(value, type):
+            if issubclass(value, BaseException):
+                return
+        elif isinstance(value, tuple):
+            if all(isinstance(item, type) and issubclass(item, BaseException) for item in value):
+                return
+        elif callable(value):  # a class that is not an exception is not a predicate
             return
         raise ConfigurationError(
             field, value, "must be an exception type, a tuple of them, or a predicate"
