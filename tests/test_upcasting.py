@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import attrs
@@ -32,6 +33,20 @@ class Money:
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Money:
         return cls(int(data["cents"]))
+
+
+@attrs.frozen
+class Price:
+    """Converts itself; a non-numeric amount raises `decimal.InvalidOperation`."""
+
+    amount: Decimal
+
+    def to_data(self) -> dict[str, Any]:
+        return {"amount": str(self.amount)}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Price:
+        return cls(Decimal(data["amount"]))
 
 
 def _stored(type_: str, data: dict[str, Any], schema_version: int = 1) -> Event:
@@ -103,6 +118,22 @@ class TestRegistry:
         with pytest.raises(EventDecodeError, match="upcaster from version 2 failed"):
             registry.decode(_stored("Renamed", {"old": "x"}, schema_version=2))
         assert registry.decode(_stored("Renamed", {"name": "x"}, schema_version=2)) == Renamed("x")
+
+    def test_any_error_of_user_conversion_code_names_the_event(self) -> None:
+        """An upcaster or `from_data` failing in any way is an EventDecodeError naming the event."""
+        registry = EventRegistry()
+        registry.add(Renamed, "Renamed", version=2)
+        registry.add(Price)
+
+        @registry.upcaster("Renamed", from_version=1)
+        def _upper(data: dict[str, Any]) -> dict[str, Any]:
+            return {"new_name": data["name"].upper()}
+
+        with pytest.raises(EventDecodeError, match=r"'Renamed' at 'o-7' version 3: upcaster"):
+            registry.decode(_stored("Renamed", {"name": None}))
+        with pytest.raises(EventDecodeError, match=r"'Price' at 'o-7' version 3: corrupt"):
+            registry.decode(_stored("Price", {"amount": "a lot"}))
+        assert registry.decode(_stored("Price", {"amount": "1.50"})) == Price(Decimal("1.50"))
 
     def test_bad_registrations_are_configuration_errors(self) -> None:
         """Duplicates, bad versions, plain classes and unregistered classes are rejected."""

@@ -226,8 +226,8 @@ class EventRegistry:
             data = self._upcast(event, entry)
         try:
             return entry.decode(data if isinstance(data, dict) else dict(data))
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            raise _decode_error(event, f"corrupt payload: {exc}") from exc
+        except Exception as exc:  # user code: whatever it raises, name the event
+            raise _decode_error(event, f"corrupt payload: {exc!r}") from exc
 
     def upcast(self, name: str, data: Mapping[str, Any], from_version: int) -> dict[str, Any]:
         """Run the upcaster chain of `name` on `data`, from `from_version` to the current one.
@@ -253,8 +253,9 @@ class EventRegistry:
                 raise _decode_error(event, f"no upcaster from schema version {step}")
             try:
                 data = fn(data)
-            except (TypeError, ValueError, KeyError) as exc:
-                raise _decode_error(event, f"upcaster from version {step} failed: {exc}") from exc
+            except Exception as exc:  # user code: whatever it raises, name the event
+                reason = f"upcaster from version {step} failed: {exc!r}"
+                raise _decode_error(event, reason) from exc
         return data
 
     def _entry_for(self, cls: type[Any]) -> _Entry:
