@@ -114,6 +114,8 @@ class TestRetryConfig:
             ({"retry_after": None}, "retry_after"),
             ({"budget": 5}, "budget"),
             ({"on_retry": [print, 3]}, "on_retry"),
+            ({"on_retry": 3}, "on_retry"),
+            ({"on_retry": None}, "on_retry"),
             ({"name": 1}, "name"),
             ({"clock": "now"}, "clock"),
         ],

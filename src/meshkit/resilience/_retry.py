@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, final, overload
 
 import attrs
@@ -118,7 +118,10 @@ def _valid_callable(_inst: object, attribute: attrs.Attribute[Any], value: objec
 def _listeners(value: object) -> tuple[Callable[[RetryEvent], object], ...]:
     if callable(value):
         return (cast("Callable[[RetryEvent], object]", value),)
-    return tuple(cast("tuple[Callable[[RetryEvent], object], ...]", value))
+    require(
+        isinstance(value, Iterable), "on_retry", value, "must be a callable or an iterable of them"
+    )
+    return tuple(cast("Iterable[Callable[[RetryEvent], object]]", value))
 
 
 @final
