@@ -181,3 +181,30 @@ class TestConcurrency:
             t.join()
         assert seen <= set(first) | set(second)
         assert lb.total_in_flight == 0
+
+    def test_racing_updates_keep_the_counts_of_the_final_set(self) -> None:
+        """An update overtaken by another between its two steps cannot drop the winner's counts."""
+        a, b, c = ep(1), ep(2), ep(3)
+        lb = BoundedLoadRing([a, b, c])
+        while lb.pick() != c:  # one request in flight on c
+            pass
+        in_flight_on_c = lb.in_flight(c)
+        real_lock = lb._lock
+        overtaken = [True]
+
+        class OvertakingLock:
+            """The lock, except that another update runs just before the first acquisition."""
+
+            def __enter__(self) -> None:
+                if overtaken.pop() if overtaken else False:
+                    lb.update([a, b, c])  # the second writer, winning the ring
+                real_lock.acquire()
+
+            def __exit__(self, *exc: object) -> None:
+                real_lock.release()
+
+        lb._lock = OvertakingLock()  # type: ignore[assignment]
+        lb.update([a, b])  # the first writer: its ring is replaced before it counts
+        lb._lock = real_lock
+        assert lb.endpoints == (a, b, c)
+        assert lb.in_flight(c) == in_flight_on_c

@@ -169,8 +169,10 @@ class BoundedLoadRing:
             ConfigurationError: If the set holds duplicate addresses.
         """
         self._ring.update(endpoints)
-        current = {(e.host, e.port) for e in self._ring.endpoints}
         with self._lock:
+            # Read the ring under the lock: a racing update() may have replaced it since, and
+            # the counts must follow the ring that is now in force.
+            current = {(e.host, e.port) for e in self._ring.endpoints}
             loads = {a: n for a, n in self._state.loads.items() if a in current}
             self._state = _InFlight(loads, sum(loads.values()))
 
