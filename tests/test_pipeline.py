@@ -339,7 +339,14 @@ class TestRiskyCombinations:
 
     @pytest.mark.parametrize(
         ("field", "value"),
-        [("timeout", 0), ("timeout", float("inf")), ("attempt_timeout", -1), ("retry", 3)],
+        [
+            ("timeout", 0),
+            ("timeout", float("inf")),
+            ("attempt_timeout", -1),
+            ("retry", 3),
+            ("rate_limiter", 3),
+            ("rate_limiter", RateLimiter),  # the class, not an instance
+        ],
     )
     def test_bad_values_name_the_field(self, field: str, value: object) -> None:
         """Bad settings raise ConfigurationError naming the field and value."""

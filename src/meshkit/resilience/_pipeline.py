@@ -25,7 +25,7 @@ import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import BulkheadFullError, ConfigurationError
-from meshkit._validate import finite, gt, instance_of, optional
+from meshkit._validate import finite, gt, instance_of, optional, require
 from meshkit.resilience._breaker import CircuitBreaker
 from meshkit.resilience._bulkhead import Bulkhead
 from meshkit.resilience._deadline import Timeout
@@ -89,6 +89,18 @@ def _positive_seconds() -> Any:  # noqa: ANN401 - an attrs validator
     return optional(attrs.validators.and_(gt(0), finite))
 
 
+def _limiter(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    is_limiter = not isinstance(value, type) and all(
+        callable(getattr(value, method, None)) for method in ("call", "call_sync")
+    )
+    require(
+        value is None or is_limiter,
+        attribute.name,
+        value,
+        "must be a rate limiter (an object with call and call_sync methods)",
+    )
+
+
 @final
 @attrs.frozen(kw_only=True)
 class Pipeline:
@@ -135,7 +147,7 @@ class Pipeline:
 
     timeout: float | None = attrs.field(default=None, validator=_positive_seconds())
     retry: Retry | None = attrs.field(default=None, validator=optional(instance_of(Retry)))
-    rate_limiter: _Limiter | None = None
+    rate_limiter: _Limiter | None = attrs.field(default=None, validator=_limiter)
     breaker: CircuitBreaker | None = attrs.field(
         default=None, validator=optional(instance_of(CircuitBreaker))
     )
