@@ -1,4 +1,4 @@
-"""Tests for the PostgreSQL event store's lifecycle: opening and closing its pool."""
+"""Tests for the PostgreSQL event store's lifecycle: opening and closing its pool, transactions."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 import attrs
+import psycopg
 import psycopg_pool
 import pytest
 
@@ -91,3 +92,22 @@ class TestOpen:
             slow_open.gate.set()
         assert [pool.closed for pool in slow_open.pools] == [True]
         assert [exc.reason for exc in failures] == ["the store is closed"]
+
+
+class TestTransaction:
+    async def test_a_failed_rollback_does_not_mask_the_body_error(
+        self, postgres_dsn: str, pg_schema: str
+    ) -> None:
+        """When the connection dies mid-transaction, the block's own error still propagates."""
+
+        async def die_then_fail(store: PostgresEventStore) -> None:
+            async with store.transaction() as tx:
+                pid = (await tx.execute("SELECT pg_backend_pid()"))[0][0]
+                with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+                    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                raise LookupError("the body's own error")
+
+        async with await PostgresEventStore.open(postgres_dsn, schema=pg_schema) as store:
+            with pytest.raises(LookupError, match="the body's own error"):
+                await die_then_fail(store)
+            assert await store.last_position() == 0  # the pool replaced the dead connection

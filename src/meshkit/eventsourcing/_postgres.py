@@ -341,7 +341,8 @@ class PostgresEventStore:
                     conn=conn, statements=self._statements(), driver_error=self._driver_error()
                 )
             except BaseException:
-                with anyio.CancelScope(shield=True):
+                # A dead connection cannot roll back (nor commit): the block's error matters.
+                with anyio.CancelScope(shield=True), contextlib.suppress(self._driver_error()):
                     await anyio.to_thread.run_sync(conn.rollback)
                 raise
             with (
