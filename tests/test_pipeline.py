@@ -319,6 +319,13 @@ class TestRiskyCombinations:
             Pipeline(timeout=2, attempt_timeout=2)
         assert info.value.field == "attempt_timeout"
 
+    def test_retry_attempt_timeout_must_be_shorter_than_total(self) -> None:
+        """The check holds for a per-attempt timeout set in the Retry as well."""
+        with pytest.raises(ConfigurationError, match="timeout=2") as info:
+            Pipeline(timeout=2, retry=Retry(attempt_timeout=3))
+        assert (info.value.field, info.value.value) == ("retry.attempt_timeout", 3)
+        assert Pipeline(timeout=2, retry=Retry(attempt_timeout=1)).timeout == 2
+
     def test_two_attempt_timeouts_are_rejected(self) -> None:
         """Setting the per-attempt timeout in both Retry and Pipeline is ambiguous."""
         with pytest.raises(ConfigurationError, match="one place"):

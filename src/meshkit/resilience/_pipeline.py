@@ -111,8 +111,9 @@ class Pipeline:
     A `Pipeline` is an immutable value that many tasks and threads may share; each call's
     history comes back from `call_with_details` as its own `PipelineOutcome`.
 
-    Risky combinations are rejected when the pipeline is built: a per-attempt timeout that is
-    not shorter than the total one, two per-attempt timeouts (here and in `Retry`), a breaker
+    Risky combinations are rejected when the pipeline is built: a per-attempt timeout (here
+    or in `Retry`) that is not shorter than the total one, two per-attempt timeouts (here and
+    in `Retry`), a breaker
     that would count a full local bulkhead as the dependency's failure, and policies reading
     different clocks.
 
@@ -173,28 +174,7 @@ class Pipeline:
         object.__setattr__(self, "_sync_chain", tuple(p.call_sync for p in policies))
 
     def _check_combinations(self) -> None:
-        if (
-            self.timeout is not None
-            and self.attempt_timeout is not None
-            and self.attempt_timeout >= self.timeout
-        ):
-            raise ConfigurationError(
-                "attempt_timeout",
-                self.attempt_timeout,
-                f"must be shorter than timeout={self.timeout}, or it can never fire "
-                "before the total timeout and no retry can happen",
-            )
-        if (
-            self.retry is not None
-            and self.retry.attempt_timeout is not None
-            and self.attempt_timeout is not None
-        ):
-            raise ConfigurationError(
-                "attempt_timeout",
-                self.attempt_timeout,
-                f"the Retry already has attempt_timeout={self.retry.attempt_timeout}; "
-                "set the per-attempt timeout in one place",
-            )
+        self._check_timeouts()
         if self.breaker is not None and self.bulkhead is not None:
             probe = BulkheadFullError(self.bulkhead.name, 1, 0)
             if self.breaker.config.classify()(probe):
@@ -213,6 +193,26 @@ class Pipeline:
                     f"differs from the pipeline's clock {self.clock!r}; "
                     "deadlines and durations must all be read on one clock",
                 )
+
+    def _check_timeouts(self) -> None:
+        field, attempt = "attempt_timeout", self.attempt_timeout
+        retry_attempt = None if self.retry is None else self.retry.attempt_timeout
+        if retry_attempt is not None:
+            if attempt is not None:
+                raise ConfigurationError(
+                    field,
+                    attempt,
+                    f"the Retry already has attempt_timeout={retry_attempt}; "
+                    "set the per-attempt timeout in one place",
+                )
+            field, attempt = "retry.attempt_timeout", retry_attempt
+        if self.timeout is not None and attempt is not None and attempt >= self.timeout:
+            raise ConfigurationError(
+                field,
+                attempt,
+                f"must be shorter than timeout={self.timeout}, or it can never fire "
+                "before the total timeout and no retry can happen",
+            )
 
     async def call(
         self, fn: Callable[_P, Awaitable[_T]], /, *args: _P.args, **kwargs: _P.kwargs
