@@ -32,11 +32,30 @@ class TestDeadline:
         """Two deadlines with the same expiry compare equal."""
         assert Deadline(expires_at=1, clock=FakeClock()) == Deadline(expires_at=1)
 
-    def test_rejects_a_non_number(self) -> None:
-        """expires_at must be a number."""
+    @pytest.mark.parametrize(
+        ("kwargs", "field"),
+        [
+            ({"expires_at": "soon"}, "expires_at"),
+            ({"expires_at": math.nan}, "expires_at"),
+            ({"expires_at": True}, "expires_at"),
+            ({"expires_at": 1.0, "clock": 3}, "clock"),
+        ],
+    )
+    def test_rejects_bad_values(self, kwargs: dict[str, object], field: str) -> None:
+        """expires_at must be a number (not NaN) and clock a Clock."""
         with pytest.raises(ConfigurationError) as info:
-            Deadline(expires_at="soon")  # type: ignore[arg-type]
-        assert info.value.field == "expires_at"
+            Deadline(**kwargs)  # type: ignore[arg-type]
+        assert (info.value.field, info.value.value) == (field, kwargs[field])
+
+    @pytest.mark.parametrize("seconds", [math.nan, "3", None, True])
+    def test_after_rejects_a_non_number(self, seconds: object) -> None:
+        """Deadline.after() names `seconds` instead of failing in arithmetic or going NaN."""
+        with pytest.raises(ConfigurationError) as info:
+            Deadline.after(seconds)  # type: ignore[arg-type]
+        assert (info.value.field, info.value.value) == ("seconds", seconds)
+        with pytest.raises(ConfigurationError) as info:
+            Deadline.after(1.0, clock=seconds)  # type: ignore[arg-type]
+        assert (info.value.field, info.value.value) == ("clock", seconds)
 
     def test_nothing_outside_a_timeout(self) -> None:
         """Outside any Timeout there is no deadline and no remaining time."""

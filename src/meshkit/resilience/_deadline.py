@@ -10,13 +10,14 @@ outgoing timeout) can ask [`time_remaining()`][meshkit.resilience.time_remaining
 from __future__ import annotations
 
 import contextvars
+import math
 from typing import TYPE_CHECKING, ParamSpec, TypeVar, final
 
 import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import DeadlineExceededError
-from meshkit._validate import finite, gt, instance_of
+from meshkit._validate import finite, gt, instance_of, require
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -30,6 +31,10 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
+def _not_nan(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
+    require(not math.isnan(value), attribute.name, value, "must not be NaN")
+
+
 @final
 @attrs.frozen(kw_only=True)
 class Deadline:
@@ -40,12 +45,21 @@ class Deadline:
         clock: The clock `expires_at` is read against.
     """
 
-    expires_at: float = attrs.field(validator=instance_of(int, float))
-    clock: Clock = attrs.field(default=SYSTEM_CLOCK, eq=False)
+    expires_at: float = attrs.field(validator=[instance_of(int, float), _not_nan])
+    clock: Clock = attrs.field(default=SYSTEM_CLOCK, eq=False, validator=instance_of(Clock))
 
     @classmethod
     def after(cls, seconds: float, *, clock: Clock = SYSTEM_CLOCK) -> Deadline:
-        """Return the deadline `seconds` from now on `clock`."""
+        """Return the deadline `seconds` from now on `clock`.
+
+        Raises:
+            ConfigurationError: If `seconds` is not a number, or `clock` not a `Clock`.
+        """
+        given: object = seconds  # checked at run time: untyped callers may pass anything
+        is_number = isinstance(given, int | float) and not isinstance(given, bool)
+        require(is_number and not math.isnan(seconds), "seconds", seconds, "must be a number")
+        given = clock
+        require(isinstance(given, Clock), "clock", clock, "must be Clock")
         return cls(expires_at=clock.now() + seconds, clock=clock)
 
     def remaining(self) -> float:
