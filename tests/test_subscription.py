@@ -310,6 +310,20 @@ class TestSubscription:
             failures.extend(group.exceptions)
         assert [str(f) for f in failures] == ["connection lost"]
 
+    async def test_body_error_keeps_its_cause(self) -> None:
+        """An error raised in the `async with` body comes out unwrapped, its cause intact."""
+
+        async def fail() -> None:
+            async with _subscription(MemoryEventStore(), []):
+                try:
+                    int("twelve")
+                except ValueError as exc:
+                    raise LookupError("no such order") from exc
+
+        with pytest.raises(LookupError, match="no such order") as info:
+            await fail()
+        assert isinstance(info.value.__cause__, ValueError)
+
     async def test_several_waiters(self) -> None:
         """Several tasks waiting for positions are all woken."""
         store = MemoryEventStore()

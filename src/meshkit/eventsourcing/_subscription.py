@@ -313,9 +313,10 @@ async def _close(task_group: TaskGroup, exc: BaseException | None) -> bool | Non
             return await task_group.__aexit__(None, None, None)
         return await task_group.__aexit__(type(exc), exc, exc.__traceback__)
     except BaseExceptionGroup as group:
-        if exc is not None and list(group.exceptions) == [exc]:
-            raise exc from None
-        raise
+        if exc is None or list(group.exceptions) != [exc]:
+            raise
+    # Re-raised outside the handler: `raise exc from None` would erase the error's own cause.
+    raise exc
 
 
 @contextlib.asynccontextmanager
