@@ -41,6 +41,16 @@ class TestConfiguration:
         with pytest.raises(ConfigurationError, match="vnodes"):
             BoundedLoadRing([ep(1)], vnodes=0)
 
+    @pytest.mark.parametrize("key", [123, 1.5, ("a",), "\ud800"])
+    def test_unhashable_keys_name_the_field(self, key: object) -> None:
+        """A key neither str nor bytes (or not UTF-8) is a ConfigurationError; nothing counted."""
+        lb = BoundedLoadRing([ep(1), ep(2)])
+        for call in (lb.get, lb.pick):
+            with pytest.raises(ConfigurationError) as info:
+                call(key)  # type: ignore[arg-type]
+            assert info.value.field == "key"
+        assert lb.total_in_flight == 0
+
     def test_nothing_to_pick(self) -> None:
         """No endpoint with weight raises NoAvailableEndpointError."""
         for lb in (BoundedLoadRing(), BoundedLoadRing([ep(1, weight=0)])):

@@ -191,6 +191,27 @@ class TestRemapping:
         assert ring.get("k") == ep(2)
 
 
+BAD_KEYS = [123, 1.5, ("a",), "\ud800"]
+
+
+class TestKeys:
+    @pytest.mark.parametrize("key", BAD_KEYS)
+    def test_unhashable_keys_name_the_field(self, key: object) -> None:
+        """A key neither str nor bytes (or not UTF-8) is a ConfigurationError naming key."""
+        ring = HashRing([ep(1), ep(2)])
+        calls: list[Callable[[], object]] = [
+            lambda: ring.get(key),  # type: ignore[arg-type]
+            lambda: ring.pick(key),  # type: ignore[arg-type]
+            lambda: ring.hash_key(key),  # type: ignore[arg-type]
+            lambda: ring.get_n(key, 1),  # type: ignore[arg-type]
+            lambda: HashRing().get(key),  # type: ignore[arg-type]
+        ]
+        for call in calls:
+            with pytest.raises(ConfigurationError) as info:
+                call()
+            assert info.value.field == "key"
+
+
 class TestReplicas:
     @settings(max_examples=30)
     @given(n=st.integers(1, 12), want=st.integers(1, 12), key=st.text(max_size=8))

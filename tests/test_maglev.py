@@ -50,6 +50,15 @@ class TestConfiguration:
         with pytest.raises(ConfigurationError, match="duplicate"):
             Maglev(table_size=13).update([ep(2), ep(2)])
 
+    @pytest.mark.parametrize("key", [123, 1.5, ("a",), "\ud800"])
+    def test_unhashable_keys_name_the_field(self, key: object) -> None:
+        """A key neither str nor bytes (or not UTF-8) is a ConfigurationError naming key."""
+        lb = Maglev([ep(1), ep(2)], table_size=13)
+        for call in (lb.get, lb.pick, lb.hash_key, Maglev(table_size=13).get):
+            with pytest.raises(ConfigurationError) as info:
+                call(key)  # type: ignore[arg-type]
+            assert info.value.field == "key"
+
     def test_nothing_to_pick(self) -> None:
         """No endpoint (or only weight 0) raises NoAvailableEndpointError on get and pick."""
         for lb in (Maglev(table_size=13), Maglev([ep(1, weight=0)], table_size=13)):

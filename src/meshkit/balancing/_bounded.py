@@ -12,7 +12,7 @@ import attrs
 from meshkit._errors import NoAvailableEndpointError
 from meshkit._validate import finite, gt, instance_of
 from meshkit.balancing._endpoint import check_endpoints
-from meshkit.balancing._hash import HASH_BITS, HashFunction, load_hash
+from meshkit.balancing._hash import HASH_BITS, HashFunction, bad_key, load_hash
 from meshkit.balancing._hashring import DEFAULT_VNODES, HashRing, RingSnapshot
 
 if typing.TYPE_CHECKING:
@@ -127,13 +127,17 @@ class BoundedLoadRing:
         Without a key the walk starts at a random point.
 
         Raises:
+            ConfigurationError: If `key` is neither None, `str` nor `bytes`.
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
         ring = self._ring.snapshot
         if key is None:
             point = random.getrandbits(HASH_BITS)
         else:
-            point = self._hash(key.encode() if isinstance(key, str) else key, self.seed)
+            try:
+                point = self._hash(key.encode() if isinstance(key, str) else key, self.seed)
+            except (TypeError, UnicodeEncodeError):
+                raise bad_key(key) from None
         try:
             owner = ring.locate(point)
         except IndexError:
@@ -158,6 +162,7 @@ class BoundedLoadRing:
         """Return the key's ring owner, ignoring loads and counting nothing.
 
         Raises:
+            ConfigurationError: If `key` is neither `str` nor `bytes`.
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
         return self._ring.get(key)

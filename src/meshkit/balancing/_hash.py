@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["HASH_BITS", "INSTALL_HINT", "HashFunction", "key_bytes", "load_hash"]
+from meshkit._errors import ConfigurationError
+
+__all__ = ["HASH_BITS", "INSTALL_HINT", "HashFunction", "bad_key", "key_bytes", "load_hash"]
 
 HASH_BITS = 64
 """Width of the hash values (ring points are in `[0, 2**64)`)."""
@@ -40,6 +42,22 @@ def load_hash() -> HashFunction:
     return hash_function
 
 
+def bad_key(key: object) -> ConfigurationError:
+    """Return the error for a key that cannot be hashed: not `str`/`bytes`, or not UTF-8."""
+    return ConfigurationError("key", key, "must be str (encodable as UTF-8) or bytes")
+
+
 def key_bytes(key: str | bytes) -> bytes:
-    """Return the bytes hashed for `key` (a `str` is encoded as UTF-8)."""
-    return key.encode() if isinstance(key, str) else key
+    """Return the bytes hashed for `key` (a `str` is encoded as UTF-8).
+
+    Raises:
+        ConfigurationError: If `key` is neither `str` nor bytes-like, or cannot be encoded.
+    """
+    if isinstance(key, str):
+        try:
+            return key.encode()
+        except UnicodeEncodeError:
+            raise bad_key(key) from None
+    if not isinstance(key, bytes | bytearray | memoryview):
+        raise bad_key(key)
+    return key

@@ -13,7 +13,7 @@ import attrs
 from meshkit._errors import NoAvailableEndpointError
 from meshkit._validate import ge, in_range, instance_of, require
 from meshkit.balancing._endpoint import Endpoint, Outcome, check_endpoints
-from meshkit.balancing._hash import HASH_BITS, HashFunction, key_bytes, load_hash
+from meshkit.balancing._hash import HASH_BITS, HashFunction, bad_key, key_bytes, load_hash
 
 if typing.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -218,18 +218,25 @@ class HashRing:
         return self._ring
 
     def hash_key(self, key: str | bytes) -> int:
-        """Return the ring position of `key` (`str` keys are hashed as UTF-8)."""
+        """Return the ring position of `key` (`str` keys are hashed as UTF-8).
+
+        Raises:
+            ConfigurationError: If `key` is neither `str` nor `bytes`.
+        """
         return self._hash(key_bytes(key), self.seed)
 
     def get(self, key: str | bytes) -> Endpoint:
         """Return the endpoint owning `key`: the first point at or after its hash, wrapping.
 
         Raises:
+            ConfigurationError: If `key` is neither `str` nor `bytes`.
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
         ring = self._ring
-        data = key.encode() if isinstance(key, str) else key
-        point = self._hash(data, self.seed)
+        try:
+            point = self._hash(key.encode() if isinstance(key, str) else key, self.seed)
+        except (TypeError, UnicodeEncodeError):
+            raise bad_key(key) from None
         owner = ring.table[point >> ring.shift]
         if owner is not None:
             return owner
@@ -245,14 +252,16 @@ class HashRing:
         points met along the walk, so it is stable when an unrelated endpoint comes or goes.
 
         Raises:
-            ConfigurationError: If `n` < 1 or more than the endpoints with weight > 0.
+            ConfigurationError: If `n` < 1 or more than the endpoints with weight > 0, or
+                `key` is neither `str` nor `bytes`.
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
         ring = self._ring
+        point = self.hash_key(key)
         if ring.live == 0:
             raise NoAvailableEndpointError("HashRing")
         require(1 <= n <= ring.live, "n", n, f"must be in [1, {ring.live}]")
-        start = bisect_left(ring.points, self.hash_key(key))
+        start = bisect_left(ring.points, point)
         owners = ring.owners
         size = len(ring.points)
         chosen: dict[Endpoint, None] = {}
@@ -266,13 +275,17 @@ class HashRing:
         """Return `get(key)`; without a key, the owner of a random point.
 
         Raises:
+            ConfigurationError: If `key` is neither None, `str` nor `bytes`.
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
         ring = self._ring  # the body of get(), inlined: this is the hot path
         if key is None:
             point = random.getrandbits(HASH_BITS)
         else:
-            point = self._hash(key.encode() if isinstance(key, str) else key, self.seed)
+            try:
+                point = self._hash(key.encode() if isinstance(key, str) else key, self.seed)
+            except (TypeError, UnicodeEncodeError):
+                raise bad_key(key) from None
         owner = ring.table[point >> ring.shift]
         if owner is not None:
             return owner

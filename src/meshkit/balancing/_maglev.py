@@ -11,7 +11,7 @@ import attrs
 from meshkit._errors import NoAvailableEndpointError
 from meshkit._validate import in_range, instance_of, require
 from meshkit.balancing._endpoint import Endpoint, Outcome, check_endpoints
-from meshkit.balancing._hash import HashFunction, key_bytes, load_hash
+from meshkit.balancing._hash import HashFunction, bad_key, key_bytes, load_hash
 
 if typing.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -159,12 +159,16 @@ class Maglev:
         """Return the endpoint for `key`: `table[hash(key) % table_size]`.
 
         Raises:
+            ConfigurationError: If `key` is neither `str` nor `bytes`.
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
         table = self._snapshot.table
-        data = key.encode() if isinstance(key, str) else key
         try:
-            return table[self._hash(data, self.seed) % self.table_size]
+            point = self._hash(key.encode() if isinstance(key, str) else key, self.seed)
+        except (TypeError, UnicodeEncodeError):
+            raise bad_key(key) from None
+        try:
+            return table[point % self.table_size]
         except IndexError:
             raise NoAvailableEndpointError("Maglev") from None
 
@@ -172,6 +176,7 @@ class Maglev:
         """Return `get(key)`; without a key, a random slot's endpoint.
 
         Raises:
+            ConfigurationError: If `key` is neither None, `str` nor `bytes`.
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
         table = self._snapshot.table
@@ -179,11 +184,14 @@ class Maglev:
             raise NoAvailableEndpointError("Maglev")
         if key is None:
             return table[random.randrange(self.table_size)]  # noqa: S311 - spreading, not secrecy
-        data = key.encode() if isinstance(key, str) else key
-        return table[self._hash(data, self.seed) % self.table_size]
+        return table[self.hash_key(key) % self.table_size]
 
     def hash_key(self, key: str | bytes) -> int:
-        """Return the 64-bit hash of `key` (`str` keys are hashed as UTF-8)."""
+        """Return the 64-bit hash of `key` (`str` keys are hashed as UTF-8).
+
+        Raises:
+            ConfigurationError: If `key` is neither `str` nor `bytes`.
+        """
         return self._hash(key_bytes(key), self.seed)
 
     def update(self, endpoints: Iterable[Endpoint]) -> None:
