@@ -236,6 +236,14 @@ class TestReplicas:
         ring.add(unrelated)
         assert ring.get_n(key, n) == replicas
 
+    @pytest.mark.parametrize("n", [2.5, "2", True, None])
+    def test_get_n_needs_an_int(self, n: object) -> None:
+        """A non-int n is a ConfigurationError naming n (2.5 used to return 3 endpoints)."""
+        ring = HashRing([ep(1), ep(2), ep(3)])
+        with pytest.raises(ConfigurationError) as info:
+            ring.get_n("k", n)  # type: ignore[arg-type]
+        assert (info.value.field, info.value.value) == ("n", n)
+
     @pytest.mark.parametrize("n", [0, 4])
     def test_get_n_bounds(self, n: int) -> None:
         """n below 1 or above the endpoints with weight raises ConfigurationError naming n."""

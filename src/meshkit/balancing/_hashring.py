@@ -252,11 +252,12 @@ class HashRing:
         points met along the walk, so it is stable when an unrelated endpoint comes or goes.
 
         Raises:
-            ConfigurationError: If `n` < 1 or more than the endpoints with weight > 0, or
-                `key` is neither `str` nor `bytes`.
+            ConfigurationError: If `n` is not an int, is < 1 or is more than the endpoints
+                with weight > 0, or `key` is neither `str` nor `bytes`.
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
         ring = self._ring
+        require(type(n) is int, "n", n, "must be an int")
         point = self.hash_key(key)
         if ring.live == 0:
             raise NoAvailableEndpointError("HashRing")
