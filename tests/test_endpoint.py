@@ -40,6 +40,13 @@ class TestEndpoint:
             Endpoint(**kwargs)  # type: ignore[arg-type]
         assert info.value.field == field
 
+    @pytest.mark.parametrize("metadata", [5, [("a",)], ["abc"], [("a", "1"), ("a", "2")]])
+    def test_bad_metadata_names_the_field(self, metadata: object) -> None:
+        """Metadata that is not (key, value) pairs with unique keys is a ConfigurationError."""
+        with pytest.raises(ConfigurationError) as info:
+            Endpoint(host="h", port=1, metadata=metadata)  # type: ignore[arg-type]
+        assert (info.value.field, info.value.value) == ("metadata", metadata)
+
     @given(st.lists(st.integers(0, 20), max_size=10))
     def test_check_endpoints_rejects_exactly_duplicates(self, ports: list[int]) -> None:
         """check_endpoints accepts a set iff no two endpoints share an address."""

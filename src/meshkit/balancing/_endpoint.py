@@ -8,6 +8,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
+from meshkit._errors import ConfigurationError
 from meshkit._validate import ge, in_range, instance_of, require
 
 __all__ = ["Endpoint", "LoadBalancer", "Outcome", "check_endpoints"]
@@ -17,7 +18,15 @@ def _to_metadata(
     value: Mapping[str, str] | Iterable[tuple[str, str]],
 ) -> tuple[tuple[str, str], ...]:
     pairs = value.items() if isinstance(value, Mapping) else value
-    return tuple(sorted((str(k), str(v)) for k, v in pairs))
+    try:
+        metadata = tuple(sorted((str(k), str(v)) for k, v in pairs))
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            "metadata", value, "must be a mapping or (key, value) pairs"
+        ) from None
+    keys = [k for k, _ in metadata]
+    require(len(set(keys)) == len(keys), "metadata", value, "duplicate key")
+    return metadata
 
 
 @attrs.frozen(kw_only=True)
@@ -34,6 +43,10 @@ class Endpoint:
         weight: Relative share of traffic, >= 0 (0 means "receives nothing").
         zone: Locality label (for zone-aware routing); empty when unknown.
         metadata: Extra labels such as `version=v2`, as sorted `(key, value)` pairs.
+
+    Raises:
+        ConfigurationError: If a field has the wrong type or is out of range, or `metadata`
+            is not a mapping or `(key, value)` pairs with unique keys.
     """
 
     host: str = attrs.field(validator=instance_of(str))
