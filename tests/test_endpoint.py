@@ -61,3 +61,10 @@ class TestEndpoint:
         """Something that is not an Endpoint is refused with a clear error."""
         with pytest.raises(ConfigurationError, match="Endpoint"):
             check_endpoints(["10.0.0.1:80"])  # type: ignore[list-item]
+
+    @pytest.mark.parametrize("endpoints", [None, 5, Endpoint(host="h", port=1)])
+    def test_check_endpoints_needs_an_iterable(self, endpoints: object) -> None:
+        """A non-iterable endpoint set (even a lone Endpoint) is a ConfigurationError."""
+        with pytest.raises(ConfigurationError) as info:
+            check_endpoints(endpoints)  # type: ignore[arg-type]
+        assert info.value.field == "endpoints"

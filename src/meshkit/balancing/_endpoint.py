@@ -120,8 +120,10 @@ def check_endpoints(endpoints: Iterable[Endpoint]) -> tuple[Endpoint, ...]:
     """Return `endpoints` as a tuple after checking types and that addresses are unique.
 
     Raises:
-        ConfigurationError: If an item is not an `Endpoint` or two share an address.
+        ConfigurationError: If `endpoints` is not iterable, an item is not an `Endpoint`,
+            or two share an address.
     """
+    require(isinstance(endpoints, Iterable), "endpoints", endpoints, "must be an iterable")
     snapshot = tuple(endpoints)
     seen: set[tuple[str, int]] = set()
     for endpoint in snapshot:
