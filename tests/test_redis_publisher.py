@@ -60,6 +60,44 @@ class TestRedisStreamPublisher:
         assert b"causation_id" not in fields
         assert b"causation_id" in entries[1][1]
 
+    async def test_a_foreign_higher_entry_is_not_taken_for_a_duplicate(
+        self, redis_url: str, redis_prefix: str
+    ) -> None:
+        """If the key holds someone else's entries above the position id, publishing fails."""
+        key = f"{redis_prefix}bus"
+        client = redis.Redis.from_url(redis_url)
+        client.xadd(key, {"from": "another producer"})  # an auto id: the time in milliseconds
+        client.close()
+        store = MemoryEventStore()
+        store.append_nowait("s", make_events("s", 1, 1), 0)
+        publisher = RedisStreamPublisher(url=redis_url, stream_key=key)
+        with pytest.raises(PublishError, match="not published"):
+            await publisher.publish(store.read_all_nowait()[0])
+        await publisher.aclose()
+        assert len(_entries(redis_url, key)) == 1
+
+    async def test_republishing_after_trimming_is_a_no_op(
+        self, redis_url: str, redis_prefix: str
+    ) -> None:
+        """An event re-published after its entry was trimmed away is still taken as done."""
+        key = f"{redis_prefix}trimmed"
+        store = MemoryEventStore()
+        store.append_nowait("s", make_events("s", 1, 3), 0)
+        stored = store.read_all_nowait()
+        publisher = RedisStreamPublisher(url=redis_url, stream_key=key)
+        for event in stored:
+            await publisher.publish(event)
+        client = redis.Redis.from_url(redis_url)
+        client.xtrim(key, maxlen=1, approximate=False)
+        await publisher.publish(stored[0])
+        await publisher.publish(stored[2])
+        assert [entry_id for entry_id, _ in _entries(redis_url, key)] == [b"3-0"]
+        client.xtrim(key, maxlen=0, approximate=False)
+        client.close()
+        await publisher.publish(stored[1])
+        await publisher.aclose()
+        assert _entries(redis_url, key) == []
+
     async def test_key_function_and_auto_ids(self, redis_url: str, redis_prefix: str) -> None:
         """A key function routes events; without position ids Redis assigns entry ids."""
         publisher = RedisStreamPublisher(

@@ -55,7 +55,9 @@ class RedisStreamPublisher:
     deduplicate. With `id_from_position` (the default), the entry id is
     `"<position>-0"`: Redis itself then refuses a re-published event (its id is not above
     the stream's top), which the publisher treats as already done, so a relay restarted
-    after a crash does not duplicate entries.
+    after a crash does not duplicate entries. The key must then hold this store's events
+    only: an event refused because other producers' entries sit above it raises
+    `PublishError` rather than being dropped.
 
     Attributes:
         url: The Redis URL.
@@ -100,9 +102,30 @@ class RedisStreamPublisher:
         try:
             if self._client is None:
                 self._client = redis.Redis.from_url(self.url)
-            self._client.xadd(key, fields, id=entry_id, maxlen=self.maxlen, approximate=True)
-        except redis.ResponseError as exc:
-            if _DUPLICATE not in str(exc):
-                raise PublishError(key, event_id, str(exc)) from exc
+            try:
+                self._client.xadd(key, fields, id=entry_id, maxlen=self.maxlen, approximate=True)
+            except redis.ResponseError as exc:
+                if _DUPLICATE not in str(exc):
+                    raise
+                if not _published_before(self._client, key, entry_id, event_id):
+                    reason = f"not published: the stream holds foreign entries above {entry_id}"
+                    raise PublishError(key, event_id, reason) from exc
         except redis.RedisError as exc:
             raise PublishError(key, event_id, str(exc)) from exc
+
+
+def _published_before(client: redis.Redis, key: str, entry_id: str, event_id: object) -> bool:
+    """Tell a re-published event (refused by Redis) from a key holding foreign higher ids.
+
+    The event was published before if its entry is there with its `event_id`, or was trimmed
+    away below a later entry written by position too (or with everything else).
+    """
+    same: Any = client.xrange(key, entry_id, entry_id)
+    if same:
+        return bool(same[0][1].get(b"event_id") == str(event_id).encode())
+    newest: Any = client.xrevrange(key, count=1)
+    if not newest:  # everything was trimmed away
+        return True
+    top_id, top_fields = newest[0]
+    position = top_fields.get(b"position")
+    return position is not None and bool(top_id == position + b"-0")
