@@ -181,10 +181,12 @@ class PostgresEventStore:
             The stream's version after the append.
 
         Raises:
-            VersionConflictError: If the stream is not at `expected_version`.
-            ConfigurationError: On bad arguments, an unserializable payload, or an event id
-                already stored elsewhere.
-            EventStoreUnavailableError: If PostgreSQL fails; nothing of the append is written.
+            VersionConflictError: If the stream is not at `expected_version`, or an event id
+                is already stored elsewhere.
+            ConfigurationError: On bad arguments or an unserializable payload.
+            EventStoreUnavailableError: If PostgreSQL fails. Nothing is written, unless the
+                connection failed while committing; appending the same events again is then
+                safe (a no-op if they were stored).
         """
         check_append(stream_id, events, expected_version)
         rows = encode_events(events, self.serializer)
