@@ -429,6 +429,25 @@ class TestClassification:
         assert breaker.call_sync(ok, 2) == 2
         assert state_of(breaker) is CircuitState.CLOSED
 
+    def test_truthy_result_predicate_decides_a_trial(self, clock: FakeClock) -> None:
+        """A record_result returning a truthy/falsy value (not a bool) still decides a trial."""
+        breaker = make(
+            clock, failure_threshold=1, open_duration=1, record_result=lambda r: r.get("error")
+        )
+        assert breaker.call_sync(dict, error="down") == {"error": "down"}
+        assert state_of(breaker) is CircuitState.OPEN
+        clock.advance(1)
+        assert breaker.call_sync(dict, ok=1) == {"ok": 1}  # None: a success
+        assert state_of(breaker) is CircuitState.CLOSED
+
+    def test_falsy_exception_predicate_is_a_success_not_ignored(self, clock: FakeClock) -> None:
+        """A record_exceptions predicate returning None counts the call as a success."""
+        breaker = make(clock, record_exceptions=lambda exc: getattr(exc, "code", None))
+        with pytest.raises(BoomError):
+            breaker.call_sync(boom)
+        stats = breaker.statistics()
+        assert (stats.successful_calls, stats.ignored_calls) == (1, 0)
+
     def test_base_exceptions_pass_through(self, clock: FakeClock) -> None:
         """KeyboardInterrupt is not recorded and gives a trial slot back."""
         breaker = make(clock, failure_threshold=1, open_duration=1)

@@ -383,7 +383,7 @@ class CircuitBreaker:
         failed = False
         if predicate is not None:
             try:
-                failed = predicate(result)
+                failed = bool(predicate(result))  # the core counts with it: a real bool
             except BaseException as exc:
                 self._on_abandon(permit, start, exc)
                 raise

@@ -288,6 +288,6 @@ class CircuitBreakerConfig:
         def classify(exc: Exception) -> bool | None:
             if is_ignored(exc):
                 return None
-            return is_failure(exc)
+            return bool(is_failure(exc))  # a predicate may return any truthy value, or None
 
         return classify
