@@ -78,6 +78,22 @@ class TestPeakEwma:
         balancer.report(Endpoint(host="x", port=1), Outcome.SUCCESS, 0.3)
         assert balancer.cost(eps[1]) == 0.0
 
+    def test_in_flight_picks_survive_removal_and_return(self, clock: FakeClock) -> None:
+        """An address removed then re-added (an ejection) keeps its unreported picks counted."""
+        eps = endpoints(1, 1)
+        balancer = PeakEwma(eps, clock=clock, rng=Scripted([0.0, 0.0]))
+        for e in eps:
+            balancer.report(e, Outcome.SUCCESS, 0.1)
+        busy = balancer.pick()
+        balancer.update(eps[1:])
+        balancer.update(eps)
+        assert balancer.cost(busy) == pytest.approx(0.1 * 2)
+        assert balancer.pick() == eps[1]
+        balancer.report(busy, Outcome.SUCCESS, 0.1)
+        balancer.update(eps[1:])
+        balancer.update(eps)
+        assert balancer.cost(busy) == 0.0  # reported, then removed: forgotten
+
     @pytest.mark.parametrize("decay", [0, -1, math.inf, None])
     def test_bad_decay(self, decay: object) -> None:
         """A non-positive or infinite decay is a ConfigurationError naming it."""

@@ -61,6 +61,32 @@ class TestLeastRequest:
         balancer.report(chosen, Outcome.SUCCESS, 0.1)
         assert balancer.active(chosen) == 0
 
+    def test_in_flight_picks_survive_removal_and_return(self) -> None:
+        """An address removed then re-added (an ejection) keeps its unreported picks counted."""
+        eps = endpoints(1, 1)
+        balancer = LeastRequest(eps, rng=Scripted([0.0, 0.0]))
+        busy, idle = balancer.pick(), eps[1]
+        assert busy == eps[0]
+        balancer.update([idle])
+        assert balancer.active(busy) == 1
+        balancer.update(eps)
+        assert balancer.active(busy) == 1
+        assert balancer.pick() == idle  # the returning endpoint is not taken for idle
+        balancer.report(busy, Outcome.SUCCESS, 0.1)
+        assert balancer.active(busy) == 0
+
+    def test_removed_address_is_forgotten_once_reported(self) -> None:
+        """A removed address's count ends with its last report and is then dropped."""
+        eps = endpoints(1, 1)
+        balancer = LeastRequest(eps, rng=Scripted([0.0, 0.0]))
+        busy = balancer.pick()
+        balancer.update(eps[1:])
+        balancer.report(busy, Outcome.SUCCESS, 0.1)
+        balancer.report(busy, Outcome.SUCCESS, 0.1)
+        assert balancer.active(busy) == 0
+        balancer.update(eps[1:])
+        assert (busy.host, busy.port) not in balancer._state.counters
+
     def test_weights_with_bias_one(self) -> None:
         """Unequal weights compare weight / (active + 1): 3/(2+1) ties 1/(0+1), first wins."""
         eps = endpoints(3, 1)

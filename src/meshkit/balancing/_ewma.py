@@ -33,6 +33,10 @@ class _Cell:
         self.active: collections.deque[None] = collections.deque()
 
 
+def _busy(cell: _Cell) -> bool:
+    return bool(cell.active)
+
+
 @attrs.frozen
 class _State:
     endpoints: tuple[Endpoint, ...]
@@ -129,6 +133,10 @@ class PeakEwma:
     def update(self, endpoints: Iterable[Endpoint]) -> None:
         """Swap in a new endpoint set, keeping the averages of kept addresses.
 
+        A removed address keeps its average and active count while picks of it are
+        unreported, so that if it comes back (as after an outlier ejection) its requests
+        still in flight count.
+
         Raises:
             ConfigurationError: If an item is not an `Endpoint` or two share an address.
         """
@@ -174,7 +182,7 @@ class PeakEwma:
     def _build(self, endpoints: tuple[Endpoint, ...], old: dict[Address, _Cell]) -> _State:
         eps = pickable(endpoints)
         now = self._clock.now()
-        by_address = carry(old, endpoints, lambda: _Cell(now))
+        by_address = carry(old, endpoints, lambda: _Cell(now), busy=_busy)
         return _State(
             endpoints=endpoints,
             eps=eps,

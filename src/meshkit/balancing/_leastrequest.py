@@ -97,7 +97,11 @@ class LeastRequest:
         return self._state.endpoints
 
     def active(self, endpoint: Endpoint) -> int:
-        """Return the number of picks of `endpoint` not yet reported (0 if unknown)."""
+        """Return the number of picks of `endpoint` not yet reported (0 if unknown).
+
+        This includes picks made before an `update()` that removed the address, until they
+        are reported.
+        """
         counter = self._state.counters.get(address(endpoint))
         return 0 if counter is None else len(counter)
 
@@ -130,6 +134,9 @@ class LeastRequest:
 
     def update(self, endpoints: Iterable[Endpoint]) -> None:
         """Swap in a new endpoint set, keeping the active counts of kept addresses.
+
+        A removed address keeps its count while picks of it are unreported, so that if it
+        comes back (as after an outlier ejection) its requests still in flight count.
 
         Raises:
             ConfigurationError: If an item is not an `Endpoint` or two share an address.
@@ -184,7 +191,7 @@ class LeastRequest:
         starts: dict[Address, float],
     ) -> _State:
         eps = pickable(endpoints)
-        counters = carry(old_counters, endpoints, collections.deque)
+        counters = carry(old_counters, endpoints, collections.deque, busy=len)
         weights = tuple(float(e.weight) for e in eps)
         ramp = tuple(starts[address(e)] for e in eps)
         return _State(

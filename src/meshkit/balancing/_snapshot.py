@@ -32,14 +32,26 @@ def pickable(endpoints: Iterable[Endpoint]) -> tuple[Endpoint, ...]:
 
 
 def carry(
-    old: Mapping[Address, _T], endpoints: Iterable[Endpoint], factory: Callable[[], _T]
+    old: Mapping[Address, _T],
+    endpoints: Iterable[Endpoint],
+    factory: Callable[[], _T],
+    busy: Callable[[_T], object] | None = None,
 ) -> dict[Address, _T]:
-    """Return per-address state for `endpoints`, reusing `old`'s entry for a kept address."""
+    """Return per-address state for `endpoints`, reusing `old`'s entry for a kept address.
+
+    With `busy`, an entry of a removed address is kept too while `busy(entry)` is true (it
+    has requests in flight), so their reports still land and the address, if it comes back
+    (an outlier ejection ending), is not mistaken for an idle one.
+    """
     state: dict[Address, _T] = {}
     for endpoint in endpoints:
         key = address(endpoint)
         found = old.get(key)
         state[key] = factory() if found is None else found
+    if busy is not None:
+        for key, entry in old.items():
+            if key not in state and busy(entry):
+                state[key] = entry
     return state
 
 
