@@ -68,6 +68,13 @@ class TestConfiguration:
             RedisRateLimiter(client=client, **kwargs)
         assert info.value.field == field
 
+    @pytest.mark.parametrize("client", [None, "redis://127.0.0.1:6379/0", redis.Redis])
+    def test_client_must_be_a_client(self, client: object) -> None:
+        """A client that is not a Redis client is refused when built, not at the first call."""
+        with pytest.raises(ConfigurationError) as info:
+            RedisRateLimiter(client=client, rate=1.0)  # type: ignore[arg-type]
+        assert (info.value.field, info.value.value) == ("client", client)
+
     def test_key_and_default_burst(self, client: redis.Redis, redis_prefix: str) -> None:
         """The bucket key is prefix + name, and burst defaults to max(1, rate)."""
         limiter = _limiter(client, redis_prefix, rate=0.2, name="orders")

@@ -21,7 +21,7 @@ import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import RateLimiterUnavailableError, RateLimitExceededError
-from meshkit._validate import finite, ge, gt, instance_of, optional
+from meshkit._validate import finite, ge, gt, instance_of, optional, require
 from meshkit.resilience._bulkhead import _decorate
 from meshkit.resilience._ratelimit import check_tokens
 
@@ -70,6 +70,13 @@ return {1, string.format('%.17g', wait)}
 _SHA = hashlib.sha1(_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 _TOLERANCE = 1e-6
 """Redis' TIME has microsecond resolution: a shorter wait counts as none."""
+
+
+def _redis_client(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    is_client = not isinstance(value, type) and all(
+        callable(getattr(value, method, None)) for method in ("evalsha", "eval", "close")
+    )
+    require(is_client, attribute.name, value, "must be a redis.Redis client")
 
 
 def _default_burst(limiter: RedisRateLimiter) -> float:
@@ -127,7 +134,7 @@ class RedisRateLimiter:
         ConfigurationError: If a setting is out of range.
     """
 
-    client: redis.Redis = attrs.field()
+    client: redis.Redis = attrs.field(validator=_redis_client)
     rate: float = attrs.field(validator=[gt(0), finite])
     burst: float = attrs.field(
         default=attrs.Factory(_default_burst, takes_self=True), validator=[gt(0), finite]
