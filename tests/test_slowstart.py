@@ -104,3 +104,19 @@ class TestSlowStart:
         clock.advance(5)
         assert balancer.pick() == new  # full weight: equal, first candidate wins
         assert balancer._state.warm_until is None
+
+    def test_random_all_new_at_a_zero_floor_uses_the_weights(self, clock: FakeClock) -> None:
+        """Every endpoint at factor 0 at once: pick by weight, not always the last one."""
+        eps = endpoints(1, 1, 1)
+        ramp = SlowStart(window=10, min_weight_percent=0)
+        balancer = Random(rng=random.Random(5), slow_start=ramp, clock=clock)
+        balancer.update(eps)
+        assert {balancer.pick() for _ in range(60)} == set(eps)
+
+    def test_least_request_all_new_at_a_zero_floor_counts_load(self, clock: FakeClock) -> None:
+        """Two candidates both at factor 0: the less loaded wins, not always the first."""
+        first, second = endpoints(1, 1)
+        ramp = SlowStart(window=10, min_weight_percent=0)
+        balancer = LeastRequest(rng=Scripted([0.0, 0.0]), slow_start=ramp, clock=clock)
+        balancer.update([first, second])
+        assert [balancer.pick() for _ in range(4)] == [first, second, first, second]

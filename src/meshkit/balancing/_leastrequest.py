@@ -172,11 +172,14 @@ class LeastRequest:
         if slow_start is None or state.warm_until is None or now >= state.warm_until:
             self._settle(state)
             return state.weights[i], state.weights[j]
-        factor = slow_start.factor
-        return (
-            state.weights[i] * factor(now - state.ramp[i]),
-            state.weights[j] * factor(now - state.ramp[j]),
+        wi, wj = state.weights[i], state.weights[j]
+        ri, rj = (
+            wi * slow_start.factor(now - state.ramp[i]),
+            wj * slow_start.factor(now - state.ramp[j]),
         )
+        if ri == rj == 0.0:  # both at a zero floor: compare their weights (and loads) instead
+            return wi, wj
+        return ri, rj
 
     def _settle(self, state: _State) -> None:
         """Drop the finished ramp from `state`, unless an update replaced it meanwhile."""

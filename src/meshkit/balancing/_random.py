@@ -139,6 +139,8 @@ class Random:
             return self.pick()
         factor = slow_start.factor
         effective = [w * factor(now - t) for w, t in zip(state.weights, state.ramp, strict=True)]
+        if not any(effective):  # all at a zero floor together: their weights still apply
+            effective = list(state.weights)
         cumulative = list(itertools.accumulate(effective))
         i = bisect.bisect_right(cumulative, self._rand() * cumulative[-1])
         return state.eps[min(i, state.n - 1)]
