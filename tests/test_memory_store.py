@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import attrs
 import pytest
 
+from meshkit import ConfigurationError
 from meshkit.eventsourcing import (
     CheckpointStore,
     DeadLetter,
@@ -20,6 +21,9 @@ from meshkit.eventsourcing import (
 )
 from meshkit.testing import CheckpointStoreConformance, EventStoreConformance
 from meshkit.testing._eventstore_conformance import make_events
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 
 class TestMemoryEventStore(EventStoreConformance):
@@ -115,6 +119,22 @@ class TestMemoryExtras:
         assert [e.version for e in store.read_nowait("s", 0, limit=2)] == [1, 2]
         assert [e.position for e in store.read_all_nowait(1)] == [2, 3]
         assert store.stream_version_nowait("s") == 3
+
+    @pytest.mark.anyio
+    async def test_bad_read_arguments_are_configuration_errors(self) -> None:
+        """A stream id that is not a str, or a from_version that is not an int, is refused."""
+        store = MemoryEventStore()
+        bad_calls: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("stream_id", lambda: store.read(cast("str", 7))),
+            ("stream_id", lambda: store.read(cast("str", ["s"]))),
+            ("from_version", lambda: store.read("s", cast("int", "2"))),
+            ("stream_id", lambda: store.stream_version(cast("str", None))),
+            ("stream_id", lambda: store.load_snapshot(cast("str", {}))),
+        ]
+        for field, call in bad_calls:
+            with pytest.raises(ConfigurationError) as info:
+                await call()
+            assert info.value.field == field
 
     @pytest.mark.anyio
     async def test_many_waiters_wake(self) -> None:

@@ -1,9 +1,9 @@
-"""Tests for the PostgreSQL event store's lifecycle: opening and closing its pool, transactions."""
+"""Tests for the PostgreSQL event store: opening and closing its pool, transactions, arguments."""
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.to_thread
@@ -12,11 +12,11 @@ import psycopg
 import psycopg_pool
 import pytest
 
-from meshkit import EventStoreUnavailableError
+from meshkit import ConfigurationError, EventStoreUnavailableError
 from meshkit.eventsourcing import PostgresEventStore, _postgres_sql
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Awaitable, Callable, Iterator
 
 pytestmark = pytest.mark.anyio
 
@@ -111,3 +111,21 @@ class TestTransaction:
             with pytest.raises(LookupError, match="the body's own error"):
                 await die_then_fail(store)
             assert await store.last_position() == 0  # the pool replaced the dead connection
+
+
+class TestArguments:
+    async def test_bad_read_arguments_are_configuration_errors(
+        self, postgres_dsn: str, pg_schema: str
+    ) -> None:
+        """A stream id that is not a str, or a from_version that is not an int, is refused."""
+        async with await PostgresEventStore.open(postgres_dsn, schema=pg_schema) as store:
+            bad_calls: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+                ("stream_id", lambda: store.read(cast("str", 7))),
+                ("from_version", lambda: store.read("s", cast("int", "2"))),
+                ("stream_id", lambda: store.stream_version(cast("str", None))),
+                ("stream_id", lambda: store.load_snapshot(cast("str", 7))),
+            ]
+            for field, call in bad_calls:
+                with pytest.raises(ConfigurationError) as info:
+                    await call()
+                assert info.value.field == field

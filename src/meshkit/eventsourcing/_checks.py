@@ -11,7 +11,14 @@ from meshkit.eventsourcing._event import Event
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["check_append", "check_limit", "check_name", "check_position"]
+__all__ = [
+    "check_append",
+    "check_limit",
+    "check_name",
+    "check_position",
+    "check_read",
+    "check_stream_id",
+]
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -44,6 +51,27 @@ def check_name(name: object) -> None:
         ConfigurationError: Otherwise.
     """
     require(isinstance(name, str) and name != "", "name", name, "must be a non-empty str")
+
+
+def check_stream_id(stream_id: object) -> None:
+    """Require a stream id to look up: a str (an unknown one reads as empty).
+
+    Raises:
+        ConfigurationError: Otherwise.
+    """
+    require(isinstance(stream_id, str), "stream_id", stream_id, "must be a str")
+
+
+def check_read(stream_id: object, from_version: object, limit: object) -> None:
+    """Check the arguments of `EventStore.read`.
+
+    Raises:
+        ConfigurationError: If `stream_id` is not a str, `from_version` not an int, or
+            `limit` neither `None` nor an int >= 1.
+    """
+    check_stream_id(stream_id)
+    require(_is_int(from_version), "from_version", from_version, "must be an int")
+    check_limit(limit)
 
 
 def check_append(stream_id: object, events: Sequence[Event], expected_version: object) -> None:

@@ -19,7 +19,14 @@ import attrs
 
 from meshkit._errors import VersionConflictError
 from meshkit._validate import require
-from meshkit.eventsourcing._checks import check_append, check_limit, check_name, check_position
+from meshkit.eventsourcing._checks import (
+    check_append,
+    check_limit,
+    check_name,
+    check_position,
+    check_read,
+    check_stream_id,
+)
 from meshkit.eventsourcing._event import Event, Snapshot
 
 if TYPE_CHECKING:
@@ -91,9 +98,10 @@ class MemoryEventStore:
         """Read a stream without waiting (see `read`).
 
         Raises:
-            ConfigurationError: If `limit` is given and not >= 1.
+            ConfigurationError: If `stream_id` is not a str, `from_version` not an int, or
+                `limit` is given and not >= 1.
         """
-        check_limit(limit)
+        check_read(stream_id, from_version, limit)
         stream = self._streams.get(stream_id)
         if stream is None:
             return []
@@ -114,7 +122,12 @@ class MemoryEventStore:
         )
 
     def stream_version_nowait(self, stream_id: str) -> int:
-        """Return the stream's version without waiting."""
+        """Return the stream's version without waiting.
+
+        Raises:
+            ConfigurationError: If `stream_id` is not a str.
+        """
+        check_stream_id(stream_id)
         stream = self._streams.get(stream_id)
         return 0 if stream is None else len(stream)
 
@@ -147,7 +160,8 @@ class MemoryEventStore:
         """Return the events of `stream_id` from `from_version` on, in order.
 
         Raises:
-            ConfigurationError: If `limit` is given and not >= 1.
+            ConfigurationError: If `stream_id` is not a str, `from_version` not an int, or
+                `limit` is given and not >= 1.
         """
         await anyio.lowlevel.checkpoint_if_cancelled()
         return self.read_nowait(stream_id, from_version, limit=limit)
@@ -162,7 +176,11 @@ class MemoryEventStore:
         return self.read_all_nowait(after_position, limit=limit)
 
     async def stream_version(self, stream_id: str) -> int:
-        """Return the version of `stream_id` (0 when it has no events)."""
+        """Return the version of `stream_id` (0 when it has no events).
+
+        Raises:
+            ConfigurationError: If `stream_id` is not a str.
+        """
         await anyio.lowlevel.checkpoint_if_cancelled()
         return self.stream_version_nowait(stream_id)
 
@@ -198,7 +216,12 @@ class MemoryEventStore:
             self._snapshots[snapshot.stream_id] = stored
 
     async def load_snapshot(self, stream_id: str) -> Snapshot | None:
-        """Return (a deep copy of) the latest snapshot of `stream_id`, or `None`."""
+        """Return (a deep copy of) the latest snapshot of `stream_id`, or `None`.
+
+        Raises:
+            ConfigurationError: If `stream_id` is not a str.
+        """
+        check_stream_id(stream_id)
         await anyio.lowlevel.checkpoint_if_cancelled()
         snapshot = self._snapshots.get(stream_id)
         if snapshot is None:

@@ -14,7 +14,14 @@ import attrs
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import EventStoreUnavailableError
 from meshkit._validate import ge, gt, instance_of, require
-from meshkit.eventsourcing._checks import check_append, check_limit, check_name, check_position
+from meshkit.eventsourcing._checks import (
+    check_append,
+    check_limit,
+    check_name,
+    check_position,
+    check_read,
+    check_stream_id,
+)
 from meshkit.eventsourcing._event import JSONSerializer, Serializer
 from meshkit.eventsourcing._sql_common import (
     Wakeup,
@@ -204,11 +211,12 @@ class PostgresEventStore:
         """Return the events of `stream_id` from `from_version` on, in order.
 
         Raises:
-            ConfigurationError: If `limit` is not positive.
+            ConfigurationError: If `stream_id` is not a str, `from_version` not an int, or
+                `limit` not positive.
             EventDecodeError: If a stored event is corrupt.
             EventStoreUnavailableError: If PostgreSQL fails.
         """
-        check_limit(limit)
+        check_read(stream_id, from_version, limit)
         await self._module()
         rows = await self._fetch("read", self._statements().read, (stream_id, from_version, limit))
         return [decode_event(row, self.serializer) for row in rows]
@@ -234,8 +242,10 @@ class PostgresEventStore:
         """Return the stream's current version (0 when it has no events).
 
         Raises:
+            ConfigurationError: If `stream_id` is not a str.
             EventStoreUnavailableError: If PostgreSQL fails.
         """
+        check_stream_id(stream_id)
         await self._module()
         rows = await self._fetch("stream_version", self._statements().current_version, (stream_id,))
         return int(rows[0][0])
@@ -284,9 +294,11 @@ class PostgresEventStore:
         """Return the stream's snapshot, or `None`.
 
         Raises:
+            ConfigurationError: If `stream_id` is not a str.
             EventDecodeError: If the stored snapshot is corrupt.
             EventStoreUnavailableError: If PostgreSQL fails.
         """
+        check_stream_id(stream_id)
         await self._module()
         rows = await self._fetch("load_snapshot", self._statements().load_snapshot, (stream_id,))
         return decode_snapshot(rows[0], self.serializer) if rows else None
