@@ -197,6 +197,37 @@ class TestSubscription:
         assert seen == [1]
         assert await letters.dead_letters("p") == []
 
+    async def test_retrying_forever_survives_a_long_outage(self, clock: FakeClock) -> None:
+        """With `max_attempts=None`, over a thousand failures still only back off at the cap."""
+        store, seen = MemoryEventStore(), []
+        failures, backoffs = 1100, 0
+        _fill(store, "a", 1)
+
+        async def handler(event: Event, _tx: object) -> None:
+            nonlocal failures
+            if failures:
+                failures -= 1
+                raise ConnectionError("bus down")
+            seen.append(_position(event))
+
+        sub = Subscription(
+            name="relay",
+            store=store,
+            handler=handler,
+            checkpoints=MemoryCheckpointStore(),
+            max_attempts=None,
+            backoff_initial=0.5,
+            backoff_max=30.0,
+            clock=clock,
+        )
+        async with sub:
+            while not seen:
+                await clock.wait_sleepers(1)
+                clock.advance(30.0)  # every backoff is at most backoff_max
+                backoffs += 1
+                await anyio.wait_all_tasks_blocked()
+        assert (seen, backoffs) == ([1], 1100)
+
     async def test_transactional_store_commits_projection_with_checkpoint(
         self, clock: FakeClock
     ) -> None:

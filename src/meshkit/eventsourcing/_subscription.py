@@ -296,7 +296,9 @@ class Subscription(Generic[_TxT]):
         self._advance(_position(event))
 
     def _backoff(self, attempts: int) -> float:
-        return float(min(self.backoff_initial * 2 ** (attempts - 1), self.backoff_max))
+        # A float power, capped: `2 ** 1024` as an int cannot be multiplied by a float, which
+        # would crash a subscription retrying forever after ~1000 failures.
+        return min(self.backoff_initial * 2.0 ** min(attempts - 1, 1000), self.backoff_max)
 
     def _advance(self, position: int) -> None:
         self._position = position
