@@ -15,6 +15,7 @@ import attrs
 
 from meshkit._errors import BulkheadFullError, ConfigurationError, RateLimitExceededError
 from meshkit._validate import finite, ge, gt, in_range, instance_of, le, optional, require
+from meshkit.resilience._common import exception_predicate
 
 __all__ = [
     "CircuitBreakerConfig",
@@ -170,18 +171,6 @@ def _matcher(field: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     return validate
 
 
-def _predicate(matcher: ExceptionMatcher) -> Callable[[Exception], bool]:
-    """Compile an `ExceptionMatcher` into a predicate."""
-    if isinstance(matcher, type | tuple):
-        types = matcher
-
-        def matches(exc: Exception) -> bool:
-            return isinstance(exc, types)
-
-        return matches
-    return matcher
-
-
 def _all(
     *validators: Callable[[Any, attrs.Attribute[Any], Any], None],
 ) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
@@ -282,8 +271,8 @@ class CircuitBreakerConfig:
 
     def classify(self) -> Callable[[Exception], bool | None]:
         """Return a function telling whether an exception is a failure, or `None` if ignored."""
-        is_ignored = _predicate(self.ignore_exceptions)
-        is_failure = _predicate(self.record_exceptions)
+        is_ignored = exception_predicate(self.ignore_exceptions)
+        is_failure = exception_predicate(self.record_exceptions)
 
         def classify(exc: Exception) -> bool | None:
             if is_ignored(exc):

@@ -11,8 +11,6 @@ sleep on a `threading.Event`.
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, final, overload
@@ -24,6 +22,7 @@ import attrs
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import BulkheadFullError
 from meshkit._validate import finite, ge, gt, instance_of, optional
+from meshkit.resilience._common import decorate
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -145,25 +144,6 @@ class BulkheadStatistics:
     max_queued: int
     rejected: int
     timed_out: int
-
-
-def _decorate(
-    call: Callable[..., Awaitable[Any]], call_sync: Callable[..., Any], fn: Callable[P, Any]
-) -> Callable[P, Any]:
-    """Wrap `fn` with `call` when it is a coroutine function, with `call_sync` otherwise."""
-    if inspect.iscoroutinefunction(fn):
-
-        @functools.wraps(fn)
-        async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:  # noqa: ANN401
-            return await call(fn, *args, **kwargs)
-
-        return async_wrapper
-
-    @functools.wraps(fn)
-    def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:  # noqa: ANN401
-        return call_sync(fn, *args, **kwargs)
-
-    return sync_wrapper
 
 
 @final
@@ -379,7 +359,7 @@ class Bulkhead:
 
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
         """Decorate `fn` so every call runs inside a slot (async or sync alike)."""
-        return _decorate(self.call, self.call_sync, fn)
+        return decorate(self.call, self.call_sync, fn)
 
     async def __aenter__(self) -> None:
         await self.acquire()

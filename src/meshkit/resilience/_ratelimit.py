@@ -18,7 +18,7 @@ import attrs
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import ConfigurationError, RateLimitExceededError
 from meshkit._validate import finite, ge, gt, instance_of, optional
-from meshkit.resilience._bulkhead import _decorate
+from meshkit.resilience._common import decorate, default_burst
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -40,11 +40,6 @@ def check_tokens(tokens: object, burst: float) -> None:
     """
     if isinstance(tokens, bool) or not isinstance(tokens, int | float) or not 0 < tokens <= burst:
         raise ConfigurationError("tokens", tokens, f"must be a number in (0, burst={burst}]")
-
-
-def _default_burst(limiter: RateLimiter) -> float:
-    rate: object = limiter.rate  # not validated yet: a bad rate is reported by its own validator
-    return max(1.0, rate) if isinstance(rate, int | float) else 1.0
 
 
 @final
@@ -141,7 +136,7 @@ class RateLimiter:
 
     rate: float = attrs.field(validator=[gt(0), finite])
     burst: float = attrs.field(
-        default=attrs.Factory(_default_burst, takes_self=True), validator=[gt(0), finite]
+        default=attrs.Factory(default_burst, takes_self=True), validator=[gt(0), finite]
     )
     max_wait: float | None = attrs.field(
         default=None, validator=optional(attrs.validators.and_(ge(0), finite))
@@ -250,7 +245,7 @@ class RateLimiter:
 
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
         """Decorate `fn` so every call first takes a token (async or sync alike)."""
-        return _decorate(self.call, self.call_sync, fn)
+        return decorate(self.call, self.call_sync, fn)
 
     def statistics(self) -> RateLimiterStatistics:
         """Return a snapshot of the bucket and counters."""

@@ -22,7 +22,7 @@ import attrs
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import RateLimiterUnavailableError, RateLimitExceededError
 from meshkit._validate import finite, ge, gt, instance_of, optional, require
-from meshkit.resilience._bulkhead import _decorate
+from meshkit.resilience._common import decorate, default_burst
 from meshkit.resilience._ratelimit import check_tokens
 
 if TYPE_CHECKING:
@@ -79,11 +79,6 @@ def _redis_client(_inst: object, attribute: attrs.Attribute[Any], value: object)
     require(is_client, attribute.name, value, "must be a redis.Redis client")
 
 
-def _default_burst(limiter: RedisRateLimiter) -> float:
-    rate: object = limiter.rate  # not validated yet: a bad rate is reported by its own validator
-    return max(1.0, rate) if isinstance(rate, int | float) else 1.0
-
-
 @final
 @attrs.frozen(kw_only=True)
 class RedisRateLimiterStatistics:
@@ -137,7 +132,7 @@ class RedisRateLimiter:
     client: redis.Redis = attrs.field(validator=_redis_client)
     rate: float = attrs.field(validator=[gt(0), finite])
     burst: float = attrs.field(
-        default=attrs.Factory(_default_burst, takes_self=True), validator=[gt(0), finite]
+        default=attrs.Factory(default_burst, takes_self=True), validator=[gt(0), finite]
     )
     max_wait: float | None = attrs.field(
         default=None, validator=optional(attrs.validators.and_(ge(0), finite))
@@ -327,7 +322,7 @@ class RedisRateLimiter:
 
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
         """Decorate `fn` so every call first takes a token (async or sync alike)."""
-        return _decorate(self.call, self.call_sync, fn)
+        return decorate(self.call, self.call_sync, fn)
 
     def statistics(self) -> RedisRateLimiterStatistics:
         """Return this replica's counters."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, final, overload
@@ -15,6 +13,7 @@ from meshkit._errors import CircuitOpenError
 from meshkit._validate import finite, ge, gt, instance_of, optional, require
 from meshkit.resilience._backoff import Backoff, ExponentialBackoff
 from meshkit.resilience._budget import RetryBudget
+from meshkit.resilience._common import decorate, exception_predicate
 from meshkit.resilience._deadline import Timeout, current_deadline
 
 if TYPE_CHECKING:
@@ -86,13 +85,6 @@ class _Tally:
     attempts: int = 1
     delay: float = 0.0
     errors: list[Exception] = attrs.field(factory=list)
-
-
-def _exception_predicate(retry_on: ExceptionFilter) -> Callable[[Exception], bool]:
-    if isinstance(retry_on, type | tuple):
-        kinds = retry_on
-        return lambda exc: isinstance(exc, kinds)
-    return retry_on
 
 
 def _hint_from_attribute(subject: object) -> float | None:
@@ -182,7 +174,7 @@ class Retry:
 
     @_should_retry.default
     def _make_should_retry(self) -> Callable[[Exception], bool]:
-        return _exception_predicate(self.retry_on)
+        return exception_predicate(self.retry_on)
 
     def __attrs_post_init__(self) -> None:
         for listener in self.on_retry:
@@ -353,19 +345,7 @@ class Retry:
 
     def __call__(self, fn: Callable[_P, Any]) -> Callable[_P, Any]:
         """Decorate `fn` (a coroutine function or a plain function) to retry as configured."""
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def retrying(*args: _P.args, **kwargs: _P.kwargs) -> Any:  # noqa: ANN401 - typed by the overloads
-                return await self.call(fn, *args, **kwargs)
-
-            return retrying
-
-        @functools.wraps(fn)
-        def retrying_sync(*args: _P.args, **kwargs: _P.kwargs) -> Any:  # noqa: ANN401 - typed by the overloads
-            return self.call_sync(fn, *args, **kwargs)
-
-        return retrying_sync
+        return decorate(self.call, self.call_sync, fn)
 
 
 def _count(tally: _Tally | None, delay: float | None) -> float | None:
