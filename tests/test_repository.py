@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,19 @@ class _LostReplyStore:
         return version
 
 
+class _BrokenSnapshotStore:
+    """Delegates to a memory store, but cannot save snapshots."""
+
+    def __init__(self, store: MemoryEventStore) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        raise EventStoreUnavailableError("memory", "save_snapshot", f"no room for {snapshot}")
+
+
 class TestRepository:
     async def test_save_then_load(self) -> None:
         """A saved aggregate loads back with the same state and version."""
@@ -95,6 +109,21 @@ class TestRepository:
         assert await repo.save(order) == 2
         assert not order.pending_events
         assert [event.version for event in await store.read("o-1")] == [1, 2]
+
+    async def test_a_failed_automatic_snapshot_does_not_fail_the_save(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Once the events are stored, save() succeeds even if the snapshot after it fails."""
+        store = MemoryEventStore()
+        repo = _repo(_BrokenSnapshotStore(store), snapshot_every=2)
+        order = OrderAggregate.create("o-1", "ada")
+        order.add_item("sku-1", 1, unit_price=100)
+        with caplog.at_level(logging.ERROR, logger="meshkit.eventsourcing"):
+            assert await repo.save(order) == 2
+        assert not order.pending_events
+        assert await store.stream_version("o-1") == 2
+        assert await store.load_snapshot("o-1") is None
+        assert "snapshot of 'o-1' at version 2 failed" in caplog.text
 
     async def test_missing_stream(self) -> None:
         """load() raises StreamNotFoundError for a stream without events; get() gives None."""

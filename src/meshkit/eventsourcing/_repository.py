@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Generic, TypeVar, final
 
 import attrs
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["Repository"]
 
 _A = TypeVar("_A", bound=Aggregate)
+_LOG = logging.getLogger("meshkit.eventsourcing")
 
 
 @final
@@ -91,12 +93,17 @@ class Repository(Generic[_A]):
         unknown whether the append was stored (a lost reply, a cancellation) is safe: if it
         was, the store treats the retry as a no-op.
 
+        A snapshot due after the save (`snapshot_every`) that fails is logged (logger
+        `meshkit.eventsourcing`), not raised: the events are stored by then.
+
         Returns:
             The stream's new version.
 
         Raises:
             VersionConflictError: If another writer appended to the stream meanwhile.
-            ConfigurationError: If a pending event's class is not registered.
+            ConfigurationError: If a pending event's class is not registered, or the store
+                refuses the events.
+            EventStoreUnavailableError: If the store fails (saving again is then safe).
         """
         pending = aggregate._pending  # noqa: SLF001 - the repository is the aggregate's partner
         if not pending:
@@ -119,8 +126,18 @@ class Repository(Generic[_A]):
         aggregate._mark_saved()  # noqa: SLF001 - the repository is the aggregate's partner
         every = self.snapshot_every
         if every is not None and version // every > expected // every:
-            await self.snapshot(aggregate)
+            await self._snapshot_after_save(aggregate)
         return version
+
+    async def _snapshot_after_save(self, aggregate: _A) -> None:
+        # The events are stored: raising now would make the caller believe the save failed
+        # (and run the command again). A snapshot is only a shortcut: log and carry on.
+        try:
+            await self.snapshot(aggregate)
+        except Exception:  # noqa: BLE001 - logged: the save itself succeeded
+            _LOG.exception(
+                "snapshot of %r at version %d failed", aggregate.stream_id, aggregate.version
+            )
 
     async def snapshot(self, aggregate: _A) -> None:
         """Store a snapshot of `aggregate`'s saved state.
