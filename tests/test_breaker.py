@@ -134,6 +134,7 @@ class TestConfig:
             (lambda: ExponentialOpenDuration(initial=5, maximum=1), "maximum"),
             (lambda: ExponentialOpenDuration(jitter=1.0), "jitter"),
             (lambda: CircuitBreaker(name=3), "name"),  # type: ignore[arg-type]
+            (lambda: CircuitBreaker(name=""), "name"),
             (lambda: CircuitBreaker(config=3), "config"),  # type: ignore[arg-type]
             (lambda: CircuitBreaker(clock=3), "clock"),  # type: ignore[arg-type]
             (lambda: ExponentialOpenDuration(random=3), "random"),  # type: ignore[arg-type]

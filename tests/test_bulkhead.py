@@ -95,6 +95,7 @@ class TestConfiguration:
             ("max_wait", float("inf")),
             ("max_wait", float("nan")),
             ("name", 3),
+            ("name", ""),
             ("clock", object()),
         ],
     )

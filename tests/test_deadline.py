@@ -78,6 +78,7 @@ class TestTimeoutConfig:
             ((math.inf,), {}, "seconds"),
             ((True,), {}, "seconds"),
             ((1,), {"what": 3}, "what"),
+            ((1,), {"what": ""}, "what"),
             ((1,), {"clock": 3}, "clock"),
         ],
     )

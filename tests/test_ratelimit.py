@@ -64,6 +64,7 @@ class TestConfiguration:
             ("max_wait", -0.1),
             ("max_wait", float("inf")),
             ("name", None),
+            ("name", ""),
             ("clock", "now"),
         ],
     )

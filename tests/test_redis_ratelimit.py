@@ -54,6 +54,7 @@ class TestConfiguration:
             ("burst", -1),
             ("max_wait", -1),
             ("name", 1),
+            ("name", ""),
             ("prefix", None),
             ("fail_open", "yes"),
             ("clock", 1),

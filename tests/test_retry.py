@@ -117,6 +117,7 @@ class TestRetryConfig:
             ({"on_retry": 3}, "on_retry"),
             ({"on_retry": None}, "on_retry"),
             ({"name": 1}, "name"),
+            ({"name": ""}, "name"),
             ({"clock": "now"}, "clock"),
         ],
     )

@@ -34,6 +34,7 @@ from meshkit.resilience._breaker_events import (
     CircuitCallRecorded,
     CircuitStateChange,
 )
+from meshkit.resilience._common import valid_name
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -94,7 +95,7 @@ class CircuitBreaker:
     config: CircuitBreakerConfig = attrs.field(
         factory=CircuitBreakerConfig, validator=instance_of(CircuitBreakerConfig)
     )
-    name: str = attrs.field(default="circuit-breaker", kw_only=True, validator=instance_of(str))
+    name: str = attrs.field(default="circuit-breaker", kw_only=True, validator=valid_name)
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, kw_only=True, validator=instance_of(Clock))
     _core: BreakerCore = attrs.field(init=False)
     _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)

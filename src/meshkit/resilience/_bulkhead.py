@@ -22,7 +22,7 @@ import attrs
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import BulkheadFullError
 from meshkit._validate import finite, ge, gt, instance_of, optional
-from meshkit.resilience._common import decorate
+from meshkit.resilience._common import decorate, valid_name
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -195,7 +195,7 @@ class Bulkhead:
     max_wait: float | None = attrs.field(
         default=None, validator=optional(attrs.validators.and_(gt(0), finite))
     )
-    name: str = attrs.field(default="bulkhead", validator=instance_of(str))
+    name: str = attrs.field(default="bulkhead", validator=valid_name)
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
     _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
     _state: _BulkheadState = attrs.field(init=False)

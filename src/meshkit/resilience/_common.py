@@ -6,10 +6,14 @@ import functools
 import inspect
 from typing import TYPE_CHECKING, Any, ParamSpec
 
+from meshkit._errors import ConfigurationError
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-__all__ = ["decorate", "default_burst", "exception_predicate"]
+    import attrs
+
+__all__ = ["decorate", "default_burst", "exception_predicate", "valid_name"]
 
 _P = ParamSpec("_P")
 
@@ -54,3 +58,9 @@ def default_burst(limiter: object) -> float:
     """Return a token bucket's default capacity: one second of its `rate`, at least 1."""
     rate = getattr(limiter, "rate", None)  # not validated yet: its own validator reports it
     return max(1.0, rate) if isinstance(rate, int | float) else 1.0
+
+
+def valid_name(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """Validate a policy's name: a non-empty string (it shows in errors and statistics)."""
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(attribute.name, value, "must be a non-empty str")

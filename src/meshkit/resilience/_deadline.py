@@ -18,6 +18,7 @@ import attrs
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import DeadlineExceededError
 from meshkit._validate import finite, gt, instance_of, require
+from meshkit.resilience._common import valid_name
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -165,7 +166,7 @@ class Timeout:
 
     seconds: float = attrs.field(validator=[gt(0), finite])
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, kw_only=True, validator=instance_of(Clock))
-    what: str = attrs.field(default="call", kw_only=True, validator=instance_of(str))
+    what: str = attrs.field(default="call", kw_only=True, validator=valid_name)
 
     def effective_deadline(self) -> Deadline:
         """Return the deadline a call starting now would get: clamped by the enclosing one.

@@ -18,7 +18,7 @@ import attrs
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import ConfigurationError, RateLimitExceededError
 from meshkit._validate import finite, ge, gt, instance_of, optional
-from meshkit.resilience._common import decorate, default_burst
+from meshkit.resilience._common import decorate, default_burst, valid_name
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -141,7 +141,7 @@ class RateLimiter:
     max_wait: float | None = attrs.field(
         default=None, validator=optional(attrs.validators.and_(ge(0), finite))
     )
-    name: str = attrs.field(default="ratelimiter", validator=instance_of(str))
+    name: str = attrs.field(default="ratelimiter", validator=valid_name)
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
     _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
     _bucket: _TokenBucket = attrs.field(init=False)

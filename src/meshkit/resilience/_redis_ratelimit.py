@@ -22,7 +22,7 @@ import attrs
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import RateLimiterUnavailableError, RateLimitExceededError
 from meshkit._validate import finite, ge, gt, instance_of, optional, require
-from meshkit.resilience._common import decorate, default_burst
+from meshkit.resilience._common import decorate, default_burst, valid_name
 from meshkit.resilience._ratelimit import check_tokens
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ class RedisRateLimiter:
     max_wait: float | None = attrs.field(
         default=None, validator=optional(attrs.validators.and_(ge(0), finite))
     )
-    name: str = attrs.field(default="ratelimiter", validator=instance_of(str))
+    name: str = attrs.field(default="ratelimiter", validator=valid_name)
     prefix: str = attrs.field(default="meshkit:ratelimit:", validator=instance_of(str))
     fail_open: bool = attrs.field(default=False, validator=instance_of(bool))
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))

@@ -13,7 +13,7 @@ from meshkit._errors import CircuitOpenError
 from meshkit._validate import finite, ge, gt, instance_of, optional, require
 from meshkit.resilience._backoff import Backoff, ExponentialBackoff
 from meshkit.resilience._budget import RetryBudget
-from meshkit.resilience._common import decorate, exception_predicate
+from meshkit.resilience._common import decorate, exception_predicate, valid_name
 from meshkit.resilience._deadline import Timeout, current_deadline
 
 if TYPE_CHECKING:
@@ -168,7 +168,7 @@ class Retry:
         default=(), converter=_listeners
     )
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
-    name: str = attrs.field(default="retry", validator=instance_of(str))
+    name: str = attrs.field(default="retry", validator=valid_name)
     _should_retry: Callable[[Exception], bool] = attrs.field(init=False, eq=False, repr=False)
     _timeout: Timeout | None = attrs.field(init=False, default=None, eq=False, repr=False)
 
