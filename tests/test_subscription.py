@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
@@ -165,6 +166,40 @@ class TestSubscription:
         assert (letter.event.version, letter.attempts) == (2, 3)
         assert letter.error == "RuntimeError('poison')"
         assert reported == [letter]
+
+    async def test_a_failing_report_does_not_stop_the_subscription(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """If `on_dead_letter` raises, the error is logged and the subscription goes on."""
+        store, letters, seen = MemoryEventStore(), MemoryDeadLetterStore(), []
+        checkpoints = MemoryCheckpointStore()
+        _fill(store, "a", 2)
+
+        async def handler(event: Event, _tx: object) -> None:
+            if event.version == 1:
+                raise RuntimeError("poison")
+            seen.append(_position(event))
+
+        async def broken_alert(letter: DeadLetter) -> None:
+            raise ConnectionError(f"pager down, lost {letter.event.version}")
+
+        sub = Subscription(
+            name="p",
+            store=store,
+            handler=handler,
+            checkpoints=checkpoints,
+            dead_letters=letters,
+            on_dead_letter=broken_alert,
+            max_attempts=1,
+        )
+        with caplog.at_level(logging.ERROR, logger="meshkit.eventsourcing"):
+            async with sub:
+                await sub.wait_for_position(2)
+        assert seen == [2]
+        assert [letter.event.version for letter in await letters.dead_letters("p")] == [1]
+        assert await checkpoints.load_checkpoint("p") == 2
+        assert "on_dead_letter" in caplog.text
+        assert "pager down, lost 1" in caplog.text
 
     async def test_flaky_handler_recovers_without_parking(self, clock: FakeClock) -> None:
         """A handler that fails twice then succeeds delivers the event; nothing is parked."""

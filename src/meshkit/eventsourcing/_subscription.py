@@ -22,6 +22,7 @@ backoff (through the injected clock) up to `max_attempts` times in all, then par
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import (
     TYPE_CHECKING,
@@ -58,6 +59,8 @@ __all__ = [
     "Transaction",
     "TransactionalCheckpointStore",
 ]
+
+_LOG = logging.getLogger("meshkit.eventsourcing")
 
 
 @runtime_checkable
@@ -126,7 +129,9 @@ class Subscription(Generic[_TxT]):
             (see the module docs); raise to have the event retried.
         checkpoints: Where the position is saved (transactional or not).
         dead_letters: Where events are parked once retries are exhausted.
-        on_dead_letter: Awaited with each parked letter (e.g. to alert).
+        on_dead_letter: Awaited with each parked letter (e.g. to alert), once the
+            checkpoint has moved past it; if it raises, the error is logged (logger
+            `meshkit.eventsourcing`) and the subscription goes on.
         batch_size: Events read and handled per transaction.
         max_attempts: Handler calls per event before it is parked (`None`: retry forever,
             never park, as an outbox relay must to keep order).
@@ -289,11 +294,14 @@ class Subscription(Generic[_TxT]):
             subscription=self.name, event=event, error=repr(error), attempts=attempts
         )
         await self.dead_letters.park(letter)
-        if self.on_dead_letter is not None:
-            await self.on_dead_letter(letter)
         async with self._transaction() as tx:
             await cast("Transaction", tx).save_checkpoint(self.name, _position(event))
         self._advance(_position(event))
+        if self.on_dead_letter is not None:
+            try:
+                await self.on_dead_letter(letter)
+            except Exception:  # noqa: BLE001 - a failing report must not stop the subscription
+                _LOG.exception("subscription %r: on_dead_letter failed", self.name)
 
     def _backoff(self, attempts: int) -> float:
         # A float power, capped: `2 ** 1024` as an int cannot be multiplied by a float, which
