@@ -129,3 +129,14 @@ class TestArguments:
                 with pytest.raises(ConfigurationError) as info:
                     await call()
                 assert info.value.field == field
+
+    async def test_a_transaction_is_unusable_after_its_block(
+        self, postgres_dsn: str, pg_schema: str
+    ) -> None:
+        """A transaction kept past its block refuses work: its connection went back to the pool."""
+        async with await PostgresEventStore.open(postgres_dsn, schema=pg_schema) as store:
+            async with store.transaction() as tx:
+                await tx.save_checkpoint("p", 1)
+            with pytest.raises(EventStoreUnavailableError, match="ended"):
+                await tx.save_checkpoint("p", 2)
+            assert await store.load_checkpoint("p") == 1

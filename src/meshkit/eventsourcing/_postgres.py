@@ -66,6 +66,7 @@ class PostgresTransaction:
     _conn: psycopg.Connection[Any]
     _statements: Statements
     _driver_error: type[Exception]
+    _ended: bool = attrs.field(init=False, default=False)
 
     async def execute(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run one statement (`%s` placeholders); return its rows (empty if it has none).
@@ -108,8 +109,11 @@ class PostgresTransaction:
         """Call `function(connection)` in a worker thread, inside this transaction.
 
         Raises:
-            EventStoreUnavailableError: If PostgreSQL fails.
+            EventStoreUnavailableError: If PostgreSQL fails, or the transaction has ended
+                (its connection is back in the pool, maybe in another task's hands).
         """
+        if self._ended:
+            raise EventStoreUnavailableError("postgres", "transaction", "it has ended")
         with translate_errors("postgres", "transaction", self._driver_error):
             return await anyio.to_thread.run_sync(function, self._conn)
 
@@ -347,13 +351,14 @@ class PostgresEventStore:
         assert pool is not None  # noqa: S101 - set by _module()
         with translate_errors("postgres", "transaction", self._driver_error()):
             conn = await anyio.to_thread.run_sync(pool.getconn, self.connect_timeout)
+        tx = PostgresTransaction(
+            conn=conn, statements=self._statements(), driver_error=self._driver_error()
+        )
         try:
             with translate_errors("postgres", "transaction", self._driver_error()):
                 await anyio.to_thread.run_sync(conn.execute, b"BEGIN")
             try:
-                yield PostgresTransaction(
-                    conn=conn, statements=self._statements(), driver_error=self._driver_error()
-                )
+                yield tx
             except BaseException:
                 # A dead connection cannot roll back (nor commit): the block's error matters.
                 with anyio.CancelScope(shield=True), contextlib.suppress(self._driver_error()):
@@ -365,6 +370,7 @@ class PostgresEventStore:
             ):
                 await anyio.to_thread.run_sync(conn.execute, b"COMMIT")
         finally:
+            tx._ended = True  # noqa: SLF001 - the store owns its transactions
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(pool.putconn, conn)
 
