@@ -6,18 +6,27 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
 
-from es_orders import OrderAggregate, events
+from es_orders import OrderAggregate, OrderCreated, events
 from meshkit import (
     ConfigurationError,
     EventDecodeError,
     EventStoreUnavailableError,
     StreamNotFoundError,
+    UnhandledEventError,
     UnknownEventTypeError,
     VersionConflictError,
 )
-from meshkit.eventsourcing import Event, EventStore, MemoryEventStore, Repository, Snapshot
+from meshkit.eventsourcing import (
+    Event,
+    EventRegistry,
+    EventStore,
+    MemoryEventStore,
+    Repository,
+    Snapshot,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -37,6 +46,13 @@ async def _saved_order(repo: Repository[OrderAggregate], items: int = 2) -> Orde
         order.add_item(f"sku-{number}", 1, unit_price=100)
     await repo.save(order)
     return order
+
+
+@attrs.frozen
+class Audited:
+    """An event no OrderAggregate method applies."""
+
+    note: str
 
 
 class _LostReplyStore:
@@ -216,3 +232,19 @@ class TestRepository:
         await other.append("o-1", [bad], 1)
         with pytest.raises(EventDecodeError, match="'ItemAdded' at 'o-1' version 2"):
             await _repo(other).load("o-1")
+
+    async def test_an_event_the_aggregate_cannot_apply_names_the_event(self) -> None:
+        """A registered event the aggregate has no @applies for names stream, version, type."""
+        registry = EventRegistry()
+        registry.add(OrderCreated)
+        registry.add(Audited)
+        store = MemoryEventStore()
+        stored = [
+            registry.to_event(OrderCreated("ada"), stream_id="o-1", version=1),
+            registry.to_event(Audited("ok"), stream_id="o-1", version=2),
+        ]
+        await store.append("o-1", stored, 0)
+        repo = Repository(store=store, aggregate_type=OrderAggregate, registry=registry)
+        with pytest.raises(UnhandledEventError) as info:
+            await repo.load("o-1")
+        assert info.value.__notes__ == ["while loading event 'Audited' at 'o-1' version 2"]

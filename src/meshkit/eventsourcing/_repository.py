@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar, final
 
 import attrs
 
-from meshkit._errors import ConfigurationError, StreamNotFoundError
+from meshkit._errors import ConfigurationError, StreamNotFoundError, UnhandledEventError
 from meshkit._validate import ge, instance_of, optional
 from meshkit.eventsourcing._aggregate import Aggregate
 from meshkit.eventsourcing._event import Snapshot
@@ -52,7 +52,8 @@ class Repository(Generic[_A]):
             StreamNotFoundError: If the stream has no events.
             EventDecodeError: If a stored event cannot be decoded (its subclass
                 `UnknownEventTypeError` for an unregistered type).
-            UnhandledEventError: If the aggregate has no `@applies` for a stored event.
+            UnhandledEventError: If the aggregate has no `@applies` for a stored event (a
+                note on it names that event's stream, version and type).
         """
         aggregate = await self.get(stream_id)
         if aggregate is None:
@@ -75,7 +76,12 @@ class Repository(Generic[_A]):
         decode = self.registry.decode
         apply = aggregate.apply
         for event in events:
-            apply(decode(event))
+            try:
+                apply(decode(event))
+            except UnhandledEventError as exc:
+                where = f"{event.type!r} at {event.stream_id!r} version {event.version}"
+                exc.add_note(f"while loading event {where}")
+                raise
         return aggregate if aggregate.version > 0 else None
 
     async def save(
