@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import collections
 import math
-import random
-import threading
 from typing import TYPE_CHECKING, final
 
 import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit.balancing._endpoint import Endpoint, Outcome, check_endpoints
-from meshkit.balancing._snapshot import Address, address, carry, number, pickable, unavailable
+from meshkit.balancing._snapshot import (
+    Address,
+    RandomStrategy,
+    address,
+    carry,
+    number,
+    pickable,
+    unavailable,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    import random
+    from collections.abc import Iterable
 
 __all__ = ["PeakEwma"]
 
@@ -49,7 +56,7 @@ class _State:
 
 @final
 @attrs.define(eq=False, init=False, repr=False)
-class PeakEwma:
+class PeakEwma(RandomStrategy[_State]):
     """Send each call to the cheaper of two random endpoints, cost = latency x load (Finagle).
 
     Each endpoint keeps an exponentially weighted moving average of its reported latencies
@@ -70,11 +77,7 @@ class PeakEwma:
             `Endpoint`, or two share an address.
     """
 
-    _decay: float
-    _rand: Callable[[], float]
-    _clock: Clock
-    _lock: threading.Lock
-    _state: _State
+    _decay: float = attrs.field(init=False)
 
     def __init__(
         self,
@@ -85,18 +88,8 @@ class PeakEwma:
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._decay = number("decay", decay, positive=True)
-        self._rand = (random.Random() if rng is None else rng).random  # noqa: S311
-        self._clock = clock
-        self._lock = threading.Lock()
+        self._setup(rng, clock)
         self._state = self._build(check_endpoints(endpoints), {})
-
-    def __repr__(self) -> str:
-        return f"PeakEwma({len(self._state.endpoints)} endpoints)"
-
-    @property
-    def endpoints(self) -> tuple[Endpoint, ...]:
-        """The current endpoint snapshot (including weight-0 endpoints, never picked)."""
-        return self._state.endpoints
 
     def cost(self, endpoint: Endpoint) -> float:
         """Return the current cost of `endpoint` (0.0 for an unknown address)."""

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import collections
 import math
-import random
-import threading
 from typing import TYPE_CHECKING, final
 
 import attrs
@@ -13,10 +11,19 @@ import attrs
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit.balancing._endpoint import Endpoint, Outcome, check_endpoints
 from meshkit.balancing._slowstart import WARM, SlowStart, start_times, warm_until
-from meshkit.balancing._snapshot import Address, address, carry, number, pickable, unavailable
+from meshkit.balancing._snapshot import (
+    Address,
+    RampingStrategy,
+    address,
+    carry,
+    number,
+    pickable,
+    unavailable,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    import random
+    from collections.abc import Iterable
 
 __all__ = ["LeastRequest"]
 
@@ -41,7 +48,7 @@ class _State:
 
 @final
 @attrs.define(eq=False, init=False, repr=False)
-class LeastRequest:
+class LeastRequest(RampingStrategy[_State]):
     """Send each call to the less loaded of two random endpoints (Envoy's LEAST_REQUEST).
 
     A pick draws two distinct candidates uniformly: the first is `int(r1 * n)` and the second
@@ -64,12 +71,7 @@ class LeastRequest:
             an `Endpoint`, or two share an address.
     """
 
-    _bias: float
-    _rand: Callable[[], float]
-    _slow_start: SlowStart | None
-    _clock: Clock
-    _lock: threading.Lock
-    _state: _State
+    _bias: float = attrs.field(init=False)
 
     def __init__(
         self,
@@ -81,20 +83,10 @@ class LeastRequest:
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._bias = number("active_request_bias", active_request_bias, positive=False)
-        self._rand = (random.Random() if rng is None else rng).random  # noqa: S311
+        self._setup(rng, clock)
         self._slow_start = slow_start
-        self._clock = clock
-        self._lock = threading.Lock()
         checked = check_endpoints(endpoints)
         self._state = self._build(checked, {}, {address(e): WARM for e in checked})
-
-    def __repr__(self) -> str:
-        return f"LeastRequest({len(self._state.endpoints)} endpoints)"
-
-    @property
-    def endpoints(self) -> tuple[Endpoint, ...]:
-        """The current endpoint snapshot (including weight-0 endpoints, never picked)."""
-        return self._state.endpoints
 
     def active(self, endpoint: Endpoint) -> int:
         """Return the number of picks of `endpoint` not yet reported (0 if unknown).
@@ -167,12 +159,11 @@ class LeastRequest:
         return wi / math.pow(ai, bias) >= wj / math.pow(aj, bias)
 
     def _ramped(self, state: _State, i: int, j: int) -> tuple[float, float]:
-        now = self._clock.now()
-        slow_start = self._slow_start
-        if slow_start is None or state.warm_until is None or now >= state.warm_until:
-            self._settle(state)
-            return state.weights[i], state.weights[j]
         wi, wj = state.weights[i], state.weights[j]
+        ramping = self._ramping(state)
+        if ramping is None:
+            return wi, wj
+        slow_start, now = ramping
         ri, rj = (
             wi * slow_start.factor(now - state.ramp[i]),
             wj * slow_start.factor(now - state.ramp[j]),
@@ -180,12 +171,6 @@ class LeastRequest:
         if ri == rj == 0.0:  # both at a zero floor: compare their weights (and loads) instead
             return wi, wj
         return ri, rj
-
-    def _settle(self, state: _State) -> None:
-        """Drop the finished ramp from `state`, unless an update replaced it meanwhile."""
-        with self._lock:
-            if self._state is state:
-                self._state = attrs.evolve(state, warm_until=None)
 
     def _build(
         self,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import random
-import threading
 from typing import TYPE_CHECKING, final
 
 import attrs
@@ -13,10 +11,11 @@ import attrs
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit.balancing._endpoint import Endpoint, Outcome, check_endpoints
 from meshkit.balancing._slowstart import WARM, SlowStart, start_times, warm_until
-from meshkit.balancing._snapshot import Address, address, pickable, unavailable
+from meshkit.balancing._snapshot import Address, RampingStrategy, address, pickable, unavailable
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    import random
+    from collections.abc import Iterable
 
 __all__ = ["Random"]
 
@@ -36,7 +35,7 @@ class _State:
 
 @final
 @attrs.define(eq=False, init=False, repr=False)
-class Random:
+class Random(RampingStrategy[_State]):
     """Pick an endpoint at random, in proportion to its weight.
 
     A pick is O(1) whatever the weights: each snapshot precomputes Vose's alias table, and a
@@ -55,12 +54,6 @@ class Random:
         ConfigurationError: If an item is not an `Endpoint` or two share an address.
     """
 
-    _rand: Callable[[], float]
-    _slow_start: SlowStart | None
-    _clock: Clock
-    _lock: threading.Lock
-    _state: _State
-
     def __init__(
         self,
         endpoints: Iterable[Endpoint] = (),
@@ -69,20 +62,10 @@ class Random:
         slow_start: SlowStart | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self._rand = (random.Random() if rng is None else rng).random  # noqa: S311
+        self._setup(rng, clock)
         self._slow_start = slow_start
-        self._clock = clock
-        self._lock = threading.Lock()
         checked = check_endpoints(endpoints)
         self._state = self._build(checked, {address(e): WARM for e in checked})
-
-    def __repr__(self) -> str:
-        return f"Random({len(self._state.endpoints)} endpoints)"
-
-    @property
-    def endpoints(self) -> tuple[Endpoint, ...]:
-        """The current endpoint snapshot (including weight-0 endpoints, never picked)."""
-        return self._state.endpoints
 
     def pick(self, key: str | bytes | None = None) -> Endpoint:  # noqa: ARG002 - protocol
         """Return a random endpoint, weighted (`key` is ignored).
@@ -132,11 +115,10 @@ class Random:
         )
 
     def _pick_ramping(self, state: _State) -> Endpoint:
-        now = self._clock.now()
-        slow_start = self._slow_start
-        if slow_start is None or state.warm_until is None or now >= state.warm_until:
-            self._settle(state)
+        ramping = self._ramping(state)
+        if ramping is None:
             return self.pick()
+        slow_start, now = ramping
         factor = slow_start.factor
         effective = [w * factor(now - t) for w, t in zip(state.weights, state.ramp, strict=True)]
         if not any(effective):  # all at a zero floor together: their weights still apply
@@ -144,12 +126,6 @@ class Random:
         cumulative = list(itertools.accumulate(effective))
         i = bisect.bisect_right(cumulative, self._rand() * cumulative[-1])
         return state.eps[min(i, state.n - 1)]
-
-    def _settle(self, state: _State) -> None:
-        """Drop the finished ramp from `state`, unless an update replaced it meanwhile."""
-        with self._lock:
-            if self._state is state:
-                self._state = attrs.evolve(state, warm_until=None)
 
 
 def _alias_table(weights: tuple[int, ...]) -> tuple[tuple[float, ...], list[int]]:

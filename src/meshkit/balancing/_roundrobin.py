@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, final
 import attrs
 
 from meshkit.balancing._endpoint import Endpoint, Outcome, check_endpoints
-from meshkit.balancing._snapshot import pickable, unavailable
+from meshkit.balancing._snapshot import Strategy, pickable, unavailable
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -30,7 +30,7 @@ class _State:
 
 
 @attrs.define(eq=False, init=False, repr=False)
-class _Cycler:
+class _Cycler(Strategy[_State]):
     """Shared code: a snapshot is the endpoint tuple plus the iterator `pick()` advances.
 
     `next()` on an `itertools.cycle` runs in C without releasing the GIL, so concurrent picks
@@ -38,20 +38,11 @@ class _Cycler:
     assigns the one `_state` attribute.
     """
 
-    _rng: random.Random
-    _state: _State
+    _rng: random.Random = attrs.field(init=False)
 
     def __init__(self, endpoints: Iterable[Endpoint], rng: random.Random | None) -> None:
         self._rng = random.Random() if rng is None else rng  # noqa: S311 - not cryptography
         self._state = self._build(check_endpoints(endpoints), first=True)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({len(self._state.endpoints)} endpoints)"
-
-    @property
-    def endpoints(self) -> tuple[Endpoint, ...]:
-        """The current endpoint snapshot (including weight-0 endpoints, which are never picked)."""
-        return self._state.endpoints
 
     def pick(self, key: str | bytes | None = None) -> Endpoint:  # noqa: ARG002 - protocol
         """Return the next endpoint of the cycle (`key` is ignored).

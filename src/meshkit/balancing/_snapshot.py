@@ -1,9 +1,13 @@
-"""Helpers shared by the strategies: addresses, per-address state carried across snapshots."""
+"""What the strategies share: the snapshot base classes, addresses, state carried across."""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, TypeVar
+import random
+import threading
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+
+import attrs
 
 from meshkit._errors import NoAvailableEndpointError
 from meshkit._validate import require
@@ -11,11 +15,106 @@ from meshkit._validate import require
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
+    from meshkit._clock import Clock
     from meshkit.balancing._endpoint import Endpoint
+    from meshkit.balancing._slowstart import SlowStart
 
-__all__ = ["Address", "address", "carry", "number", "pickable", "unavailable"]
+__all__ = [
+    "Address",
+    "RampingStrategy",
+    "RandomStrategy",
+    "Strategy",
+    "address",
+    "carry",
+    "number",
+    "pickable",
+    "unavailable",
+]
 
 _T = TypeVar("_T")
+
+
+class Snapshot(Protocol):
+    """What every strategy's immutable state has."""
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The endpoint set, as given to `update()`."""
+        ...
+
+
+class RampSnapshot(Snapshot, Protocol):
+    """The state of a strategy with slow start."""
+
+    @property
+    def warm_until(self) -> float | None:
+        """When the last ramping endpoint reaches full weight; None when none is ramping."""
+        ...
+
+
+_S = TypeVar("_S", bound=Snapshot)
+_R = TypeVar("_R", bound=RampSnapshot)
+
+
+@attrs.define(eq=False, init=False, repr=False)
+class Strategy(Generic[_S]):
+    """Base of the strategies: one immutable `_state` that `update()` replaces in one store.
+
+    Fields are `init=False` throughout (each strategy has its own `__init__`), which keeps
+    the attrs-generated `__attrs_init__` signatures compatible down the hierarchy.
+    """
+
+    _state: _S = attrs.field(init=False)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self._state.endpoints)} endpoints)"
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The current endpoint snapshot (including weight-0 endpoints, which are never picked)."""
+        return self._state.endpoints
+
+
+@attrs.define(eq=False, init=False, repr=False)
+class RandomStrategy(Strategy[_S]):
+    """Base of the strategies that draw random numbers, read a clock and serialise updates."""
+
+    _rand: Callable[[], float] = attrs.field(init=False)
+    _clock: Clock = attrs.field(init=False)
+    _lock: threading.Lock = attrs.field(init=False)
+
+    def _setup(self, rng: random.Random | None, clock: Clock) -> None:
+        self._rand = (random.Random() if rng is None else rng).random  # noqa: S311
+        self._clock = clock
+        self._lock = threading.Lock()
+
+
+@attrs.define(eq=False, init=False, repr=False)
+class RampingStrategy(RandomStrategy[_R]):
+    """Base of the strategies with slow start, whose snapshots carry a `warm_until` time."""
+
+    _slow_start: SlowStart | None = attrs.field(init=False)
+
+    def _ramping(self, state: _R) -> tuple[SlowStart, float] | None:
+        """Return the slow start and the time if `state` is still ramping, else None.
+
+        A finished ramp is dropped from the snapshot (see `_settle`), so later picks take
+        the fast path again.
+        """
+        now = self._clock.now()
+        slow_start, until = self._slow_start, state.warm_until
+        if slow_start is None or until is None or now >= until:
+            self._settle(state)
+            return None
+        return slow_start, now
+
+    def _settle(self, state: _R) -> None:
+        """Drop the finished ramp from `state`, unless an update replaced it meanwhile."""
+        with self._lock:
+            if self._state is state:
+                # Every RampSnapshot is an attrs class, which the TypeVar's bound cannot say.
+                self._state = attrs.evolve(state, warm_until=None)  # type: ignore[misc]
+
 
 Address = tuple[str, int]
 """The identity of an endpoint across snapshots: `(host, port)` (its weight may change)."""
