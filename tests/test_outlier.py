@@ -168,6 +168,17 @@ class TestConsecutive:
         report(d, two, G, 2)
         assert ejected(d) == (two,)
 
+    def test_refused_gateway_ejection_still_counts_as_errors(self, clock: FakeClock) -> None:
+        """Gateway errors refused ejection by the limit count towards consecutive errors."""
+        d = detector(10, clock, consecutive_gateway_errors=2, consecutive_errors=3)
+        first, second = d.endpoints[:2]
+        report(d, first, E, 3)
+        report(d, second, G, 2)  # limit reached, but 2 of 10 would exceed 10%
+        assert ejected(d) == (first,)
+        clock.advance(30)  # `first` comes back
+        report(d, second, E)  # the third consecutive error
+        assert ejected(d) == (second,)
+
     @pytest.mark.parametrize("outcome", ["success", None, 200, True])
     def test_outcome_must_be_an_outcome(self, clock: FakeClock, outcome: object) -> None:
         """A non-Outcome is a ConfigurationError, not a failure that ejects a healthy endpoint."""
