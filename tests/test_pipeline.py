@@ -219,6 +219,29 @@ class TestTimeouts:
         with pytest.raises(DeadlineExceededError):
             outcome.unwrap()
 
+    async def test_details_of_retries_cut_short_by_the_total_timeout(
+        self, clock: FakeClock
+    ) -> None:
+        """A total-timeout expiry keeps the attempts and errors the retries made before it."""
+
+        async def slow() -> None:
+            await clock.sleep(10)
+
+        pipeline = Pipeline(
+            timeout=2.5,
+            retry=Retry(max_attempts=10, backoff=NO_WAIT, clock=clock),
+            attempt_timeout=1.0,
+            clock=clock,
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.advance_stepwise, 5)
+            outcome = await pipeline.call_with_details(slow)
+        assert isinstance(outcome.error, DeadlineExceededError)
+        assert outcome.error.timeout == 2.5
+        assert outcome.attempts == 3
+        assert [e.timeout for e in outcome.errors] == [1.0, 1.0, 2.5]  # type: ignore[attr-defined]
+        assert outcome.errors[-1] is outcome.error
+
     def test_sync_overrun_is_reported(self, clock: FakeClock) -> None:
         """From sync code, an attempt that overran its deadline raises afterwards."""
         pipeline = Pipeline(timeout=1, clock=clock)

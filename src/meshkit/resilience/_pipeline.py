@@ -19,6 +19,7 @@ total timeout -> retry -> rate limiter -> breaker -> bulkhead -> per-attempt tim
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast, final
 
 import attrs
@@ -29,7 +30,7 @@ from meshkit._validate import finite, gt, instance_of, optional, require
 from meshkit.resilience._breaker import CircuitBreaker
 from meshkit.resilience._bulkhead import Bulkhead
 from meshkit.resilience._deadline import Timeout
-from meshkit.resilience._retry import Retry, RetryOutcome
+from meshkit.resilience._retry import Retry, _Tally
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -60,9 +61,11 @@ class PipelineOutcome(Generic[_T]):
     Attributes:
         value: The returned value (`None` when the call failed).
         error: The exception the call finally failed with, or `None`.
-        attempts: Attempts made, including the first.
+        attempts: Attempts made, including the first (also when the total timeout ended the
+            call between or during retries).
         delay: Seconds slept between attempts.
-        errors: The exceptions of the failed attempts, in order.
+        errors: The exceptions of the failed attempts, in order; on failure the last one is
+            `error`.
         elapsed: Seconds from the start of the call to its end, on the pipeline's clock.
     """
 
@@ -113,9 +116,8 @@ class Pipeline:
 
     Risky combinations are rejected when the pipeline is built: a per-attempt timeout (here
     or in `Retry`) that is not shorter than the total one, two per-attempt timeouts (here and
-    in `Retry`), a breaker
-    that would count a full local bulkhead as the dependency's failure, and policies reading
-    different clocks.
+    in `Retry`), a breaker that would count a full local bulkhead as the dependency's failure,
+    and policies reading different clocks.
 
     Example:
         ```python
@@ -260,8 +262,12 @@ class Pipeline:
         """
         start = self.clock.now()
         chain: tuple[Callable[..., Awaitable[Any]], ...] = self._async_chain
+        tally = None
         if self.retry is not None:
-            chain = (self.retry.call_with_details, *chain[1:])
+            # The Retry records into this call's own tally, which survives a total timeout
+            # ending the call mid-way (a RetryOutcome would be lost with it).
+            tally = _Tally()
+            chain = (functools.partial(self.retry._run, tally), *chain[1:])  # noqa: SLF001
         try:
             if self._total is not None:
                 result = await self._total.call(*chain, fn, *args, **kwargs)  # type: ignore[arg-type]
@@ -270,29 +276,20 @@ class Pipeline:
             else:
                 result = await fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - reported in the outcome, not swallowed
-            return self._outcome(start, None, exc)
-        return self._outcome(start, result, None)
+            return self._outcome(start, tally, None, exc)
+        return self._outcome(start, tally, result, None)
 
     def _outcome(
-        self, start: float, result: object, error: Exception | None
+        self, start: float, tally: _Tally | None, value: object, error: Exception | None
     ) -> PipelineOutcome[Any]:
-        elapsed = self.clock.now() - start
-        if isinstance(result, RetryOutcome):
-            return PipelineOutcome(
-                value=result.value,
-                error=result.error,
-                attempts=result.attempts,
-                delay=result.delay,
-                errors=result.errors,
-                elapsed=elapsed,
-            )
-        # No retry outcome: no Retry, or the total timeout ended the call mid-way, in which
-        # case the attempts made are unknown here and at least one was made.
+        errors = () if tally is None else tuple(tally.errors)
+        if error is not None and (not errors or errors[-1] is not error):
+            errors = (*errors, error)  # ended by something the Retry did not see, or no Retry
         return PipelineOutcome(
-            value=result,
+            value=value,
             error=error,
-            attempts=1,
-            delay=0.0,
-            errors=() if error is None else (error,),
-            elapsed=elapsed,
+            attempts=1 if tally is None else tally.attempts,
+            delay=0.0 if tally is None else tally.delay,
+            errors=errors,
+            elapsed=self.clock.now() - start,
         )
