@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from es_orders import ItemAdded, OrderAggregate, OrderCreated, OrderError
-from meshkit import UnhandledEventError
+from meshkit import ConfigurationError, UnhandledEventError
 from meshkit.eventsourcing import Aggregate, applies
 
 
@@ -100,6 +100,40 @@ class TestAggregate:
         loud = LoudCounter("c-2")
         loud.record(Bumped(3))
         assert loud.count == 3
+
+    def test_an_overriding_method_applies_without_redecorating(self) -> None:
+        """A subclass overriding an applier method by name is the one called."""
+
+        class DoubleCounter(Counter):
+            def _bumped(self, event: Bumped) -> None:
+                self.count += 2 * event.by
+
+        class Renamed(Counter):  # reuses the name `_bumped` for another event class
+            @applies(OrderCreated)
+            def _bumped(self, event: OrderCreated) -> None:  # type: ignore[override]
+                self.count = -1
+
+        double = DoubleCounter("c-3")
+        double.record(Bumped(3))
+        assert double.count == 6
+        renamed = Renamed("c-4")
+        renamed.record(Bumped(3))
+        assert renamed.count == 3  # Counter._bumped still applies Bumped
+        renamed.record(OrderCreated("x"))
+        assert renamed.count == -1
+
+    def test_two_appliers_for_one_event_class_are_refused(self) -> None:
+        """Two methods of one class applying the same event class raise ConfigurationError."""
+        with pytest.raises(ConfigurationError, match="Bumped"):
+
+            class Confused(Aggregate):
+                @applies(Bumped)
+                def _one(self, event: Bumped) -> None:
+                    """Never called."""  # pragma: no cover
+
+                @applies(Bumped)
+                def _other(self, event: Bumped) -> None:
+                    """Never called."""  # pragma: no cover
 
     def test_snapshot_state_is_a_copy_of_public_state(self) -> None:
         """snapshot_state() skips private and base fields, and copies deeply."""

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-from meshkit._errors import UnhandledEventError
+from meshkit._errors import ConfigurationError, UnhandledEventError
 
 __all__ = ["Aggregate", "applies"]
 
@@ -28,7 +28,8 @@ def applies(*event_types: type[Any]) -> Callable[[_F], _F]:
     """Mark an aggregate method as the one that applies `event_types` to its state.
 
     The method takes the event and mutates `self`; it must not fail (validation belongs in
-    the command method that records the event).
+    the command method that records the event). A subclass may override it by name; one
+    class declaring two methods for the same event class raises `ConfigurationError`.
     """
 
     def mark(fn: _F) -> _F:
@@ -36,6 +37,14 @@ def applies(*event_types: type[Any]) -> Callable[[_F], _F]:
         return fn
 
     return mark
+
+
+def _override(own: Mapping[str, Any], inherited: Callable[[Any, Any], None]) -> Any:  # noqa: ANN401
+    """Return the method overriding `inherited` by name without @applies, else `inherited`."""
+    override = own.get(inherited.__name__)
+    if callable(override) and not hasattr(override, _APPLIES_ATTR):
+        return override
+    return inherited  # not overridden, or re-decorated (the class's own loop maps it)
 
 
 class Aggregate:
@@ -67,9 +76,16 @@ class Aggregate:
         super().__init_subclass__(**kwargs)
         if "type_name" not in cls.__dict__:
             cls.type_name = cls.__name__
-        appliers = dict(cls._appliers)
-        for value in cls.__dict__.values():
+        own = cls.__dict__
+        appliers = {event_type: _override(own, fn) for event_type, fn in cls._appliers.items()}
+        declared: dict[type[Any], str] = {}
+        for name, value in own.items():
             for event_type in getattr(value, _APPLIES_ATTR, ()):
+                if event_type in declared:
+                    raise ConfigurationError(
+                        "applies", event_type.__name__, f"both {declared[event_type]} and {name}"
+                    )
+                declared[event_type] = name
                 appliers[event_type] = value
         cls._appliers = appliers
 
