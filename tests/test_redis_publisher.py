@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import cast
 
+import anyio
+import anyio.to_thread
 import pytest
 import redis
 
@@ -97,6 +100,37 @@ class TestRedisStreamPublisher:
         await publisher.publish(stored[1])
         await publisher.aclose()
         assert _entries(redis_url, key) == []
+
+    async def test_concurrent_first_publishes_share_one_client(
+        self, redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Publishes racing on a fresh publisher create one Redis client, not one each."""
+        clients: list[redis.Redis] = []
+        entered, gate = threading.Event(), threading.Event()
+        real_from_url = redis.Redis.from_url
+
+        def gated_from_url(url: str) -> redis.Redis:
+            entered.set()
+            gate.wait(5)
+            client = real_from_url(url)
+            clients.append(client)
+            return client
+
+        monkeypatch.setattr(redis.Redis, "from_url", gated_from_url)
+        publisher = RedisStreamPublisher(
+            url=redis_url, stream_key=f"{redis_prefix}race", id_from_position=False
+        )
+        async with anyio.create_task_group() as group:
+            for event in make_events("s", 1, 3):
+                group.start_soon(publisher.publish, event)
+            await anyio.to_thread.run_sync(entered.wait, 5)
+            for _ in range(20):  # let the other publishes get as far as they can
+                await anyio.to_thread.run_sync(lambda: None)
+            gate.set()
+        await publisher.aclose()
+        for client in clients:
+            client.close()
+        assert len(clients) == 1
 
     async def test_key_function_and_auto_ids(self, redis_url: str, redis_prefix: str) -> None:
         """A key function routes events; without position ids Redis assigns entry ids."""

@@ -7,6 +7,7 @@ alike. `redis` is imported only when the first event is published.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any, final
 
 import anyio.to_thread
@@ -76,6 +77,7 @@ class RedisStreamPublisher:
     id_from_position: bool = attrs.field(default=True, validator=instance_of(bool))
     serializer: Serializer = attrs.field(factory=JSONSerializer)
     _client: redis.Redis | None = attrs.field(init=False, default=None)
+    _client_lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
 
     async def publish(self, event: Event) -> None:
         """XADD `event` to its stream.
@@ -100,18 +102,25 @@ class RedisStreamPublisher:
         import redis  # noqa: PLC0415 - optional dependency, imported on first use
 
         try:
-            if self._client is None:
-                self._client = redis.Redis.from_url(self.url)
+            client = self._connect()
             try:
-                self._client.xadd(key, fields, id=entry_id, maxlen=self.maxlen, approximate=True)
+                client.xadd(key, fields, id=entry_id, maxlen=self.maxlen, approximate=True)
             except redis.ResponseError as exc:
                 if _DUPLICATE not in str(exc):
                     raise
-                if not _published_before(self._client, key, entry_id, event_id):
+                if not _published_before(client, key, entry_id, event_id):
                     reason = f"not published: the stream holds foreign entries above {entry_id}"
                     raise PublishError(key, event_id, reason) from exc
         except redis.RedisError as exc:
             raise PublishError(key, event_id, str(exc)) from exc
+
+    def _connect(self) -> redis.Redis:
+        import redis  # noqa: PLC0415 - optional dependency, imported on first use
+
+        with self._client_lock:  # publishes racing on a fresh publisher share one client
+            if self._client is None:
+                self._client = redis.Redis.from_url(self.url)
+            return self._client
 
 
 def _published_before(client: redis.Redis, key: str, entry_id: str, event_id: object) -> bool:
