@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from meshkit import ConfigurationError, NoAvailableEndpointError
-from meshkit.balancing import Endpoint, HashRing, LoadBalancer, Outcome, _hashring
+from meshkit.balancing import Endpoint, HashRing, LoadBalancer, Outcome, _hash
 from meshkit.balancing._hash import INSTALL_HINT, key_bytes, load_hash
 from meshkit.balancing._hashring import build_table, table_bits
 
@@ -286,7 +286,7 @@ class TestLookupTable:
         def coarse(data: bytes, seed: int) -> int:
             return (real(data, seed) % 5) << 61  # only 5 distinct points
 
-        monkeypatch.setattr(_hashring, "load_hash", lambda: coarse)
+        monkeypatch.setattr(_hash, "load_hash", lambda: coarse)
         eps = [ep(i) for i in range(6)]
         forward = HashRing(eps, vnodes=3)
         backward = HashRing(list(reversed(eps)), vnodes=3)

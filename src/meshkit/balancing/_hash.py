@@ -12,11 +12,28 @@ used. The library is imported lazily, on the first construction of a hash-based 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import attrs
 
 from meshkit._errors import ConfigurationError
+from meshkit._validate import in_range, instance_of
+from meshkit.balancing._endpoint import Endpoint, check_endpoints
 
-__all__ = ["HASH_BITS", "INSTALL_HINT", "HashFunction", "bad_key", "key_bytes", "load_hash"]
+if TYPE_CHECKING:
+    from meshkit.balancing._endpoint import Outcome
+
+__all__ = [
+    "HASH_BITS",
+    "INSTALL_HINT",
+    "HashBalancer",
+    "HashFunction",
+    "bad_key",
+    "key_bytes",
+    "load_hash",
+]
 
 HASH_BITS = 64
 """Width of the hash values (ring points are in `[0, 2**64)`)."""
@@ -61,3 +78,41 @@ def key_bytes(key: str | bytes) -> bytes:
     if not isinstance(key, bytes | bytearray | memoryview):
         raise bad_key(key)
     return key
+
+
+@attrs.define(eq=False, init=False)
+class HashBalancer:
+    """Base of `HashRing` and `Maglev`: the initial endpoints, the seed, the hash, the lock.
+
+    A subclass adds its knob and its snapshot, builds the snapshot from `_initial` in
+    `__attrs_post_init__` (after `_load()`), and serialises writers on `_write_lock`.
+    """
+
+    _initial: tuple[Endpoint, ...] = attrs.field(
+        default=(), alias="endpoints", converter=check_endpoints, repr=False
+    )
+    seed: int = attrs.field(
+        on_setattr=attrs.setters.frozen,
+        default=0,
+        kw_only=True,
+        validator=[instance_of(int), in_range(0, 2**HASH_BITS - 1)],
+    )
+    _hash: HashFunction = attrs.field(init=False, repr=False)
+    _write_lock: threading.Lock = attrs.field(init=False, factory=threading.Lock, repr=False)
+
+    def hash_key(self, key: str | bytes) -> int:
+        """Return the 64-bit hash of `key` (`str` keys are hashed as UTF-8).
+
+        Raises:
+            ConfigurationError: If `key` is neither `str` nor `bytes`.
+        """
+        return self._hash(key_bytes(key), self.seed)
+
+    def report(self, endpoint: Endpoint, outcome: Outcome, latency: float) -> None:
+        """Ignore the report: placement depends on keys, never on outcomes."""
+
+    def _load(self) -> tuple[Endpoint, ...]:
+        """Load the hash function; return the initial endpoints, dropping the reference."""
+        self._hash = load_hash()
+        initial, self._initial = self._initial, ()
+        return initial

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import threading
 import typing
 from bisect import bisect_left
 from operator import itemgetter
@@ -11,9 +10,9 @@ from operator import itemgetter
 import attrs
 
 from meshkit._errors import NoAvailableEndpointError
-from meshkit._validate import ge, in_range, instance_of, require
-from meshkit.balancing._endpoint import Endpoint, Outcome, check_endpoints
-from meshkit.balancing._hash import HASH_BITS, HashFunction, bad_key, key_bytes, load_hash
+from meshkit._validate import ge, instance_of, require
+from meshkit.balancing._endpoint import Endpoint, check_endpoints
+from meshkit.balancing._hash import HASH_BITS, HashBalancer, HashFunction, bad_key
 
 if typing.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -31,7 +30,6 @@ __all__ = [
 DEFAULT_VNODES = 160
 """Virtual nodes per unit of weight (the ketama/uhashring default)."""
 
-_SEED_RANGE = (0, 2**64 - 1)
 _MIN_TABLE_BITS = 8
 _MAX_TABLE_BITS = 20
 
@@ -157,7 +155,7 @@ def build_ring(
 
 @typing.final
 @attrs.define(eq=False, init=False)
-class HashRing:
+class HashRing(HashBalancer):
     """Consistent hashing: a key maps to the first virtual node clockwise from its hash.
 
     Each endpoint owns `vnodes * weight` points on a ring of 64-bit XXH3 hashes (weight 0
@@ -178,24 +176,13 @@ class HashRing:
         ImportError: If the `xxhash` package is missing (`pip install 'meshkit[hashing]'`).
     """
 
-    _initial: tuple[Endpoint, ...] = attrs.field(
-        default=(), alias="endpoints", converter=check_endpoints, repr=False
-    )
     vnodes: int = attrs.field(
         on_setattr=attrs.setters.frozen,
         default=DEFAULT_VNODES,
         kw_only=True,
         validator=[instance_of(int), ge(1)],
     )
-    seed: int = attrs.field(
-        on_setattr=attrs.setters.frozen,
-        default=0,
-        kw_only=True,
-        validator=[instance_of(int), in_range(*_SEED_RANGE)],
-    )
-    _hash: HashFunction = attrs.field(init=False, repr=False)
     _ring: RingSnapshot = attrs.field(init=False, repr=False)
-    _write_lock: threading.Lock = attrs.field(init=False, factory=threading.Lock, repr=False)
 
     def __init__(
         self, endpoints: Iterable[Endpoint] = (), *, vnodes: int = DEFAULT_VNODES, seed: int = 0
@@ -203,9 +190,7 @@ class HashRing:
         self.__attrs_init__(endpoints, vnodes=vnodes, seed=seed)
 
     def __attrs_post_init__(self) -> None:
-        self._hash = load_hash()
-        self._ring = self._build(self._initial)
-        self._initial = ()
+        self._ring = self._build(self._load())
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -216,14 +201,6 @@ class HashRing:
     def snapshot(self) -> RingSnapshot:
         """The current immutable ring (for inspection and for balancers built on it)."""
         return self._ring
-
-    def hash_key(self, key: str | bytes) -> int:
-        """Return the ring position of `key` (`str` keys are hashed as UTF-8).
-
-        Raises:
-            ConfigurationError: If `key` is neither `str` nor `bytes`.
-        """
-        return self._hash(key_bytes(key), self.seed)
 
     def get(self, key: str | bytes) -> Endpoint:
         """Return the endpoint owning `key`: the first point at or after its hash, wrapping.
@@ -337,9 +314,6 @@ class HashRing:
             entries = [entry for entry in old.entries if entry[1] != address]
             gone = [entry[0] for entry in old.entries if entry[1] == address]
             self._ring = build_ring(kept, entries, old, gone)
-
-    def report(self, endpoint: Endpoint, outcome: Outcome, latency: float) -> None:
-        """Ignore the report: placement on the ring does not depend on outcomes."""
 
     def _rebuild(self, old: RingSnapshot, endpoints: tuple[Endpoint, ...]) -> RingSnapshot:
         unchanged = {e.address for e in set(endpoints).intersection(old.endpoints)}

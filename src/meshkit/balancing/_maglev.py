@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import random
-import threading
 import typing
 
 import attrs
 
 from meshkit._errors import NoAvailableEndpointError
-from meshkit._validate import in_range, instance_of, require
-from meshkit.balancing._endpoint import Endpoint, Outcome, check_endpoints
-from meshkit.balancing._hash import HashFunction, bad_key, key_bytes, load_hash
+from meshkit._validate import instance_of, require
+from meshkit.balancing._endpoint import Endpoint, check_endpoints
+from meshkit.balancing._hash import HashBalancer, HashFunction, bad_key
 
 if typing.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -21,7 +20,6 @@ __all__ = ["DEFAULT_TABLE_SIZE", "Maglev", "MaglevSnapshot", "is_prime", "popula
 DEFAULT_TABLE_SIZE = 65537
 """The default lookup table size: a prime, about 650 slots per endpoint at 100 endpoints."""
 
-_SEED_RANGE = (0, 2**64 - 1)
 _LOW32 = 0xFFFFFFFF
 
 
@@ -93,7 +91,7 @@ def populate(
 
 @typing.final
 @attrs.define(eq=False, init=False)
-class Maglev:
+class Maglev(HashBalancer):
     """Maglev hashing: a key's hash indexes a prime-sized table filled from endpoint permutations.
 
     Lookups cost one hash and one list index, whatever the endpoint count; load spreads within
@@ -112,24 +110,13 @@ class Maglev:
         ImportError: If the `xxhash` package is missing (`pip install 'meshkit[hashing]'`).
     """
 
-    _initial: tuple[Endpoint, ...] = attrs.field(
-        default=(), alias="endpoints", converter=check_endpoints, repr=False
-    )
     table_size: int = attrs.field(
         on_setattr=attrs.setters.frozen,
         default=DEFAULT_TABLE_SIZE,
         kw_only=True,
         validator=[instance_of(int), _check_table_size],
     )
-    seed: int = attrs.field(
-        on_setattr=attrs.setters.frozen,
-        default=0,
-        kw_only=True,
-        validator=[instance_of(int), in_range(*_SEED_RANGE)],
-    )
-    _hash: HashFunction = attrs.field(init=False, repr=False)
     _snapshot: MaglevSnapshot = attrs.field(init=False, repr=False)
-    _write_lock: threading.Lock = attrs.field(init=False, factory=threading.Lock, repr=False)
 
     def __init__(
         self,
@@ -141,9 +128,7 @@ class Maglev:
         self.__attrs_init__(endpoints, table_size=table_size, seed=seed)
 
     def __attrs_post_init__(self) -> None:
-        self._hash = load_hash()
-        self._snapshot = self._build(self._initial)
-        self._initial = ()
+        self._snapshot = self._build(self._load())
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -186,14 +171,6 @@ class Maglev:
             return table[random.randrange(self.table_size)]  # noqa: S311 - spreading, not secrecy
         return table[self.hash_key(key) % self.table_size]
 
-    def hash_key(self, key: str | bytes) -> int:
-        """Return the 64-bit hash of `key` (`str` keys are hashed as UTF-8).
-
-        Raises:
-            ConfigurationError: If `key` is neither `str` nor `bytes`.
-        """
-        return self._hash(key_bytes(key), self.seed)
-
     def update(self, endpoints: Iterable[Endpoint]) -> None:
         """Replace the endpoint set: fill a new table fully, then swap it in.
 
@@ -203,9 +180,6 @@ class Maglev:
         snapshot = check_endpoints(endpoints)
         with self._write_lock:
             self._snapshot = self._build(snapshot)
-
-    def report(self, endpoint: Endpoint, outcome: Outcome, latency: float) -> None:
-        """Ignore the report: the table does not depend on outcomes."""
 
     def _build(self, endpoints: tuple[Endpoint, ...]) -> MaglevSnapshot:
         return MaglevSnapshot(
