@@ -106,3 +106,15 @@ class TestInProcessPublisher:
             versions = [event.version async for event in first]
         assert seen == ["cb1", "cb2"]
         assert versions == [1, 2]
+
+    async def test_closing_while_a_publish_waits(self) -> None:
+        """A publish blocked on a full stream ends cleanly when the publisher and reader close."""
+        publisher = InProcessPublisher()
+        reader = publisher.open_stream(max_buffer_size=0)
+        event = make_events("s", 1, 1)[0]
+        async with anyio.create_task_group() as group:
+            group.start_soon(publisher.publish, event)
+            await anyio.wait_all_tasks_blocked()
+            await publisher.aclose()
+            await reader.aclose()
+        await publisher.publish(event)  # nobody listens any more: a no-op

@@ -70,7 +70,8 @@ class InProcessPublisher:
             try:
                 await stream.send(event)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._streams.remove(stream)
+                if stream in self._streams:  # aclose() may have emptied the list meanwhile
+                    self._streams.remove(stream)
                 stream.close()
 
     async def aclose(self) -> None:
