@@ -59,6 +59,16 @@ class TestPeakEwma:
         assert balancer.cost(ep) == pytest.approx(0.4 * 2 / 2)
         assert balancer.cost(Endpoint(host="x", port=1)) == 0.0
 
+    def test_zero_latency_is_a_sample_not_a_missing_one(self, clock: FakeClock) -> None:
+        """An endpoint that answered in 0 s (a coarse or fake clock) is cheap, not penalised."""
+        instant, slow = endpoints(1, 1)
+        balancer = PeakEwma([instant, slow], clock=clock, rng=Scripted([0.0, 0.0]))
+        balancer.report(instant, Outcome.SUCCESS, 0.0)
+        balancer.report(slow, Outcome.SUCCESS, 0.05)
+        assert balancer.pick() == instant
+        assert balancer.cost(instant) == 0.0
+        assert balancer.pick() == instant  # 0 x (1 + 1) still beats 0.05 x 1
+
     def test_candidates_follow_the_rng(self, clock: FakeClock) -> None:
         """The cheaper of the two drawn candidates is chosen (first on a tie)."""
         eps = endpoints(1, 1, 1)

@@ -29,6 +29,9 @@ __all__ = ["PeakEwma"]
 PENALTY = 1e9
 """Load of an endpoint with requests outstanding but no latency observed yet (seconds)."""
 
+_UNSAMPLED = -1.0
+"""The average before the first sample: below any latency, so the first one replaces it."""
+
 
 class _Cell:
     """Per-address load: the (cost, stamp) pair, swapped as one tuple, and active tokens."""
@@ -36,7 +39,7 @@ class _Cell:
     __slots__ = ("active", "ewma")
 
     def __init__(self, now: float) -> None:
-        self.ewma = (0.0, now)
+        self.ewma = (_UNSAMPLED, now)
         self.active: collections.deque[None] = collections.deque()
 
 
@@ -167,7 +170,7 @@ class PeakEwma(RandomStrategy[_State]):
     def _cost(self, cell: _Cell, weight: float, now: float) -> float:
         cost, stamp = cell.ewma
         active = len(cell.active)
-        if cost == 0.0:
+        if cost < 0.0:  # no sample yet (a 0.0 s sample is a sample: a coarse or fake clock)
             return (PENALTY + active) / weight if active else 0.0
         cost *= math.exp(-max(now - stamp, 0.0) / self._decay)
         return cost * (active + 1) / weight
