@@ -137,6 +137,17 @@ class TestMemoryExtras:
             assert info.value.field == field
 
     @pytest.mark.anyio
+    async def test_events_must_be_a_sequence(self) -> None:
+        """One event without brackets, or a generator, is a ConfigurationError naming events."""
+        store = MemoryEventStore()
+        [event] = make_events("s", 1, 1)
+        for bad in (event, (e for e in [event])):
+            with pytest.raises(ConfigurationError) as info:
+                await store.append("s", cast("list[Event]", bad), 0)
+            assert info.value.field == "events"
+        assert store.last_position == 0
+
+    @pytest.mark.anyio
     async def test_many_waiters_wake(self) -> None:
         """Every task waiting in wait_for_new() wakes on the next append."""
         store = MemoryEventStore()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeGuard, cast
+from collections.abc import Sequence
+from typing import TypeGuard, cast
 
 from meshkit._errors import ConfigurationError
 from meshkit._validate import require
 from meshkit.eventsourcing._event import Event
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
 
 __all__ = [
     "check_append",
@@ -79,12 +77,14 @@ def check_append(stream_id: object, events: Sequence[Event], expected_version: o
 
     Raises:
         ConfigurationError: If `expected_version` is negative or not an int, `events` is
-            empty, an event belongs to another stream or has the wrong version, or two
-            events share an id.
+            not a sequence or is empty, an event belongs to another stream or has the wrong
+            version, or two events share an id.
     """
     require(isinstance(stream_id, str) and stream_id != "", "stream_id", stream_id, "non-empty")
     if not (_is_int(expected_version) and expected_version >= 0):
         raise ConfigurationError("expected_version", expected_version, "must be an int >= 0")
+    if type(events) is not list and not isinstance(events, Sequence):
+        raise ConfigurationError("events", events, "must be a sequence (a list) of Event")
     require(len(events) > 0, "events", events, "must not be empty")
     want = expected_version
     for event in events:
