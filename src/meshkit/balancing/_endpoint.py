@@ -112,7 +112,12 @@ class LoadBalancer(Protocol):
         ...
 
     def report(self, endpoint: Endpoint, outcome: Outcome, latency: float) -> None:
-        """Report how the call made after a `pick()` ended, and how long it took (seconds)."""
+        """Report how the call made after a `pick()` ended, and how long it took (seconds).
+
+        Raises:
+            ConfigurationError: If the balancer uses `outcome` or `latency` and it is not an
+                `Outcome` or not a finite number >= 0; the report then has no effect.
+        """
         ...
 
 
