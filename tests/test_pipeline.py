@@ -26,6 +26,7 @@ from meshkit.resilience import (
     PipelineOutcome,
     RateLimiter,
     Retry,
+    RetryBudget,
 )
 from meshkit.testing import FakeClock
 
@@ -383,3 +384,12 @@ class TestRiskyCombinations:
         with pytest.raises(ConfigurationError) as info:
             Pipeline(**{field: value})  # type: ignore[arg-type]
         assert (info.value.field, info.value.value) == (field, value)
+
+
+class TestClockChecks:
+    def test_retry_budget_must_share_the_clock(self, clock: FakeClock) -> None:
+        """A retry budget counting on another clock than the pipeline's is refused."""
+        retry = Retry(budget=RetryBudget(), clock=clock)
+        with pytest.raises(ConfigurationError) as info:
+            Pipeline(retry=retry, clock=clock)
+        assert info.value.field == "retry.budget.clock"

@@ -354,6 +354,23 @@ class TestRetryAsync:
         ]
         assert second == [0.0, 1.0]
 
+    async def test_failing_listener_does_not_change_the_outcome(
+        self, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A listener that raises is logged; the retries and the result go on unchanged."""
+        seen: list[int] = []
+
+        def broken(event: RetryEvent) -> None:
+            raise RuntimeError("listener bug")
+
+        retry = Retry(
+            backoff=FIXED, on_retry=(broken, lambda e: seen.append(e.attempt)), clock=clock
+        )
+        result = await autojump(clock, lambda: retry.call(Flaky(BoomError(), value=7)))
+        assert result == 7
+        assert seen == [1]
+        assert "on_retry listener" in caplog.text
+
     async def test_details_on_first_success(self, clock: FakeClock) -> None:
         """call_with_details reports one attempt, no delay and no errors for a clean call."""
         outcome = await Retry(clock=clock).call_with_details(Flaky(value=5))

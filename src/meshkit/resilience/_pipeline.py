@@ -186,8 +186,16 @@ class Pipeline:
                     "records BulkheadFullError as a failure, so a full local bulkhead would "
                     "trip the breaker; add BulkheadFullError to its ignore_exceptions",
                 )
-        for name in ("retry", "rate_limiter", "breaker", "bulkhead"):
-            policy_clock = getattr(getattr(self, name), "clock", self.clock)
+        budget = None if self.retry is None else self.retry.budget
+        clocks = {
+            "retry": self.retry,
+            "retry.budget": budget,
+            "rate_limiter": self.rate_limiter,
+            "breaker": self.breaker,
+            "bulkhead": self.bulkhead,
+        }
+        for name, policy in clocks.items():
+            policy_clock = getattr(policy, "clock", self.clock)
             if policy_clock is not self.clock:
                 raise ConfigurationError(
                     f"{name}.clock",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, final, overload
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Retry", "RetryEvent", "RetryOutcome"]
 
+_LOG = logging.getLogger("meshkit.resilience")
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -144,7 +146,8 @@ class Retry:
         retry_after: Reads a server's wait hint from an exception or a rejected result; the
             default reads a numeric `retry_after` attribute. `None` or a negative hint: none.
         budget: A `RetryBudget` to draw each retry from (`None`: unlimited).
-        on_retry: Listeners called with a `RetryEvent` before each backoff sleep.
+        on_retry: Listeners called with a `RetryEvent` before each backoff sleep; one that
+            raises is logged on the `meshkit.resilience` logger and otherwise ignored.
         clock: The clock to sleep on.
         name: A name for notes and events.
     """
@@ -210,7 +213,10 @@ class Retry:
                 name=self.name, attempt=attempt, delay=delay, error=error, result=result
             )
             for listener in self.on_retry:
-                listener(event)
+                try:
+                    listener(event)
+                except Exception:  # noqa: BLE001 - observing a retry must not change its outcome
+                    _LOG.exception("retry %r: on_retry listener %r failed", self.name, listener)
         return delay
 
     def _stop(self, error: Exception | None, attempt: int, why: str) -> None:
