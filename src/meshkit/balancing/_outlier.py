@@ -58,8 +58,10 @@ class OutlierDetector:
     `evaluate()` runs them now. The inner balancer sees only the healthy endpoints, through
     its own `update()` (so change the endpoint set through the detector's `update()`, not the
     inner balancer's); outcomes reported for an ejected endpoint are forwarded but not
-    counted. Picks never lock; reports take a short lock for the counters, and a change of the
-    healthy set is pushed to the inner balancer under a second lock so the newest set wins.
+    counted. A pick takes no lock unless it is the first to find a check due (an ejection
+    ending or an interval over), which it then runs; reports take a short lock for the
+    counters, and a change of the healthy set is pushed to the inner balancer under a second
+    lock so the newest set wins.
 
     Args:
         inner: The balancer to protect; its current endpoints become the detector's.
