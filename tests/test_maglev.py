@@ -36,6 +36,12 @@ class TestConfiguration:
             Maglev([ep(1)], table_size=size)
         assert (info.value.field, info.value.value) == ("table_size", size)
 
+    def test_table_size_is_bounded(self) -> None:
+        """A huge table size is refused at once instead of hanging in the prime check."""
+        with pytest.raises(ConfigurationError, match="at most") as info:
+            Maglev([ep(1)], table_size=2**61 - 1)
+        assert info.value.field == "table_size"
+
     def test_primes(self) -> None:
         """is_prime recognises the default size and small cases."""
         assert is_prime(DEFAULT_TABLE_SIZE)

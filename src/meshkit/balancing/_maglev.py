@@ -20,6 +20,10 @@ __all__ = ["DEFAULT_TABLE_SIZE", "Maglev", "MaglevSnapshot", "is_prime", "popula
 DEFAULT_TABLE_SIZE = 65537
 """The default lookup table size: a prime, about 650 slots per endpoint at 100 endpoints."""
 
+MAX_TABLE_SIZE = 16_777_259
+"""The largest accepted table size: the first prime above 2**24 (a 16M-slot table already
+takes over 100 MB; Maglev's paper uses 65537 for hundreds of backends)."""
+
 _LOW32 = 0xFFFFFFFF
 
 
@@ -36,6 +40,7 @@ def is_prime(n: int) -> bool:
 
 
 def _check_table_size(_inst: object, attribute: attrs.Attribute[int], value: int) -> None:
+    require(value <= MAX_TABLE_SIZE, attribute.name, value, f"must be at most {MAX_TABLE_SIZE}")
     require(is_prime(value), attribute.name, value, "must be a prime")
 
 
@@ -101,8 +106,8 @@ class Maglev(HashBalancer):
 
     Args:
         endpoints: The initial endpoint set.
-        table_size: The lookup table's size; a prime, and well above the endpoint count
-            (Maglev's paper suggests at least 100 slots per endpoint).
+        table_size: The lookup table's size; a prime, at most `MAX_TABLE_SIZE`, and well
+            above the endpoint count (Maglev's paper suggests at least 100 slots per endpoint).
         seed: Hash seed in `[0, 2**64)`.
 
     Raises:
