@@ -209,3 +209,26 @@ class TestMemoryExtras:
         await letters.park(DeadLetter(subscription="b", event=event, error="x", attempts=1))
         assert await letters.dead_letters("a") == [first]
         assert await letters.dead_letters("c") == []
+
+
+class TestPayloadCheck:
+    def test_unserializable_payload_is_refused_like_sql_stores(self) -> None:
+        """A payload JSON cannot encode is a ConfigurationError and nothing is stored."""
+        store = MemoryEventStore()
+        bad = Event(stream_id="s", version=1, type="T", data={"when": object()})
+        with pytest.raises(ConfigurationError) as info:
+            store.append_nowait("s", [bad], 0)
+        assert info.value.field == "event.data"
+        assert store.read_all_nowait() == []
+
+    def test_check_can_be_turned_off(self) -> None:
+        """serializer=None keeps payloads by reference without encoding them."""
+        store = MemoryEventStore(serializer=None)
+        odd = Event(stream_id="s", version=1, type="T", data={"when": object()})
+        assert store.append_nowait("s", [odd], 0) == 1
+
+    def test_serializer_must_be_a_serializer(self) -> None:
+        """A serializer that is not one is refused, naming the field."""
+        with pytest.raises(ConfigurationError) as info:
+            MemoryEventStore(serializer="json")  # type: ignore[arg-type]
+        assert info.value.field == "serializer"

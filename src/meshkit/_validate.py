@@ -32,6 +32,11 @@ def require(ok: bool, field: str, value: object, reason: str) -> None:  # noqa: 
 
 
 def _number(attribute: attrs.Attribute[Any], value: object) -> float:
+    kind = type(value)
+    if kind is int:  # the common case first: exact ints (never bool, never NaN)
+        return value  # type: ignore[return-value]
+    if kind is float and value == value:  # noqa: PLR0124 - NaN is the only x != x
+        return value  # type: ignore[return-value]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigurationError(attribute.name, value, "must be a number")
     if math.isnan(value):

@@ -15,6 +15,10 @@ from meshkit._validate import ge, instance_of, optional, require
 __all__ = ["Event", "JSONSerializer", "Serializer", "Snapshot", "utc_now"]
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""Built once: `json.dumps` with non-default options builds a new encoder on every call."""
+
+
 def utc_now() -> dt.datetime:
     """Return the current time as an aware UTC datetime."""
     return dt.datetime.now(dt.UTC)
@@ -100,7 +104,7 @@ class JSONSerializer:
 
     def dumps(self, data: Mapping[str, Any]) -> bytes:
         """Encode `data` as compact JSON."""
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        return _ENCODER.encode(data).encode()
 
     def loads(self, raw: bytes) -> dict[str, Any]:
         """Decode JSON; raise `ValueError` unless it is a JSON object."""

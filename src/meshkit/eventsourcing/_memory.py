@@ -2,7 +2,8 @@
 
 The state lives in Python lists and dicts behind a `threading.Lock`; every mutation is a
 synchronous `_nowait` method (which hypothesis state machines drive directly), wrapped by the
-async methods of the protocol. Payloads are kept by reference: treat `Event.data` as
+async methods of the protocol. Payloads are checked to serialize (as a persistent backend
+would refuse what does not) but kept by reference: treat `Event.data` as
 immutable once appended. Snapshot state is deep-copied on the way in and out, as a
 serializing backend would.
 """
@@ -17,8 +18,8 @@ import anyio
 import anyio.lowlevel
 import attrs
 
-from meshkit._errors import VersionConflictError
-from meshkit._validate import require
+from meshkit._errors import ConfigurationError, VersionConflictError
+from meshkit._validate import instance_of, optional, require
 from meshkit.eventsourcing._checks import (
     check_append,
     check_limit,
@@ -27,7 +28,7 @@ from meshkit.eventsourcing._checks import (
     check_read,
     check_stream_id,
 )
-from meshkit.eventsourcing._event import Event, Snapshot
+from meshkit.eventsourcing._event import Event, JSONSerializer, Serializer, Snapshot
 
 if TYPE_CHECKING:
     import uuid
@@ -54,8 +55,17 @@ class MemoryEventStore:
 
         anyio.run(main)
         ```
+
+    Attributes:
+        serializer: Every appended payload must encode with it, as it must for the SQLite and
+            PostgreSQL stores, so code tested on memory cannot store what production would
+            refuse (`ConfigurationError` naming `event.data`). The events themselves are kept
+            by reference. `None` skips the check.
     """
 
+    serializer: Serializer | None = attrs.field(
+        factory=JSONSerializer, kw_only=True, validator=optional(instance_of(Serializer))
+    )
     _log: list[Event] = attrs.field(init=False, factory=list)
     _streams: dict[str, list[Event]] = attrs.field(init=False, factory=dict)
     _ids: set[uuid.UUID] = attrs.field(init=False, factory=set)
@@ -75,6 +85,8 @@ class MemoryEventStore:
             ConfigurationError: As `append` does.
         """
         check_append(stream_id, events, expected_version)
+        if self.serializer is not None:
+            check_payloads(self.serializer, events)
         with self._lock:
             stream = self._streams.get(stream_id)
             current = 0 if stream is None else len(stream)
@@ -250,6 +262,15 @@ class MemoryEventStore:
 
 _EVENT_FIELDS = tuple(field.name for field in attrs.fields(Event) if field.name != "position")
 _set = object.__setattr__
+
+
+def check_payloads(serializer: Serializer, events: Sequence[Event]) -> None:
+    """Raise `ConfigurationError` unless every event's payload encodes with `serializer`."""
+    for event in events:
+        try:
+            serializer.dumps(event.data)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError("event.data", event.data, str(exc)) from exc
 
 
 def _with_position(event: Event, position: int) -> Event:
