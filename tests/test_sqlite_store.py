@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import threading
 from typing import TYPE_CHECKING
@@ -19,11 +20,11 @@ from meshkit import (
 from meshkit.eventsourcing import Event, JSONSerializer, Snapshot, SQLiteEventStore
 from meshkit.eventsourcing import _sqlite_sql as sql
 from meshkit.eventsourcing._sql_common import encode_events
-from meshkit.eventsourcing._sqlite_group import AppendRequest, GroupCommitter
+from meshkit.eventsourcing._sqlite_group import AppendRequest
 from meshkit.testing import CheckpointStoreConformance, EventStoreConformance
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator
     from pathlib import Path
 
     from meshkit.testing import FakeClock
@@ -33,6 +34,22 @@ pytestmark = pytest.mark.anyio
 
 def _events(stream_id: str, first: int, count: int = 1) -> list[Event]:
     return [Event(stream_id=stream_id, version=v, type="T") for v in range(first, first + count)]
+
+
+@pytest.fixture(autouse=True)
+def _no_writer_thread_left() -> Iterator[None]:
+    """Every store a test opened has ended its writer thread when the test finishes."""
+
+    def writer_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("meshkit-sqlite-writer")}
+
+    before = writer_threads()
+    yield
+    gc.collect()  # a store dropped without aclose() ends its thread from a finalizer
+    left = writer_threads() - before
+    for thread in left:
+        thread.join(timeout=5)
+    assert not [thread for thread in left if thread.is_alive()]
 
 
 @pytest.fixture
@@ -154,100 +171,6 @@ class TestGroupCommit:
             bad = [Event(stream_id="s", version=1, type="T", data={"x": object()})]
             with pytest.raises(ConfigurationError, match=r"event\.data"):
                 await store.append("s", bad, 0)
-
-
-def _blocking_committer(gate: threading.Event, written: list[str]) -> GroupCommitter:
-    def write_batch(batch: Sequence[AppendRequest]) -> None:
-        gate.wait(5)
-        for request in batch:
-            written.append(request.stream_id)
-            request.result = request.expected_version + len(request.rows)
-
-    return GroupCommitter(write_batch=write_batch, on_commit=lambda: None, max_batch=2)
-
-
-def _request(stream_id: str) -> AppendRequest:
-    return AppendRequest(stream_id=stream_id, events=[], expected_version=0, rows=[])
-
-
-class TestGroupCommitter:
-    async def test_batches_follow_the_leader(self) -> None:
-        """Requests queued behind a leader are written in batches of at most max_batch."""
-        gate, written = threading.Event(), list[str]()
-        committer = _blocking_committer(gate, written)
-        results: list[int] = []
-
-        async def submit(name: str) -> None:
-            results.append(await committer.submit(_request(name)))
-
-        async with anyio.create_task_group() as group:
-            for name in "abcde":
-                group.start_soon(submit, name)
-                await anyio.lowlevel.checkpoint()
-            gate.set()
-        assert sorted(written) == list("abcde")
-        assert results == [0] * 5
-
-    async def test_cancelled_waiter_is_not_written(self) -> None:
-        """A request cancelled while queued is dropped; the others still get written."""
-        gate, written = threading.Event(), list[str]()
-        committer = _blocking_committer(gate, written)
-        async with anyio.create_task_group() as group:
-            group.start_soon(committer.submit, _request("leader"))
-            await anyio.sleep(0.01)
-            with anyio.CancelScope() as scope:
-                scope.cancel()
-                await committer.submit(_request("cancelled"))
-            group.start_soon(committer.submit, _request("after"))
-            await anyio.sleep(0.01)
-            gate.set()
-        assert written == ["leader", "after"]
-
-    async def test_cancelled_leader_still_finishes_its_batch(self) -> None:
-        """A leader cancelled mid-write completes its batch and passes leadership on."""
-        gate, written = threading.Event(), list[str]()
-        committer = _blocking_committer(gate, written)
-        results: list[int] = []
-        async with anyio.create_task_group() as group:
-            scope = anyio.CancelScope()
-
-            async def leader() -> None:
-                with scope:
-                    await committer.submit(_request("leader"))
-
-            async def follower() -> None:
-                results.append(await committer.submit(_request("follower")))
-
-            group.start_soon(leader)
-            await anyio.sleep(0.01)
-            group.start_soon(follower)
-            await anyio.sleep(0.01)
-            scope.cancel()
-            await anyio.sleep(0.01)
-            gate.set()
-        assert written == ["leader", "follower"]
-        assert results == [0]
-
-    async def test_cancelled_promoted_waiter_passes_leadership(self) -> None:
-        """A waiter promoted to leader but cancelled hands leadership to the next one."""
-        committer = _blocking_committer(threading.Event(), [])
-        doomed, following = _request("doomed"), _request("next")
-        committer._queue.extend([doomed, following])
-        committer._leader = doomed
-        committer._abandon(doomed)
-        assert committer._leader is following
-        assert following.wake.is_set()
-        assert list(committer._queue) == [following]
-
-    async def test_unexpected_writer_failure_reaches_every_request(self) -> None:
-        """An exception escaping write_batch is raised to every request of the batch."""
-
-        def write_batch(batch: Sequence[AppendRequest]) -> None:
-            raise RuntimeError("boom")
-
-        committer = GroupCommitter(write_batch=write_batch, on_commit=lambda: None, max_batch=8)
-        with pytest.raises(RuntimeError, match="boom"):
-            await committer.submit(_request("x"))
 
 
 class TestErrors:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, final
 
 import anyio
@@ -26,7 +26,7 @@ from meshkit.eventsourcing._sql_common import (
     encode_snapshot,
     translate_errors,
 )
-from meshkit.eventsourcing._sqlite_group import AppendRequest, GroupCommitter
+from meshkit.eventsourcing._sqlite_group import AppendRequest, GroupCommitter, WriterThread
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
@@ -102,14 +102,14 @@ class SQLiteEventStore:
 
     The database runs in WAL mode with `synchronous=FULL` by default, so an append that
     returned survives a crash or power loss. Concurrent appends in one process queue to a single
-    writer that commits them in batches (group commit; a conflicting or failing append is
-    undone alone, by its savepoint or by SQLite's statement atomicity, and only its caller gets
-    the error); writers in other processes are serialized by `BEGIN IMMEDIATE` and
-    `busy_timeout`. Blocking calls run in worker threads, so the store works on asyncio and
-    trio alike (one event loop at a time).
+    writer thread, owned by the store, that commits them in batches (group commit; a
+    conflicting or failing append is undone alone, by its savepoint or by SQLite's statement
+    atomicity, and only its caller gets the error); writers in other processes are serialized
+    by `BEGIN IMMEDIATE` and `busy_timeout`. Reads run in anyio worker threads. Nothing blocks
+    the event loop, and the store works on asyncio and trio alike (one event loop at a time).
 
     Use it as an async context manager (`async with SQLiteEventStore(path=...) as store:`)
-    or call `aclose()`; the schema is created on first use.
+    or call `aclose()`, which also ends the writer thread; the schema is created on first use.
 
     Attributes:
         path: The database file (created if missing; `:memory:` is refused).
@@ -134,18 +134,29 @@ class SQLiteEventStore:
     _writer: sqlite3.Connection | None = attrs.field(init=False, default=None)
     _idle: list[sqlite3.Connection] = attrs.field(init=False, factory=list)
     _wakeup: Wakeup = attrs.field(init=False, factory=Wakeup)
+    _thread: WriterThread = attrs.field(init=False)
     _committer: GroupCommitter = attrs.field(init=False)
-    _open_lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
     _closed: bool = attrs.field(init=False, default=False)
 
     @synchronous.validator
     def _check_synchronous(self, _attribute: object, value: str) -> None:
         require(value in {"FULL", "NORMAL"}, "synchronous", value, "must be FULL or NORMAL")
 
+    @_thread.default
+    def _make_thread(self) -> WriterThread:
+        thread = WriterThread(f"meshkit-sqlite-writer {self.path}")
+        # Ends the thread of a store dropped without aclose() (the thread holds no reference to
+        # the store, and the finalizer none to the store either).
+        weakref.finalize(self, thread.stop_soon)
+        return thread
+
     @_committer.default
     def _make_committer(self) -> GroupCommitter:
         return GroupCommitter(
-            write_batch=self._write_batch, on_commit=self._wakeup.fire, max_batch=self.max_batch
+            write_batch=self._write_batch,
+            on_commit=self._wakeup.fire,
+            max_batch=self.max_batch,
+            writer=self._thread,
         )
 
     @classmethod
@@ -157,11 +168,11 @@ class SQLiteEventStore:
             EventStoreUnavailableError: If the database cannot be opened.
         """
         store = cls(path=path, **options)
-        await store._ready()
+        await store._start()
         return store
 
     async def __aenter__(self) -> Self:
-        await self._ready()
+        await self._start()
         return self
 
     async def __aexit__(
@@ -179,6 +190,11 @@ class SQLiteEventStore:
 
         Returns:
             The stream's version after the append.
+
+        An append is never half-written. If the caller is cancelled while the append waits in
+        the queue, it is dropped; once its batch has reached the writer thread, it commits or
+        fails as a whole first, and then the cancellation is raised (read the stream to learn
+        whether it landed).
 
         Raises:
             VersionConflictError: If the stream is not at `expected_version`.
@@ -336,13 +352,17 @@ class SQLiteEventStore:
             await self._release(conn)
 
     async def aclose(self) -> None:
-        """Close every connection; the store cannot be used afterwards."""
+        """Close every connection and end the writer thread; the store is unusable afterwards.
+
+        Appends already handed to the writer thread finish first; later ones fail with
+        `EventStoreUnavailableError`.
+        """
         self._closed = True
-        connections = [*self._idle, *([self._writer] if self._writer is not None else [])]
+        idle = [*self._idle]
         self._idle.clear()
-        self._writer = None
-        for conn in connections:
+        for conn in idle:
             conn.close()
+        await self._thread.stop(self._close_writer)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -350,22 +370,36 @@ class SQLiteEventStore:
         return sql.connect(self.path, self.busy_timeout, self.synchronous)
 
     def _open_sync(self) -> None:
-        with self._open_lock:
-            if self._writer is None:
-                writer = self._connect()
-                try:
-                    sql.init_schema(writer)
-                except BaseException:
-                    writer.close()
-                    raise
-                self._writer = writer
+        """Open the write connection and the schema (in the writer thread, so serially)."""
+        if self._writer is None:
+            writer = self._connect()
+            try:
+                sql.init_schema(writer)
+            except BaseException:
+                writer.close()
+                raise
+            self._writer = writer
+
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    async def _start(self) -> None:
+        """Open the store, or close it (ending its writer thread) if that fails."""
+        try:
+            await self._ready()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
+            raise
 
     async def _ready(self) -> None:
         if self._closed:
             raise EventStoreUnavailableError("sqlite", "open", "the store is closed")
         if self._writer is None:
             with translate_errors("sqlite", "open", sqlite3.Error):
-                await anyio.to_thread.run_sync(self._open_sync)
+                await self._thread.run(self._open_sync)
 
     def _write_batch(self, batch: Sequence[AppendRequest]) -> None:
         assert self._writer is not None  # noqa: S101 - opened before any append is queued
