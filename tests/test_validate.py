@@ -58,3 +58,17 @@ class TestValidators:
         require(True, "x", 1, "fine")
         with pytest.raises(ConfigurationError, match="invalid x=1: bad"):
             require(False, "x", 1, "bad")
+
+    def test_number_subclasses_are_numbers(self) -> None:
+        """Subclasses of int and float (an IntEnum, a float subclass) pass numeric checks."""
+
+        class Size(int):
+            pass
+
+        class Ratio(float):
+            pass
+
+        config = _Config(a=Size(3), e=Ratio(0.25))
+        assert (config.a, config.e) == (3, 0.25)
+        with pytest.raises(ConfigurationError, match="NaN"):
+            _Config(a=Ratio("nan"))
