@@ -394,3 +394,17 @@ class TestTransactions:
             await store.save_checkpoint("p", 1)
             assert await store.load_checkpoint("p") == 1
             assert store._idle == []
+
+
+class TestReadArguments:
+    async def test_bad_read_arguments_are_configuration_errors(self, db: str) -> None:
+        """Bad stream ids and versions on the read paths name the field, like the memory store."""
+        async with SQLiteEventStore(path=db) as store:
+            with pytest.raises(ConfigurationError, match="stream_id"):
+                await store.read(object())  # type: ignore[arg-type]
+            with pytest.raises(ConfigurationError, match="from_version"):
+                await store.read("s", "1")  # type: ignore[arg-type]
+            with pytest.raises(ConfigurationError, match="stream_id"):
+                await store.stream_version(7)  # type: ignore[arg-type]
+            with pytest.raises(ConfigurationError, match="stream_id"):
+                await store.load_snapshot(None)  # type: ignore[arg-type]

@@ -16,7 +16,14 @@ from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import EventStoreUnavailableError
 from meshkit._validate import ge, gt, in_range, instance_of, require
 from meshkit.eventsourcing import _sqlite_sql as sql
-from meshkit.eventsourcing._checks import check_append, check_limit, check_name, check_position
+from meshkit.eventsourcing._checks import (
+    check_append,
+    check_limit,
+    check_name,
+    check_position,
+    check_read,
+    check_stream_id,
+)
 from meshkit.eventsourcing._event import JSONSerializer, Serializer
 from meshkit.eventsourcing._sql_common import (
     Wakeup,
@@ -216,11 +223,12 @@ class SQLiteEventStore:
         """Return the events of `stream_id` from `from_version` on, in order.
 
         Raises:
-            ConfigurationError: If `limit` is not positive.
+            ConfigurationError: If `stream_id` is not a str, `from_version` not an int, or
+                `limit` not positive.
             EventDecodeError: If a stored event is corrupt.
             EventStoreUnavailableError: If SQLite fails.
         """
-        check_limit(limit)
+        check_read(stream_id, from_version, limit)
         rows = await self._query("read", sql.READ, (stream_id, from_version, limit or -1))
         return [decode_event(row, self.serializer) for row in rows]
 
@@ -241,8 +249,10 @@ class SQLiteEventStore:
         """Return the stream's current version (0 when it has no events).
 
         Raises:
+            ConfigurationError: If `stream_id` is not a str.
             EventStoreUnavailableError: If SQLite fails.
         """
+        check_stream_id(stream_id)
         rows = await self._query("stream_version", sql.CURRENT_VERSION, (stream_id,))
         return int(rows[0][0])
 
@@ -288,9 +298,11 @@ class SQLiteEventStore:
         """Return the stream's snapshot, or `None`.
 
         Raises:
+            ConfigurationError: If `stream_id` is not a str.
             EventDecodeError: If the stored snapshot is corrupt.
             EventStoreUnavailableError: If SQLite fails.
         """
+        check_stream_id(stream_id)
         statement = (
             "SELECT stream_id, version, type, schema_version, state, timestamp "
             "FROM meshkit_snapshots WHERE stream_id = ?"
