@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import sqlite3
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
@@ -408,3 +408,56 @@ class TestReadArguments:
                 await store.stream_version(7)  # type: ignore[arg-type]
             with pytest.raises(ConfigurationError, match="stream_id"):
                 await store.load_snapshot(None)  # type: ignore[arg-type]
+
+
+class _FailingCommit(sqlite3.Connection):
+    """A connection whose COMMIT fails while `fail` is set (a disk error, injected)."""
+
+    fail = False
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        if sql == "COMMIT" and _FailingCommit.fail:
+            raise sqlite3.OperationalError("disk I/O error")
+        return super().execute(sql, parameters)
+
+
+class TestTransactionMisuse:
+    async def test_transaction_is_unusable_after_its_block(self, db: str) -> None:
+        """A transaction kept past its block refuses work (its connection is back in the pool)."""
+        async with SQLiteEventStore(path=db) as store:
+            async with store.transaction() as tx:
+                await tx.execute("CREATE TABLE t (x INTEGER)")
+            with pytest.raises(EventStoreUnavailableError, match="ended"):
+                await tx.execute("INSERT INTO t VALUES (1)")
+            async with store.transaction() as other:
+                assert await other.execute("SELECT count(*) FROM t") == [(0,)]
+
+    async def test_failed_commit_does_not_leak_an_open_transaction(
+        self, db: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A COMMIT that fails rolls back, so no pooled connection keeps the write lock."""
+
+        def connect(path: str, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
+            conn = sqlite3.connect(
+                path,
+                timeout=busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                factory=_FailingCommit,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            return conn
+
+        monkeypatch.setattr(sql, "connect", connect)
+        monkeypatch.setattr(_FailingCommit, "fail", False)
+        async with SQLiteEventStore(path=db, busy_timeout=0.05) as store:
+            async with store.transaction() as tx:
+                await tx.execute("CREATE TABLE t (x INTEGER)")
+            _FailingCommit.fail = True
+            with pytest.raises(EventStoreUnavailableError, match="commit"):
+                async with store.transaction() as tx:
+                    await tx.execute("INSERT INTO t VALUES (1)")
+            _FailingCommit.fail = False
+            assert await store.append("s", _events("s", 1), 0) == 1
+            async with store.transaction() as tx:
+                assert await tx.execute("SELECT count(*) FROM t") == [(0,)]

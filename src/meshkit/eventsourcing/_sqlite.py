@@ -62,6 +62,7 @@ class SQLiteTransaction:
     """
 
     _conn: sqlite3.Connection
+    _ended: bool = attrs.field(init=False, default=False)
 
     async def execute(self, statement: str, parameters: Sequence[Any] = ()) -> list[Any]:
         """Run one SQL statement (`?` placeholders) and return the rows it produced.
@@ -96,8 +97,11 @@ class SQLiteTransaction:
         """Call `function(connection)` in a worker thread, inside this transaction.
 
         Raises:
-            EventStoreUnavailableError: If SQLite fails.
+            EventStoreUnavailableError: If SQLite fails, or the transaction has ended (its
+                connection is back in the store's pool, maybe in another task's hands).
         """
+        if self._ended:
+            raise EventStoreUnavailableError("sqlite", "transaction", "it has ended")
         with translate_errors("sqlite", "transaction", sqlite3.Error):
             return await anyio.to_thread.run_sync(function, self._conn)
 
@@ -343,24 +347,29 @@ class SQLiteEventStore:
             The transaction.
 
         Raises:
-            EventStoreUnavailableError: If SQLite fails to begin, commit or roll back.
+            EventStoreUnavailableError: If SQLite fails to begin or commit (the transaction is
+                then rolled back).
         """
         conn = await self._acquire()
+        tx = SQLiteTransaction(conn=conn)
         try:
             with translate_errors("sqlite", "transaction", sqlite3.Error):
                 await anyio.to_thread.run_sync(conn.execute, "BEGIN IMMEDIATE")
             try:
-                yield SQLiteTransaction(conn=conn)
+                yield tx
+                with (
+                    anyio.CancelScope(shield=True),
+                    translate_errors("sqlite", "commit", sqlite3.Error),
+                ):
+                    await anyio.to_thread.run_sync(conn.execute, "COMMIT")
             except BaseException:
-                with anyio.CancelScope(shield=True):
+                # After a failed COMMIT SQLite may keep the transaction (and the write lock)
+                # open; the block's or the commit's error is the one that matters.
+                with anyio.CancelScope(shield=True), contextlib.suppress(sqlite3.Error):
                     await anyio.to_thread.run_sync(conn.rollback)
                 raise
-            with (
-                anyio.CancelScope(shield=True),
-                translate_errors("sqlite", "commit", sqlite3.Error),
-            ):
-                await anyio.to_thread.run_sync(conn.execute, "COMMIT")
         finally:
+            tx._ended = True  # noqa: SLF001 - the store owns its transactions
             await self._release(conn)
 
     async def aclose(self) -> None:
@@ -425,7 +434,8 @@ class SQLiteEventStore:
             return await anyio.to_thread.run_sync(self._connect)
 
     async def _release(self, conn: sqlite3.Connection) -> None:
-        if self._closed or len(self._idle) >= self.max_idle_connections:
+        # A connection still in a transaction (its rollback failed) would hold the write lock.
+        if self._closed or conn.in_transaction or len(self._idle) >= self.max_idle_connections:
             conn.close()
         else:
             self._idle.append(conn)
