@@ -234,6 +234,8 @@ class Pipeline:
             CircuitOpenError: If the breaker rejected the call.
             BulkheadFullError: If the bulkhead had no slot and no queue place.
             RateLimitExceededError: If the rate limiter had no token.
+            RateLimiterUnavailableError: If a `RedisRateLimiter` failing closed could not
+                reach Redis.
         """
         chain = self._async_chain
         if self._total is not None:
@@ -253,6 +255,8 @@ class Pipeline:
             CircuitOpenError: If the breaker rejected the call.
             BulkheadFullError: If the bulkhead had no slot and no queue place.
             RateLimitExceededError: If the rate limiter had no token.
+            RateLimiterUnavailableError: If a `RedisRateLimiter` failing closed could not
+                reach Redis.
         """
         chain = self._sync_chain
         if self._total is not None:
