@@ -13,7 +13,7 @@ import psycopg_pool
 import pytest
 
 from meshkit import ConfigurationError, EventStoreUnavailableError
-from meshkit.eventsourcing import PostgresEventStore, _postgres_sql
+from meshkit.eventsourcing import Event, PostgresEventStore, _postgres_sql
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -129,6 +129,26 @@ class TestArguments:
                 with pytest.raises(ConfigurationError) as info:
                     await call()
                 assert info.value.field == field
+
+    async def test_numbers_beyond_64_bits_are_configuration_errors(
+        self, postgres_dsn: str, pg_schema: str
+    ) -> None:
+        """Versions, positions and limits a BIGINT column cannot hold name their field."""
+        big = 2**63
+        events = [Event(stream_id="s", version=big, type="T")]
+        async with await PostgresEventStore.open(postgres_dsn, schema=pg_schema) as store:
+            bad_calls: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+                ("expected_version", lambda: store.append("s", events, big - 1)),
+                ("from_version", lambda: store.read("s", big)),
+                ("limit", lambda: store.read_all(0, limit=big)),
+                ("after_position", lambda: store.wait_for_new(big)),
+                ("position", lambda: store.save_checkpoint("p", big)),
+            ]
+            for field, call in bad_calls:
+                with pytest.raises(ConfigurationError) as info:
+                    await call()
+                assert info.value.field == field
+            assert await store.read_all() == []
 
     async def test_a_transaction_is_unusable_after_its_block(
         self, postgres_dsn: str, pg_schema: str

@@ -461,3 +461,41 @@ class TestTransactionMisuse:
             assert await store.append("s", _events("s", 1), 0) == 1
             async with store.transaction() as tx:
                 assert await tx.execute("SELECT count(*) FROM t") == [(0,)]
+
+
+class TestSixtyFourBits:
+    async def test_numbers_beyond_64_bits_are_configuration_errors(self, db: str) -> None:
+        """Versions, positions and limits that SQLite cannot store name their field."""
+        big = 2**63
+        async with SQLiteEventStore(path=db) as store:
+            with pytest.raises(ConfigurationError, match="from_version"):
+                await store.read("s", big)
+            with pytest.raises(ConfigurationError, match="from_version"):
+                await store.read("s", -big - 1)
+            with pytest.raises(ConfigurationError, match="limit"):
+                await store.read("s", limit=big)
+            with pytest.raises(ConfigurationError, match="after_position"):
+                await store.read_all(big)
+            with pytest.raises(ConfigurationError, match="position"):
+                await store.save_checkpoint("n", big)
+            with pytest.raises(ConfigurationError, match="expected_version"):
+                await store.append("s", _events("s", big), big - 1)
+
+    async def test_oversized_append_does_not_fail_its_batch_mates(self, db: str) -> None:
+        """An append with an out-of-range version is refused alone; the others commit."""
+        async with SQLiteEventStore(path=db) as store:
+            outcomes: dict[str, object] = {}
+
+            async def append(stream: str, expected: int) -> None:
+                try:
+                    outcomes[stream] = await store.append(
+                        stream, _events(stream, expected + 1), expected
+                    )
+                except Exception as exc:
+                    outcomes[stream] = type(exc)
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(append, "a", 0)
+                group.start_soon(append, "big", 2**63)
+                group.start_soon(append, "b", 0)
+            assert outcomes == {"a": 1, "big": ConfigurationError, "b": 1}

@@ -14,17 +14,14 @@ import attrs
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import EventStoreUnavailableError
 from meshkit._validate import ge, gt, instance_of, require
-from meshkit.eventsourcing._checks import (
-    check_append,
-    check_limit,
-    check_name,
-    check_position,
-    check_read,
-    check_stream_id,
-)
+from meshkit.eventsourcing._checks import check_name, check_stream_id
 from meshkit.eventsourcing._event import JSONSerializer, Serializer
 from meshkit.eventsourcing._sql_common import (
     Wakeup,
+    check_append_args,
+    check_checkpoint_args,
+    check_position_args,
+    check_read_args,
     decode_event,
     decode_snapshot,
     encode_events,
@@ -88,8 +85,7 @@ class PostgresTransaction:
             ConfigurationError: If `name` is empty or `position` is negative.
             EventStoreUnavailableError: If PostgreSQL fails.
         """
-        check_name(name)
-        check_position("position", position)
+        check_checkpoint_args(name, position)
         statement = self._statements.save_checkpoint
         await self.run_sync(lambda conn: conn.execute(statement, (name, position)))
 
@@ -199,7 +195,7 @@ class PostgresEventStore:
                 connection failed while committing; appending the same events again is then
                 safe (a no-op if they were stored).
         """
-        check_append(stream_id, events, expected_version)
+        check_append_args(stream_id, events, expected_version)
         rows = encode_events(events, self.serializer)
         module = await self._module()
         statements = self._statements()
@@ -220,7 +216,7 @@ class PostgresEventStore:
             EventDecodeError: If a stored event is corrupt.
             EventStoreUnavailableError: If PostgreSQL fails.
         """
-        check_read(stream_id, from_version, limit)
+        check_read_args(stream_id, from_version, limit)
         await self._module()
         rows = await self._fetch("read", self._statements().read, (stream_id, from_version, limit))
         return [decode_event(row, self.serializer) for row in rows]
@@ -236,8 +232,7 @@ class PostgresEventStore:
             EventDecodeError: If a stored event is corrupt.
             EventStoreUnavailableError: If PostgreSQL fails.
         """
-        check_position("after_position", after_position)
-        check_limit(limit)
+        check_position_args("after_position", after_position, limit)
         await self._module()
         rows = await self._fetch("read_all", self._statements().read_all, (after_position, limit))
         return [decode_event(row, self.serializer) for row in rows]
@@ -274,7 +269,7 @@ class PostgresEventStore:
             ConfigurationError: If `after_position` is negative.
             EventStoreUnavailableError: If PostgreSQL fails.
         """
-        check_position("after_position", after_position)
+        check_position_args("after_position", after_position)
         await self._module()
         statement = self._statements().has_new
         while True:
@@ -328,8 +323,7 @@ class PostgresEventStore:
             ConfigurationError: If `name` is empty or `position` is negative.
             EventStoreUnavailableError: If PostgreSQL fails.
         """
-        check_name(name)
-        check_position("position", position)
+        check_checkpoint_args(name, position)
         await self._module()
         statement = self._statements().save_checkpoint
         await self._execute("save_checkpoint", statement, (name, position))

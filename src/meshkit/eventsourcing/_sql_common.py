@@ -17,6 +17,13 @@ from meshkit._errors import (
     VersionConflictError,
 )
 from meshkit._validate import require
+from meshkit.eventsourcing._checks import (
+    check_append,
+    check_limit,
+    check_name,
+    check_position,
+    check_read,
+)
 from meshkit.eventsourcing._event import Event, Snapshot
 
 if TYPE_CHECKING:
@@ -26,8 +33,14 @@ if TYPE_CHECKING:
     from meshkit.eventsourcing._event import Serializer
 
 __all__ = [
+    "MAX_INT64",
     "EventRow",
     "Wakeup",
+    "check_append_args",
+    "check_checkpoint_args",
+    "check_int64",
+    "check_position_args",
+    "check_read_args",
     "decode_event",
     "decode_snapshot",
     "encode_events",
@@ -39,6 +52,65 @@ __all__ = [
 EventRow = tuple[str, int, str, str, int, bytes, str, str | None, str | None]
 """An event as stored: stream_id, version, event_id, type, schema_version, data, timestamp,
 correlation_id, causation_id (ids and timestamp as text; the timestamp as ISO 8601 UTC)."""
+
+
+MAX_INT64 = 2**63 - 1
+"""The largest version, position or limit the databases store (a signed 64-bit integer)."""
+
+
+def check_int64(field: str, *values: int | None) -> None:
+    """Require ints (already checked to be ints, or `None`) that fit a 64-bit column.
+
+    Raises:
+        ConfigurationError: Naming `field` and the first value out of range; the driver
+            would otherwise fail with a raw OverflowError (SQLite: for a whole group commit).
+    """
+    for value in values:
+        if value is not None and not -MAX_INT64 - 1 <= value <= MAX_INT64:
+            raise ConfigurationError(field, value, "must fit in 64 bits (|value| < 2**63)")
+
+
+def check_append_args(stream_id: str, events: Sequence[Event], expected_version: int) -> None:
+    """Check an append's arguments (`check_append`, and versions that fit the column).
+
+    Raises:
+        ConfigurationError: Naming the bad field and value.
+    """
+    check_append(stream_id, events, expected_version)
+    check_int64("expected_version", expected_version + len(events))
+
+
+def check_read_args(stream_id: str, from_version: int, limit: int | None) -> None:
+    """Check `read`'s arguments (`check_read`, and numbers that fit a 64-bit column).
+
+    Raises:
+        ConfigurationError: Naming the bad field and value.
+    """
+    check_read(stream_id, from_version, limit)
+    check_int64("from_version", from_version)
+    check_int64("limit", limit)
+
+
+def check_position_args(field: str, position: int, limit: int | None = None) -> None:
+    """Check a global position (and a `read_all` limit) that must fit a 64-bit column.
+
+    Raises:
+        ConfigurationError: Naming the bad field and value.
+    """
+    check_position(field, position)
+    check_limit(limit)
+    check_int64(field, position)
+    check_int64("limit", limit)
+
+
+def check_checkpoint_args(name: str, position: int) -> None:
+    """Check `save_checkpoint`'s arguments.
+
+    Raises:
+        ConfigurationError: If `name` is empty or `position` is not a 64-bit int >= 0.
+    """
+    check_name(name)
+    check_position_args("position", position)
 
 
 def _text(value: uuid.UUID | None) -> str | None:

@@ -16,17 +16,14 @@ from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import EventStoreUnavailableError
 from meshkit._validate import ge, gt, in_range, instance_of, require
 from meshkit.eventsourcing import _sqlite_sql as sql
-from meshkit.eventsourcing._checks import (
-    check_append,
-    check_limit,
-    check_name,
-    check_position,
-    check_read,
-    check_stream_id,
-)
+from meshkit.eventsourcing._checks import check_name, check_stream_id
 from meshkit.eventsourcing._event import JSONSerializer, Serializer
 from meshkit.eventsourcing._sql_common import (
     Wakeup,
+    check_append_args,
+    check_checkpoint_args,
+    check_position_args,
+    check_read_args,
     decode_event,
     decode_snapshot,
     encode_events,
@@ -79,8 +76,7 @@ class SQLiteTransaction:
             ConfigurationError: If `name` is empty or `position` is negative.
             EventStoreUnavailableError: If SQLite fails.
         """
-        check_name(name)
-        check_position("position", position)
+        check_checkpoint_args(name, position)
         await self.run_sync(lambda conn: sql.save_checkpoint(conn, name, position))
 
     async def load_checkpoint(self, name: str) -> int:
@@ -213,7 +209,7 @@ class SQLiteEventStore:
                 already stored elsewhere.
             EventStoreUnavailableError: If SQLite fails; nothing of the append is written.
         """
-        check_append(stream_id, events, expected_version)
+        check_append_args(stream_id, events, expected_version)
         rows = encode_events(events, self.serializer)
         await self._ready()
         request = AppendRequest(
@@ -232,7 +228,7 @@ class SQLiteEventStore:
             EventDecodeError: If a stored event is corrupt.
             EventStoreUnavailableError: If SQLite fails.
         """
-        check_read(stream_id, from_version, limit)
+        check_read_args(stream_id, from_version, limit)
         rows = await self._query("read", sql.READ, (stream_id, from_version, limit or -1))
         return [decode_event(row, self.serializer) for row in rows]
 
@@ -244,8 +240,7 @@ class SQLiteEventStore:
             EventDecodeError: If a stored event is corrupt.
             EventStoreUnavailableError: If SQLite fails.
         """
-        check_position("after_position", after_position)
-        check_limit(limit)
+        check_position_args("after_position", after_position, limit)
         rows = await self._query("read_all", sql.READ_ALL, (after_position, limit or -1))
         return [decode_event(row, self.serializer) for row in rows]
 
@@ -280,7 +275,7 @@ class SQLiteEventStore:
             ConfigurationError: If `after_position` is negative.
             EventStoreUnavailableError: If SQLite fails.
         """
-        check_position("after_position", after_position)
+        check_position_args("after_position", after_position)
         while True:
             event = self._wakeup.arm()
             if await self.last_position() > after_position:
@@ -333,8 +328,7 @@ class SQLiteEventStore:
             ConfigurationError: If `name` is empty or `position` is negative.
             EventStoreUnavailableError: If SQLite fails.
         """
-        check_name(name)
-        check_position("position", position)
+        check_checkpoint_args(name, position)
         await self._call("save_checkpoint", sql.save_checkpoint, name, position)
 
     @contextlib.asynccontextmanager
