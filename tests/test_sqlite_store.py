@@ -82,6 +82,18 @@ class TestConfiguration:
         with pytest.raises(ConfigurationError, match="path"):
             SQLiteEventStore(path=":memory:")
 
+    @pytest.mark.parametrize("path", [5, None, "events\0.db", ""])
+    def test_unusable_paths_name_the_field(self, path: object) -> None:
+        """A path that is not a path, holds a NUL byte, or names a memory database is refused."""
+        with pytest.raises(ConfigurationError) as info:
+            SQLiteEventStore(path=path)  # type: ignore[arg-type]
+        assert info.value.field == "path"
+
+    async def test_bytes_path_is_decoded(self, tmp_path: Path) -> None:
+        """A bytes path is accepted and stored as text."""
+        async with SQLiteEventStore(path=bytes(tmp_path / "b.db")) as store:  # type: ignore[arg-type]
+            assert store.path == str(tmp_path / "b.db")
+
     def test_bad_knobs_name_the_field(self, db: str) -> None:
         """Invalid knobs raise ConfigurationError naming the field."""
         with pytest.raises(ConfigurationError, match="synchronous"):

@@ -13,7 +13,7 @@ import anyio.to_thread
 import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
-from meshkit._errors import EventStoreUnavailableError
+from meshkit._errors import ConfigurationError, EventStoreUnavailableError
 from meshkit._validate import ge, gt, in_range, instance_of, require
 from meshkit.eventsourcing import _sqlite_sql as sql
 from meshkit.eventsourcing._checks import check_name, check_stream_id
@@ -44,8 +44,12 @@ _T = TypeVar("_T")
 
 
 def _path(value: str | os.PathLike[str]) -> str:
-    text = os.fspath(value)
+    try:
+        text = os.fsdecode(value)
+    except TypeError:
+        raise ConfigurationError("path", value, "must be a str or os.PathLike") from None
     require(text not in {"", ":memory:"}, "path", value, "must name a file (durability)")
+    require("\0" not in text, "path", value, "must not contain a NUL character")
     return text
 
 
