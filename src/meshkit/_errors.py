@@ -1,8 +1,8 @@
 """The meshkit exception tree.
 
 Every error meshkit raises on purpose derives from `MeshkitError`, one family per pattern.
-Foreign errors (a database driver's, grpcio's, Consul's) are translated where they enter and
-chained with `from`, so callers catch meshkit's types only.
+Foreign errors (sqlite3's, psycopg's, redis') are translated where they enter and chained
+with `from`, so callers catch meshkit's types only.
 
 ```text
 MeshkitError
