@@ -62,6 +62,21 @@ class TestConfiguration:
         with pytest.raises(ConfigurationError, match="max_connections"):
             PostgresEventStore(dsn="x", min_connections=4, max_connections=2)
 
+    @pytest.mark.parametrize(
+        "dsn",
+        [
+            "host=127.0.0.1 password=secret bogus_option=1",
+            "postgresql://user:secret@127.0.0.1/test?bogus=1",
+        ],
+    )
+    async def test_malformed_dsn_is_a_configuration_error(self, dsn: str) -> None:
+        """A DSN libpq cannot parse is refused at once, naming the field, its password masked."""
+        with pytest.raises(ConfigurationError) as info:
+            await PostgresEventStore.open(dsn, connect_timeout=1.0)
+        assert info.value.field == "dsn"
+        assert "secret" not in str(info.value)
+        assert "bogus" in str(info.value)
+
     async def test_unreachable_server_is_translated(self) -> None:
         """A server that cannot be reached raises EventStoreUnavailableError from psycopg."""
         store = PostgresEventStore(dsn="postgresql://nobody@127.0.0.1:1/x", connect_timeout=0.5)

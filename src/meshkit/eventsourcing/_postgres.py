@@ -160,7 +160,7 @@ class PostgresEventStore:
         """Create a store on `dsn`, create its tables if missing, and return it.
 
         Raises:
-            ConfigurationError: If an option is invalid.
+            ConfigurationError: If an option is invalid (a malformed `dsn` included).
             EventStoreUnavailableError: If PostgreSQL cannot be reached.
         """
         store = cls(dsn=dsn, **options)
@@ -408,6 +408,7 @@ class PostgresEventStore:
 
         from meshkit.eventsourcing import _postgres_sql  # noqa: PLC0415 - imports psycopg
 
+        _postgres_sql.check_dsn(self.dsn)
         statements = _postgres_sql.Statements(self.schema)
         pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
             self.dsn,

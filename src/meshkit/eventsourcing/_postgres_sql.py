@@ -16,13 +16,15 @@ appear below a position the reader has already passed.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+import psycopg.conninfo
 import psycopg.errors
 from psycopg import sql
 
-from meshkit._errors import VersionConflictError
+from meshkit._errors import ConfigurationError, VersionConflictError
 from meshkit.eventsourcing._sql_common import resolve_mismatch
 
 if TYPE_CHECKING:
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from meshkit.eventsourcing._event import Event
     from meshkit.eventsourcing._sql_common import EventRow
 
-__all__ = ["DRIVER_ERROR", "Statements", "append", "init_schema"]
+__all__ = ["DRIVER_ERROR", "Statements", "append", "check_dsn", "init_schema"]
 
 DRIVER_ERROR = psycopg.Error
 LOCK_KEY = 0x6D65_7368_6B69_7401  # "meshkit" + 1: the writers' ordering lock
@@ -155,6 +157,22 @@ class Statements:
         self.load_checkpoint = bind(
             "SELECT position FROM {schema}.meshkit_checkpoints WHERE name = %s"
         )
+
+
+_SECRETS = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)|(://[^:/@]*:)[^@]*(@)")
+
+
+def check_dsn(dsn: str) -> None:
+    """Parse `dsn` as libpq would, so a malformed one fails at once, not at pool timeout.
+
+    Raises:
+        ConfigurationError: Naming `dsn` (its password masked) and libpq's reason.
+    """
+    try:
+        psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        masked = _SECRETS.sub(lambda m: f"{m[1] or m[3]}***{m[4] or ''}", dsn)
+        raise ConfigurationError("dsn", masked, str(exc).strip()) from exc
 
 
 def init_schema(conn: psycopg.Connection[Any], statements: Statements) -> None:
