@@ -111,7 +111,8 @@ class Maglev(HashBalancer):
         seed: Hash seed in `[0, 2**64)`.
 
     Raises:
-        ConfigurationError: On duplicate endpoints, a non-prime `table_size` or a bad `seed`.
+        ConfigurationError: On duplicate endpoints, a non-prime `table_size` or one above
+            `MAX_TABLE_SIZE`, or a bad `seed`.
         ImportError: If the `xxhash` package is missing (`pip install 'meshkit[hashing]'`).
     """
 
