@@ -54,6 +54,7 @@ class Repository(Generic[_A]):
                 `UnknownEventTypeError` for an unregistered type).
             UnhandledEventError: If the aggregate has no `@applies` for a stored event (a
                 note on it names that event's stream, version and type).
+            EventStoreUnavailableError: If the store fails.
         """
         aggregate = await self.get(stream_id)
         if aggregate is None:
@@ -66,6 +67,7 @@ class Repository(Generic[_A]):
         Raises:
             EventDecodeError: As `load` does.
             UnhandledEventError: As `load` does.
+            EventStoreUnavailableError: If the store fails.
         """
         aggregate = self.aggregate_type(stream_id)
         snapshot = await self.store.load_snapshot(stream_id)
@@ -150,6 +152,7 @@ class Repository(Generic[_A]):
 
         Raises:
             ConfigurationError: If the aggregate has unsaved events or no events at all.
+            EventStoreUnavailableError: If the store fails.
         """
         if aggregate.pending_events or aggregate.version < 1:
             raise ConfigurationError(
