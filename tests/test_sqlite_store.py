@@ -21,13 +21,12 @@ from meshkit.eventsourcing import Event, JSONSerializer, Snapshot, SQLiteEventSt
 from meshkit.eventsourcing import _sqlite_sql as sql
 from meshkit.eventsourcing._sql_common import encode_events
 from meshkit.eventsourcing._sqlite_group import AppendRequest
-from meshkit.testing import CheckpointStoreConformance, EventStoreConformance
+from meshkit.testing import CheckpointStoreConformance, EventStoreConformance, FakeClock
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from meshkit.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -366,6 +365,30 @@ class TestWaitForNew:
                 assert not done.is_set()
                 clock.advance(1.0)
             assert done.is_set()
+
+    @pytest.mark.parametrize(("first", "second"), [("asyncio", "asyncio"), ("trio", "asyncio")])
+    def test_store_outlives_an_event_loop(self, db: str, first: str, second: str) -> None:
+        """A waiter in a later event loop does not trip over an event armed in an earlier one."""
+        store = SQLiteEventStore(path=db, clock=FakeClock())
+
+        async def wait_then_give_up() -> None:
+            assert isinstance(store.clock, FakeClock)
+            async with anyio.create_task_group() as group:
+                group.start_soon(store.wait_for_new, 0)
+                await store.clock.wait_sleepers(1)
+                group.cancel_scope.cancel()
+
+        async def wait_then_append() -> None:
+            assert isinstance(store.clock, FakeClock)
+            async with anyio.create_task_group() as group:
+                group.start_soon(store.wait_for_new, 0)
+                await store.clock.wait_sleepers(1)
+                await store.append("s", _events("s", 1), 0)
+            await store.aclose()
+
+        anyio.run(wait_then_give_up, backend=first)
+        anyio.run(wait_then_append, backend=second)
+        assert store._closed
 
 
 class TestTransactions:

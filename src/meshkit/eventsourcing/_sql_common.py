@@ -8,6 +8,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
+import anyio.lowlevel
 import attrs
 
 from meshkit._errors import (
@@ -272,11 +273,18 @@ class Wakeup:
     """Wakes `wait_for_new` callers when this process appended, else after a poll interval."""
 
     _event: anyio.Event | None = attrs.field(init=False, default=None)
+    _loop: object = attrs.field(init=False, default=None)
 
     def arm(self) -> anyio.Event:
-        """Return the event the next `fire()` sets (take it before checking the store)."""
-        if self._event is None:
+        """Return the event the next `fire()` sets (take it before checking the store).
+
+        An event armed in an earlier event loop (a store outliving an `anyio.run`) is
+        replaced: its loop is gone, and waiting on it in another would fail.
+        """
+        loop = anyio.lowlevel.current_token().native_token
+        if self._event is None or self._loop is not loop:
             self._event = anyio.Event()
+            self._loop = loop
         return self._event
 
     def fire(self) -> None:
