@@ -59,6 +59,12 @@ class TestValidators:
         with pytest.raises(ConfigurationError, match="invalid x=1: bad"):
             require(False, "x", 1, "bad")
 
+    def test_bounds_print_as_given(self) -> None:
+        """An int bound reads as an int in the message (>= 0, not >= 0.0)."""
+        with pytest.raises(ConfigurationError) as info:
+            _Config(b=-1)
+        assert str(info.value) == "invalid b=-1: must be >= 0"
+
     def test_number_subclasses_are_numbers(self) -> None:
         """Subclasses of int and float (an IntEnum, a float subclass) pass numeric checks."""
 

@@ -55,22 +55,22 @@ def _compare(op: Callable[[float, float], bool], text: str, bound: float) -> Val
 
 def gt(bound: float) -> Validator:
     """Require a number greater than `bound`."""
-    return _compare(operator.gt, ">", float(bound))
+    return _compare(operator.gt, ">", bound)
 
 
 def ge(bound: float) -> Validator:
     """Require a number greater than or equal to `bound`."""
-    return _compare(operator.ge, ">=", float(bound))
+    return _compare(operator.ge, ">=", bound)
 
 
 def lt(bound: float) -> Validator:
     """Require a number less than `bound`."""
-    return _compare(operator.lt, "<", float(bound))
+    return _compare(operator.lt, "<", bound)
 
 
 def le(bound: float) -> Validator:
     """Require a number less than or equal to `bound`."""
-    return _compare(operator.le, "<=", float(bound))
+    return _compare(operator.le, "<=", bound)
 
 
 def in_range(low: float, high: float) -> Validator:
