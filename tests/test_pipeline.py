@@ -393,3 +393,38 @@ class TestClockChecks:
         with pytest.raises(ConfigurationError) as info:
             Pipeline(retry=retry, clock=clock)
         assert info.value.field == "retry.budget.clock"
+
+
+class TestSyncDetails:
+    def test_sync_details_count_attempts(self, clock: FakeClock) -> None:
+        """call_sync_with_details reports attempts and errors of a sync call."""
+        pipeline = Pipeline(
+            timeout=5,
+            retry=Retry(max_attempts=3, backoff=NO_WAIT, clock=clock),
+            breaker=CircuitBreaker(clock=clock),
+            clock=clock,
+        )
+        calls = 0
+
+        def flaky() -> str:
+            nonlocal calls
+            calls += 1
+            if calls < 3:
+                raise BoomError(calls)
+            return "ok"
+
+        outcome = pipeline.call_sync_with_details(flaky)
+        assert (outcome.value, outcome.attempts, len(outcome.errors)) == ("ok", 3, 2)
+
+    def test_sync_details_without_policies_and_on_failure(self, clock: FakeClock) -> None:
+        """With no policy the single attempt is reported; a failure becomes the error."""
+        assert Pipeline(clock=clock).call_sync_with_details(int, "7").unwrap() == 7
+
+        def broken() -> None:
+            raise BoomError
+
+        outcome = Pipeline(breaker=CircuitBreaker(clock=clock), clock=clock).call_sync_with_details(
+            broken
+        )
+        assert isinstance(outcome.error, BoomError)
+        assert outcome.attempts == 1

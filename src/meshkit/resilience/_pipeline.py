@@ -291,6 +291,30 @@ class Pipeline:
             return self._outcome(start, tally, None, exc)
         return self._outcome(start, tally, result, None)
 
+    def call_sync_with_details(
+        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> PipelineOutcome[_T]:
+        """Like `call_sync`, but return this call's `PipelineOutcome` instead of raising.
+
+        `KeyboardInterrupt`, `SystemExit` and other `BaseException`s still propagate.
+        """
+        start = self.clock.now()
+        chain: tuple[Callable[..., Any], ...] = self._sync_chain
+        tally = None
+        if self.retry is not None:
+            tally = _Tally()
+            chain = (functools.partial(self.retry._run_sync, tally), *chain[1:])  # noqa: SLF001
+        try:
+            if self._total is not None:
+                result = self._total.call_sync(*chain, fn, *args, **kwargs)  # type: ignore[arg-type]
+            elif chain:
+                result = chain[0](*chain[1:], fn, *args, **kwargs)
+            else:
+                result = fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - reported in the outcome, not swallowed
+            return self._outcome(start, tally, None, exc)
+        return self._outcome(start, tally, result, None)
+
     def _outcome(
         self, start: float, tally: _Tally | None, value: object, error: Exception | None
     ) -> PipelineOutcome[Any]:
