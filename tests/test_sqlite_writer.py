@@ -312,6 +312,35 @@ class TestStoreLifecycle:
         with pytest.raises(EventStoreUnavailableError, match="closed"):
             await store.append("s", _events("s", 2), 1)
 
+    async def test_concurrent_aclose_waits_for_the_thread(self, tmp_path: Path) -> None:
+        """A second aclose() running alongside the first returns only once the store is closed."""
+        store = await SQLiteEventStore.open(tmp_path / "c.db")
+        thread = store._thread.thread
+        assert thread is not None
+        release = threading.Event()
+        queued = anyio.Event()
+
+        async def block_writer() -> None:
+            queued.set()
+            await store._thread.run(release.wait)
+
+        async def close_second() -> None:
+            await store.aclose()
+            assert store._writer is None
+            assert not thread.is_alive()
+
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(block_writer)
+                await queued.wait()
+                group.start_soon(store.aclose)
+                await anyio.lowlevel.checkpoint()
+                group.start_soon(close_second)
+                await anyio.lowlevel.checkpoint()
+                release.set()
+        finally:
+            release.set()
+
     async def test_failed_open_ends_the_writer_thread(self, tmp_path: Path) -> None:
         """A store that cannot open closes itself, leaving no thread behind."""
         with pytest.raises(EventStoreUnavailableError, match="open"):

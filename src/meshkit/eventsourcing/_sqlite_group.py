@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import attrs
 
 from meshkit._errors import EventStoreUnavailableError
@@ -136,7 +137,8 @@ class WriterThread:
     async def stop(self, last: Callable[[], None]) -> None:
         """Run `last()` as the final job, then end the thread (a no-op if never started).
 
-        Jobs queued before it still run; any later `run()` raises.
+        Jobs queued before it still run; any later `run()` raises. A second `stop()` (while
+        the first is still running, or after it) returns once the thread has ended.
 
         Raises:
             BaseException: Whatever `last()` raised (the thread ends all the same).
@@ -144,6 +146,8 @@ class WriterThread:
         thread = self._thread
         if thread is None or self._stopping:
             self._stopping = True
+            if thread is not None and thread.is_alive():
+                await anyio.to_thread.run_sync(thread.join)
             return
         try:
             await self.run(last, last=True)
