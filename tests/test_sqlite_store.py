@@ -296,6 +296,14 @@ class TestWriteBatch:
         assert isinstance(batch[1].error, EventStoreUnavailableError)
         assert isinstance(batch[3].error, VersionConflictError)
 
+    async def test_lone_append_failure_rolls_back(self, conn: sqlite3.Connection) -> None:
+        """A driver error in a batch of one rolls its transaction back and is translated."""
+        batch = [_request_for("bad")]
+        sql.write_batch(conn, batch)
+        assert isinstance(batch[0].error, EventStoreUnavailableError)
+        assert not conn.in_transaction
+        assert conn.execute("SELECT count(*) FROM meshkit_events").fetchone() == (0,)
+
     async def test_failure_that_ends_the_transaction_fails_all(
         self, conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
     ) -> None:
