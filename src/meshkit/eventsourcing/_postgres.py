@@ -26,6 +26,7 @@ from meshkit.eventsourcing._sql_common import (
     decode_snapshot,
     encode_events,
     encode_snapshot,
+    transaction_scope,
     translate_errors,
 )
 
@@ -272,11 +273,11 @@ class PostgresEventStore:
         check_position_args("after_position", after_position)
         await self._module()
         statement = self._statements().has_new
-        while True:
-            event = self._wakeup.arm()
-            if (await self._fetch("wait_for_new", statement, (after_position,)))[0][0]:
-                return
-            await Wakeup.wait(event, self.clock, self.poll_interval)
+
+        async def arrived() -> bool:
+            return bool((await self._fetch("wait_for_new", statement, (after_position,)))[0][0])
+
+        await self._wakeup.wait_until(arrived, self.clock, self.poll_interval)
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Store `snapshot`, replacing the stream's previous one.
@@ -349,20 +350,11 @@ class PostgresEventStore:
             conn=conn, statements=self._statements(), driver_error=self._driver_error()
         )
         try:
-            with translate_errors("postgres", "transaction", self._driver_error()):
-                await anyio.to_thread.run_sync(conn.execute, b"BEGIN")
-            try:
-                yield tx
-            except BaseException:
-                # A dead connection cannot roll back (nor commit): the block's error matters.
-                with anyio.CancelScope(shield=True), contextlib.suppress(self._driver_error()):
-                    await anyio.to_thread.run_sync(conn.rollback)
-                raise
-            with (
-                anyio.CancelScope(shield=True),
-                translate_errors("postgres", "commit", self._driver_error()),
+            # A dead connection cannot roll back (nor commit): the block's error matters.
+            async with transaction_scope(
+                "postgres", self._driver_error(), anyio.to_thread.run_sync, conn, b"BEGIN"
             ):
-                await anyio.to_thread.run_sync(conn.execute, b"COMMIT")
+                yield tx
         finally:
             tx._ended = True  # noqa: SLF001 - the store owns its transactions
             with anyio.CancelScope(shield=True):

@@ -28,7 +28,7 @@ from meshkit.eventsourcing._checks import (
 from meshkit.eventsourcing._event import Event, Snapshot
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
     from meshkit._clock import Clock
     from meshkit.eventsourcing._event import Serializer
@@ -47,6 +47,7 @@ __all__ = [
     "encode_events",
     "encode_snapshot",
     "resolve_mismatch",
+    "transaction_scope",
     "translate_errors",
 ]
 
@@ -267,6 +268,36 @@ def translate_errors(
         raise EventStoreUnavailableError(backend, operation, str(exc)) from exc
 
 
+@contextlib.asynccontextmanager
+async def transaction_scope(
+    backend: str,
+    driver_error: type[BaseException],
+    run: Callable[[Callable[[], object]], Awaitable[object]],
+    conn: Any,  # noqa: ANN401 - a sqlite3 or psycopg connection
+    begin: str | bytes,
+) -> AsyncIterator[None]:
+    """Begin a transaction on `conn`; commit it if the block exits normally, else roll back.
+
+    `run(function)` calls `function()` in a worker thread. The commit and the rollback are
+    shielded from cancellation. A failed commit is rolled back too (SQLite may keep the
+    transaction, and its write lock, open after a failed COMMIT); a failing rollback is
+    suppressed, so the block's (or the commit's) error is the one raised.
+
+    Raises:
+        EventStoreUnavailableError: If the driver fails to begin or to commit.
+    """
+    with translate_errors(backend, "transaction", driver_error):
+        await run(lambda: conn.execute(begin))
+    try:
+        yield
+        with anyio.CancelScope(shield=True), translate_errors(backend, "commit", driver_error):
+            await run(lambda: conn.execute(b"COMMIT" if isinstance(begin, bytes) else "COMMIT"))
+    except BaseException:
+        with anyio.CancelScope(shield=True), contextlib.suppress(driver_error):
+            await run(conn.rollback)
+        raise
+
+
 @final
 @attrs.define(eq=False)
 class Wakeup:
@@ -292,6 +323,19 @@ class Wakeup:
         if self._event is not None:
             self._event.set()
             self._event = None
+
+    async def wait_until(
+        self, check: Callable[[], Awaitable[bool]], clock: Clock, interval: float
+    ) -> None:
+        """Return once `check()` is true, re-checking on every `fire()` or after `interval`.
+
+        The event is armed before each check, so a `fire()` during the check is not missed.
+        """
+        while True:
+            event = self.arm()
+            if await check():
+                return
+            await self.wait(event, clock, interval)
 
     @staticmethod
     async def wait(event: anyio.Event, clock: Clock, interval: float) -> None:

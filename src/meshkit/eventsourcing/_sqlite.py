@@ -28,6 +28,7 @@ from meshkit.eventsourcing._sql_common import (
     decode_snapshot,
     encode_events,
     encode_snapshot,
+    transaction_scope,
     translate_errors,
 )
 from meshkit.eventsourcing._sqlite_group import AppendRequest, GroupCommitter, WriterThread
@@ -280,11 +281,11 @@ class SQLiteEventStore:
             EventStoreUnavailableError: If SQLite fails.
         """
         check_position_args("after_position", after_position)
-        while True:
-            event = self._wakeup.arm()
-            if await self.last_position() > after_position:
-                return
-            await Wakeup.wait(event, self.clock, self.poll_interval)
+
+        async def arrived() -> bool:
+            return await self.last_position() > after_position
+
+        await self._wakeup.wait_until(arrived, self.clock, self.poll_interval)
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Store `snapshot`, replacing the stream's previous one.
@@ -351,21 +352,10 @@ class SQLiteEventStore:
         conn = await self._acquire()
         tx = SQLiteTransaction(conn=conn)
         try:
-            with translate_errors("sqlite", "transaction", sqlite3.Error):
-                await anyio.to_thread.run_sync(conn.execute, "BEGIN IMMEDIATE")
-            try:
+            async with transaction_scope(
+                "sqlite", sqlite3.Error, anyio.to_thread.run_sync, conn, "BEGIN IMMEDIATE"
+            ):
                 yield tx
-                with (
-                    anyio.CancelScope(shield=True),
-                    translate_errors("sqlite", "commit", sqlite3.Error),
-                ):
-                    await anyio.to_thread.run_sync(conn.execute, "COMMIT")
-            except BaseException:
-                # After a failed COMMIT SQLite may keep the transaction (and the write lock)
-                # open; the block's or the commit's error is the one that matters.
-                with anyio.CancelScope(shield=True), contextlib.suppress(sqlite3.Error):
-                    await anyio.to_thread.run_sync(conn.rollback)
-                raise
         finally:
             tx._ended = True  # noqa: SLF001 - the store owns its transactions
             await self._release(conn)
