@@ -524,6 +524,15 @@ class TestSixtyFourBits:
             with pytest.raises(ConfigurationError, match="expected_version"):
                 await store.append("s", _events("s", big), big - 1)
 
+    async def test_oversized_snapshot_version_is_a_configuration_error(self, db: str) -> None:
+        """A snapshot whose version SQLite cannot store names the field, not OverflowError."""
+        async with SQLiteEventStore(path=db) as store:
+            with pytest.raises(ConfigurationError, match=r"snapshot\.version"):
+                await store.save_snapshot(
+                    Snapshot(stream_id="s", version=2**63, type="A", state={})
+                )
+            assert await store.load_snapshot("s") is None
+
     async def test_oversized_append_does_not_fail_its_batch_mates(self, db: str) -> None:
         """An append with an out-of-range version is refused alone; the others commit."""
         async with SQLiteEventStore(path=db) as store:

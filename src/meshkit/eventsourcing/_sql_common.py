@@ -191,9 +191,12 @@ def encode_snapshot(snapshot: Snapshot, serializer: Serializer) -> tuple[Any, ..
     """Turn a snapshot into a row: stream_id, version, type, schema_version, state, timestamp.
 
     Raises:
-        ConfigurationError: If `snapshot` is not a Snapshot or its state cannot be serialized.
+        ConfigurationError: If `snapshot` is not a Snapshot, its version does not fit in 64
+            bits, or its state cannot be serialized.
     """
     require(isinstance(snapshot, Snapshot), "snapshot", snapshot, "must be a Snapshot")
+    check_int64("snapshot.version", snapshot.version)
+    check_int64("snapshot.schema_version", snapshot.schema_version)
     try:
         state = serializer.dumps(snapshot.state)
     except (TypeError, ValueError) as exc:
