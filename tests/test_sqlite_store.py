@@ -551,3 +551,28 @@ class TestSixtyFourBits:
                 group.start_soon(append, "big", 2**63)
                 group.start_soon(append, "b", 0)
             assert outcomes == {"a": 1, "big": ConfigurationError, "b": 1}
+
+    @pytest.mark.parametrize("count", [1, 2])
+    async def test_oversized_schema_version_fails_alone(self, db: str, count: int) -> None:
+        """An event whose schema_version SQLite cannot store is refused alone, in its batch."""
+        async with SQLiteEventStore(path=db) as store:
+            outcomes: dict[str, object] = {}
+            big = [
+                Event(stream_id="big", version=v, type="T", schema_version=2**63)
+                for v in range(1, count + 1)
+            ]
+
+            async def append(stream: str, events: list[Event]) -> None:
+                try:
+                    outcomes[stream] = await store.append(stream, events, 0)
+                except ConfigurationError as exc:
+                    outcomes[stream] = exc.field
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(append, "a", _events("a", 1))
+                group.start_soon(append, "big", big)
+                group.start_soon(append, "b", _events("b", 1))
+            assert outcomes == {"a": 1, "big": "events", "b": 1}
+            await append("big", big)
+            assert outcomes["big"] == "events"
+            assert await store.read("big") == []

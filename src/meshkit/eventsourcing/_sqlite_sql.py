@@ -5,7 +5,12 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
-from meshkit._errors import EventStoreUnavailableError, MeshkitError, VersionConflictError
+from meshkit._errors import (
+    ConfigurationError,
+    EventStoreUnavailableError,
+    MeshkitError,
+    VersionConflictError,
+)
 from meshkit.eventsourcing._sql_common import resolve_mismatch
 
 if TYPE_CHECKING:
@@ -114,6 +119,8 @@ def _append_one(conn: sqlite3.Connection, request: AppendRequest) -> int:
         )
     try:
         conn.executemany(INSERT, request.rows)
+    except OverflowError as exc:  # a number (e.g. a schema_version) beyond SQLite's 64 bits
+        raise ConfigurationError("events", request.events, str(exc)) from exc
     except sqlite3.IntegrityError as exc:
         if "meshkit_events.event_id" not in str(exc):
             raise
