@@ -22,6 +22,7 @@ from meshkit.resilience import (
     Retry,
     RetryBudget,
     RetryEvent,
+    RetryHistory,
     RetryOutcome,
     Timeout,
     time_remaining,
@@ -534,3 +535,32 @@ class TestRetrySync:
             Timeout(total, clock=clock).call_sync(retry.call_sync, Flaky(*[BoomError()] * 60).sync)
         assert all(end < total for end in ends)
         assert clock.now() < total
+
+
+class TestRetryHistory:
+    def test_history_survives_an_error_that_ends_the_call(self, clock: FakeClock) -> None:
+        """call_sync_recording fills the caller's history even when the call raises."""
+        errors: list[Exception] = [BoomError("1"), BoomError("2")]
+        history = RetryHistory()
+        retry = Retry(max_attempts=2, backoff=FIXED, clock=clock)
+        with pytest.raises(BoomError):
+            retry.call_sync_recording(history, Flaky(*errors).sync)
+        assert (history.attempts, history.delay, history.errors) == (2, 1.0, errors)
+        assert "attempts=2" in repr(history)
+
+    async def test_async_history_matches_the_outcome(self, clock: FakeClock) -> None:
+        """call_recording records what call_with_details reports."""
+        retry = Retry(max_attempts=3, backoff=FIXED, clock=clock)
+        history = RetryHistory()
+        flaky = Flaky(BoomError())
+        assert await autojump(clock, lambda: retry.call_recording(history, flaky)) == "ok"
+        outcome = history.outcome("ok", None)
+        assert (outcome.attempts, outcome.delay, outcome.value) == (2, 1.0, "ok")
+
+    def test_plan_is_the_decision_both_faces_drive(self, clock: FakeClock) -> None:
+        """plan() returns the next wait, or None with a note once attempts run out."""
+        retry = Retry(max_attempts=2, backoff=FIXED, clock=clock)
+        error = BoomError()
+        assert retry.plan(1, error, None) == 1.0
+        assert retry.plan(2, error, None) is None
+        assert "max_attempts reached" in error.__notes__[-1]

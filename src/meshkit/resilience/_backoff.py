@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Protocol, final, runtime_checkable
 
 import attrs
 
-from meshkit._validate import finite, gt, instance_of, require
+from meshkit._validate import instance_of, is_callable, positive_seconds, require
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -53,14 +53,15 @@ class ExponentialBackoff:
         random: A source of floats in `[0, 1)`; inject a fixed one in tests.
     """
 
-    base: float = attrs.field(default=0.05, validator=[gt(0), finite])
-    cap: float = attrs.field(default=5.0, validator=[gt(0), finite])
+    base: float = attrs.field(default=0.05, validator=positive_seconds)
+    cap: float = attrs.field(default=5.0, validator=positive_seconds)
     jitter: bool = attrs.field(default=True, validator=instance_of(bool))
-    random: Callable[[], float] = attrs.field(default=_random.random, eq=False)
+    random: Callable[[], float] = attrs.field(
+        default=_random.random, eq=False, validator=is_callable
+    )
 
     def __attrs_post_init__(self) -> None:
         require(self.cap >= self.base, "cap", self.cap, f"must be >= base ({self.base})")
-        require(callable(self.random), "random", self.random, "must be callable")
 
     def ceiling(self, retry: int) -> float:
         """Return `min(cap, base * 2**retry)`, the largest wait before retry number `retry`."""

@@ -21,7 +21,7 @@ import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock, SystemClock
 from meshkit._errors import CircuitOpenError
-from meshkit._validate import instance_of
+from meshkit._validate import instance_of, non_empty_str
 from meshkit.resilience._breaker_config import CircuitBreakerConfig
 from meshkit.resilience._breaker_core import (
     BreakerCore,
@@ -34,7 +34,6 @@ from meshkit.resilience._breaker_events import (
     CircuitCallRecorded,
     CircuitStateChange,
 )
-from meshkit.resilience._common import valid_name
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -95,7 +94,7 @@ class CircuitBreaker:
     config: CircuitBreakerConfig = attrs.field(
         factory=CircuitBreakerConfig, validator=instance_of(CircuitBreakerConfig)
     )
-    name: str = attrs.field(default="circuit-breaker", kw_only=True, validator=valid_name)
+    name: str = attrs.field(default="circuit-breaker", kw_only=True, validator=non_empty_str)
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, kw_only=True, validator=instance_of(Clock))
     _core: BreakerCore = attrs.field(init=False)
     _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)

@@ -19,7 +19,7 @@ from typing import final
 import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
-from meshkit._validate import finite, ge, gt, instance_of
+from meshkit._validate import count, finite, ge, instance_of, positive_seconds
 
 __all__ = ["RetryBudget", "RetryBudgetStatistics"]
 
@@ -68,8 +68,8 @@ class RetryBudget:
     min_retries_per_second: float = attrs.field(
         default=10.0, kw_only=True, validator=[ge(0), finite]
     )
-    window: float = attrs.field(default=10.0, kw_only=True, validator=[gt(0), finite])
-    buckets: int = attrs.field(default=10, kw_only=True, validator=[instance_of(int), ge(1)])
+    window: float = attrs.field(default=10.0, kw_only=True, validator=positive_seconds)
+    buckets: int = attrs.field(default=10, kw_only=True, validator=count())
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, kw_only=True, validator=instance_of(Clock))
     _requests: list[int] = attrs.field(init=False)
     _retries: list[int] = attrs.field(init=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, final, overload
+from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar, final
 
 import anyio
 import anyio.lowlevel
@@ -21,11 +21,11 @@ import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import BulkheadFullError
-from meshkit._validate import finite, ge, gt, instance_of, optional
-from meshkit.resilience._common import decorate, valid_name
+from meshkit._validate import count, instance_of, non_empty_str, optional, positive_seconds
+from meshkit.resilience._common import Decorates
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
+    from collections.abc import Awaitable, Callable
     from types import TracebackType
 
 __all__ = ["Bulkhead", "BulkheadStatistics"]
@@ -148,7 +148,7 @@ class BulkheadStatistics:
 
 @final
 @attrs.define(eq=False, kw_only=True)
-class Bulkhead:
+class Bulkhead(Decorates):
     """Limit how many calls run at once, with a bounded, fair (FIFO) queue for the rest.
 
     A call takes a free slot at once when there is one (no queue machinery is touched); else it
@@ -190,12 +190,10 @@ class Bulkhead:
         ```
     """
 
-    max_concurrent: int = attrs.field(default=10, validator=[instance_of(int), ge(1)])
-    max_queued: int = attrs.field(default=10, validator=[instance_of(int), ge(0)])
-    max_wait: float | None = attrs.field(
-        default=None, validator=optional(attrs.validators.and_(gt(0), finite))
-    )
-    name: str = attrs.field(default="bulkhead", validator=valid_name)
+    max_concurrent: int = attrs.field(default=10, validator=count())
+    max_queued: int = attrs.field(default=10, validator=count(0))
+    max_wait: float | None = attrs.field(default=None, validator=optional(positive_seconds))
+    name: str = attrs.field(default="bulkhead", validator=non_empty_str)
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
     _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
     _state: _BulkheadState = attrs.field(init=False)
@@ -348,18 +346,6 @@ class Bulkhead:
             return fn(*args, **kwargs)
         finally:
             self.release()
-
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, T]]
-    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]: ...
-
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate `fn` so every call runs inside a slot (async or sync alike)."""
-        return decorate(self.call, self.call_sync, fn)
 
     async def __aenter__(self) -> None:
         await self.acquire()

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import TYPE_CHECKING, Any, ParamSpec
-
-from meshkit._errors import ConfigurationError
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Coroutine
 
-    import attrs
-
-__all__ = ["decorate", "default_burst", "exception_predicate", "valid_name"]
+__all__ = ["Decorates", "decorate", "default_burst"]
 
 _P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 def decorate(
@@ -37,30 +34,33 @@ def decorate(
     return sync_wrapper
 
 
-def exception_predicate(
-    matcher: type[BaseException] | tuple[type[BaseException], ...] | Callable[[Exception], bool],
-) -> Callable[[Exception], bool]:
-    """Compile exception types (one or a tuple, matched with `isinstance`) into a predicate.
+class Decorates:
+    """Mixin: `@policy` on an async or a sync function sends every call through the policy.
 
-    A predicate is returned as it is.
+    The policy's own `call` / `call_sync` do the work (see `decorate`), so a decorated function
+    behaves exactly like an explicit call.
     """
-    if isinstance(matcher, type | tuple):
-        types = matcher
 
-        def matches(exc: Exception) -> bool:
-            return isinstance(exc, types)
+    __slots__ = ()
 
-        return matches
-    return matcher
+    if TYPE_CHECKING:
+        call: Callable[..., Awaitable[Any]]
+        call_sync: Callable[..., Any]
+
+    @overload
+    def __call__(
+        self, fn: Callable[_P, Coroutine[Any, Any, _T]]
+    ) -> Callable[_P, Coroutine[Any, Any, _T]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[_P, _T]) -> Callable[_P, _T]: ...
+
+    def __call__(self, fn: Callable[_P, Any]) -> Callable[_P, Any]:
+        """Decorate `fn` (a coroutine function or a plain one) to run through this policy."""
+        return decorate(self.call, self.call_sync, fn)
 
 
 def default_burst(limiter: object) -> float:
     """Return a token bucket's default capacity: one second of its `rate`, at least 1."""
     rate = getattr(limiter, "rate", None)  # not validated yet: its own validator reports it
     return max(1.0, rate) if isinstance(rate, int | float) else 1.0
-
-
-def valid_name(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    """Validate a policy's name: a non-empty string (it shows in errors and statistics)."""
-    if not isinstance(value, str) or not value:
-        raise ConfigurationError(attribute.name, value, "must be a non-empty str")

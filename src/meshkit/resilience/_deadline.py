@@ -17,8 +17,7 @@ import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import DeadlineExceededError
-from meshkit._validate import finite, gt, instance_of, require
-from meshkit.resilience._common import valid_name
+from meshkit._validate import instance_of, non_empty_str, positive_seconds, require
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -164,9 +163,9 @@ class Timeout:
         what: How the call is named in the `DeadlineExceededError` message.
     """
 
-    seconds: float = attrs.field(validator=[gt(0), finite])
+    seconds: float = attrs.field(validator=positive_seconds)
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, kw_only=True, validator=instance_of(Clock))
-    what: str = attrs.field(default="call", kw_only=True, validator=valid_name)
+    what: str = attrs.field(default="call", kw_only=True, validator=non_empty_str)
 
     def effective_deadline(self) -> Deadline:
         """Return the deadline a call starting now would get: clamped by the enclosing one.

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, final, overload
+from typing import TYPE_CHECKING, ParamSpec, TypeVar, final
 
 import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import ConfigurationError, RateLimitExceededError
-from meshkit._validate import finite, ge, gt, instance_of, optional
-from meshkit.resilience._common import decorate, default_burst, valid_name
+from meshkit._validate import finite, ge, gt, instance_of, non_empty_str, optional
+from meshkit.resilience._common import Decorates, default_burst
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
+    from collections.abc import Awaitable, Callable
 
 __all__ = ["RateLimiter", "RateLimiterStatistics"]
 
@@ -94,7 +94,7 @@ class RateLimiterStatistics:
 
 @final
 @attrs.define(eq=False, kw_only=True)
-class RateLimiter:
+class RateLimiter(Decorates):
     """Admit at most `rate` calls per second on average, with bursts of up to `burst`.
 
     `acquire_nowait()` takes tokens or raises `RateLimitExceededError` whose `retry_after`
@@ -138,10 +138,8 @@ class RateLimiter:
     burst: float = attrs.field(
         default=attrs.Factory(default_burst, takes_self=True), validator=[gt(0), finite]
     )
-    max_wait: float | None = attrs.field(
-        default=None, validator=optional(attrs.validators.and_(ge(0), finite))
-    )
-    name: str = attrs.field(default="ratelimiter", validator=valid_name)
+    max_wait: float | None = attrs.field(default=None, validator=optional([ge(0), finite]))
+    name: str = attrs.field(default="ratelimiter", validator=non_empty_str)
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
     _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
     _bucket: _TokenBucket = attrs.field(init=False)
@@ -234,18 +232,6 @@ class RateLimiter:
         """
         self.acquire_sync()
         return fn(*args, **kwargs)
-
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, T]]
-    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]: ...
-
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate `fn` so every call first takes a token (async or sync alike)."""
-        return decorate(self.call, self.call_sync, fn)
 
     def statistics(self) -> RateLimiterStatistics:
         """Return a snapshot of the bucket and counters."""
