@@ -21,7 +21,7 @@ import attrs
 from meshkit._errors import CircuitOpenError, ConfigurationError
 from meshkit.resilience._breaker_config import CircuitBreakerConfig, CountWindow, TimeWindow
 
-__all__ = ["BreakerCore", "CircuitBreakerStatistics", "CircuitState", "count_value"]
+__all__ = ["BreakerCore", "CircuitBreakerStatistics", "CircuitState", "Permit", "count_value"]
 
 _FAILED = 1
 _SLOW = 2
@@ -53,6 +53,17 @@ def count_value(counter: itertools.count[int]) -> int:
     # `next(count)` is one C call, so it is an atomic increment under the GIL, which lets the
     # success path count without a lock; its repr, `count(N)`, is how to read N back.
     return int(repr(counter)[6:-1])
+
+
+@final
+class Permit:
+    """One admitted call: the epoch it was admitted in, and when (0.0 if admitted lock-free)."""
+
+    __slots__ = ("epoch", "start")
+
+    def __init__(self, epoch: int, start: float) -> None:
+        self.epoch = epoch
+        self.start = start
 
 
 @final
@@ -208,9 +219,11 @@ class BreakerCore:
     name: str
     state: CircuitState = attrs.field(init=False, default=CircuitState.CLOSED)
     epoch: int = attrs.field(init=False, default=1)
-    fast_epoch: int = attrs.field(init=False, default=0)
-    """The epoch while the lock-free success path applies (CLOSED, consecutive failures
-    only, nobody listening); 0 otherwise."""
+    fast_permit: Permit | None = attrs.field(init=False, default=None)
+    """The permit every call shares while the lock-free path applies (CLOSED with no failure
+    in a row, trips on consecutive failures only, nobody listening); `None` otherwise. A new
+    one is made each time the path opens again, so a success is counted lock-free only if
+    nothing was recorded since its call was admitted (`permit is fast_permit`)."""
     reject_until: float = attrs.field(init=False, default=-_NEVER)
     """While OPEN with nobody listening, `open_until`: calls before it are rejected without
     the lock. Otherwise minus infinity."""
@@ -310,6 +323,7 @@ class BreakerCore:
     def _record_closed(self, now: float, *, failed: bool, slow: bool) -> None:
         config = self.config
         self.consecutive_failures = self.consecutive_failures + 1 if failed else 0
+        self._refresh_fast()
         threshold = config.failure_threshold
         if threshold is not None and self.consecutive_failures >= threshold:
             self._open(now)
@@ -392,9 +406,22 @@ class BreakerCore:
         if self.listening and old is not state:
             self.transitions.append((old, state, now))
 
+    @property
+    def fast_epoch(self) -> int:
+        """The epoch of `fast_permit`, or 0 when there is none."""
+        return 0 if self.fast_permit is None else self.fast_permit.epoch
+
     def _refresh_fast(self) -> None:
-        fast = self.state is CircuitState.CLOSED and self._fast_capable and not self.listening
-        self.fast_epoch = self.epoch if fast else 0
+        fast = (
+            self.state is CircuitState.CLOSED
+            and self._fast_capable
+            and not self.listening
+            and not self.consecutive_failures
+        )
+        if not fast:
+            self.fast_permit = None
+        elif self.fast_permit is None or self.fast_permit.epoch != self.epoch:
+            self.fast_permit = Permit(self.epoch, 0.0)
         rejects = self.state is CircuitState.OPEN and not self.listening
         self.reject_until = self.open_until if rejects else -_NEVER
 

@@ -25,8 +25,7 @@ from meshkit._validate import count, instance_of, non_empty_str, optional, posit
 from meshkit.resilience._common import Decorates
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-    from types import TracebackType
+    from collections.abc import Awaitable, Callable, Iterator
 
 __all__ = ["Bulkhead", "BulkheadStatistics"]
 
@@ -224,19 +223,8 @@ class Bulkhead(Decorates):
         Raises:
             BulkheadFullError: If slots and queue are full, or `max_wait` ran out.
         """
-        waiter = self._admit(_AsyncWaiter)
-        if waiter is None:
-            return
-        try:
-            if self.max_wait is None:
-                await waiter.event.wait()
-            else:
-                with self.clock.deadline_scope(self.clock.now() + self.max_wait):
-                    await waiter.event.wait()
-        except BaseException:
-            self._abandon(waiter)
-            raise
-        self._settle(waiter)
+        if (waiter := self._admit(_AsyncWaiter)) is not None:
+            await self._wait(waiter)
 
     def acquire_sync(self) -> None:
         """Take a slot from a thread, blocking in the queue when none is free.
@@ -246,15 +234,9 @@ class Bulkhead(Decorates):
         Raises:
             BulkheadFullError: If slots and queue are full, or `max_wait` ran out.
         """
-        waiter = self._admit(_SyncWaiter)
-        if waiter is None:
-            return
-        try:
-            self._wait_sync(waiter)
-        except BaseException:
-            self._abandon(waiter)
-            raise
-        self._settle(waiter)
+        if (waiter := self._admit(_SyncWaiter)) is not None:
+            with self._queued(waiter):
+                self._wait_sync(waiter)
 
     def release(self) -> None:
         """Give a slot back, handing it to the oldest queued caller if there is one.
@@ -276,6 +258,24 @@ class Bulkhead(Decorates):
             if self._state.enqueue(waiter):
                 return waiter
         raise self._full()
+
+    async def _wait(self, waiter: _AsyncWaiter) -> None:
+        with self._queued(waiter):
+            if self.max_wait is None:
+                await waiter.event.wait()
+                return
+            with self.clock.deadline_scope(self.clock.now() + self.max_wait):
+                await waiter.event.wait()
+
+    @contextlib.contextmanager
+    def _queued(self, waiter: _Waiter) -> Iterator[None]:
+        """Around a queued wait: keep the slot granted meanwhile, or give up cleanly."""
+        try:
+            yield
+        except BaseException:
+            self._abandon(waiter)
+            raise
+        self._settle(waiter)
 
     def _wait_sync(self, waiter: _SyncWaiter) -> None:
         if self.max_wait is None:
@@ -315,31 +315,22 @@ class Bulkhead(Decorates):
         Raises:
             BulkheadFullError: If no slot could be had (see `acquire()`).
         """
-        state = self._state
-        with self._lock:  # the fast path of acquire(), inlined: a free slot, no waiter
-            admitted = state.active < state.max_concurrent
-            if admitted:
-                state.active += 1
-        if not admitted:
-            await self.acquire()
+        # Not `await self.acquire()`: a free slot is then taken without building a coroutine.
+        if (waiter := self._admit(_AsyncWaiter)) is not None:
+            await self._wait(waiter)
         try:
             return await fn(*args, **kwargs)
         finally:
-            with self._lock:  # the fast path of release(), inlined: nobody queued
-                fast = not state.queue
-                if fast:
-                    state.active -= 1
-            if not fast:
-                self.release()
+            self.release()
 
     def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run `fn(*args, **kwargs)` inside a slot, from a thread.
+        """Run `fn(*args, **kwargs)` inside a slot, from a thread (see `acquire_sync()`).
 
         Returns:
             What `fn` returns.
 
         Raises:
-            BulkheadFullError: If no slot could be had (see `acquire_sync()`).
+            BulkheadFullError: As `call`.
         """
         self.acquire_sync()
         try:
@@ -348,25 +339,27 @@ class Bulkhead(Decorates):
             self.release()
 
     async def __aenter__(self) -> None:
+        """Take a slot (see `acquire()`) for the block.
+
+        Raises:
+            BulkheadFullError: If no slot could be had.
+        """
         await self.acquire()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Give the slot back, however the block ended."""
         self.release()
 
     def __enter__(self) -> None:
+        """Take a slot from a thread (see `acquire_sync()`) for the block.
+
+        Raises:
+            BulkheadFullError: If no slot could be had.
+        """
         self.acquire_sync()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
+        """Give the slot back, however the block ended."""
         self.release()
 
     def statistics(self) -> BulkheadStatistics:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
 
-__all__ = ["Decorates", "decorate", "default_burst"]
+__all__ = ["Decorates", "Outcome", "TokenCalls", "decorate", "default_burst"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -58,6 +58,66 @@ class Decorates:
     def __call__(self, fn: Callable[_P, Any]) -> Callable[_P, Any]:
         """Decorate `fn` (a coroutine function or a plain one) to run through this policy."""
         return decorate(self.call, self.call_sync, fn)
+
+
+class TokenCalls(Decorates):
+    """Mixin for rate limiters: `call` / `call_sync` take one token, then make the call."""
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:
+        acquire: Callable[[], Awaitable[None]]
+        acquire_sync: Callable[[], None]
+
+    async def call(
+        self, fn: Callable[_P, Awaitable[_T]], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        """Take one token (see `acquire()`), then run `await fn(*args, **kwargs)`.
+
+        Returns:
+            What `fn` returns.
+
+        Raises:
+            RateLimitExceededError: If the token would take longer than `max_wait`.
+            RateLimiterUnavailableError: If a `RedisRateLimiter` cannot reach Redis and
+                does not fail open.
+        """
+        await self.acquire()
+        return await fn(*args, **kwargs)
+
+    def call_sync(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Take one token from a thread (see `acquire_sync()`), then run `fn(*args, **kwargs)`.
+
+        Returns:
+            What `fn` returns.
+
+        Raises:
+            RateLimitExceededError: As `call`.
+            RateLimiterUnavailableError: As `call`.
+        """
+        self.acquire_sync()
+        return fn(*args, **kwargs)
+
+
+class Outcome(Generic[_T]):
+    """Mixin for the frozen outcome of one call: its `value`, or the `error` it ended with."""
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:
+        value: _T | None
+        error: Exception | None
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the call returned a value."""
+        return self.error is None
+
+    def unwrap(self) -> _T:
+        """Return the value, or raise the final exception unchanged."""
+        if self.error is not None:
+            raise self.error
+        return cast("_T", self.value)
 
 
 def default_burst(limiter: object) -> float:

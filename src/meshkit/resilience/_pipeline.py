@@ -24,7 +24,6 @@ import operator
 from collections.abc import Awaitable, Callable
 from typing import (
     Any,
-    Generic,
     NamedTuple,
     ParamSpec,
     Protocol,
@@ -40,6 +39,7 @@ from meshkit._errors import BulkheadFullError, ConfigurationError
 from meshkit._validate import instance_of, optional, positive_seconds, require
 from meshkit.resilience._breaker import CircuitBreaker
 from meshkit.resilience._bulkhead import Bulkhead
+from meshkit.resilience._common import Outcome
 from meshkit.resilience._deadline import Timeout
 from meshkit.resilience._retry import Retry, RetryHistory
 
@@ -79,7 +79,7 @@ _SYNC: _Face = operator.attrgetter("call_sync")
 
 @final
 @attrs.frozen(kw_only=True)
-class PipelineOutcome(Generic[_T]):
+class PipelineOutcome(Outcome[_T]):
     """How one call through `Pipeline.call_with_details` went.
 
     Every call gets its own outcome; nothing is shared between concurrent calls.
@@ -101,17 +101,6 @@ class PipelineOutcome(Generic[_T]):
     delay: float
     errors: tuple[Exception, ...]
     elapsed: float
-
-    @property
-    def succeeded(self) -> bool:
-        """Whether the call returned a value."""
-        return self.error is None
-
-    def unwrap(self) -> _T:
-        """Return the value, or raise the final exception unchanged."""
-        if self.error is not None:
-            raise self.error
-        return cast("_T", self.value)
 
 
 def _limiter(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:

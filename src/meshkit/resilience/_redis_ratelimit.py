@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, final
+from typing import TYPE_CHECKING, Any, final
 
 import anyio.to_thread
 import attrs
@@ -22,18 +22,14 @@ import attrs
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import RateLimiterUnavailableError, RateLimitExceededError
 from meshkit._validate import finite, ge, gt, instance_of, non_empty_str, optional, require
-from meshkit.resilience._common import Decorates, default_burst
+from meshkit.resilience._common import TokenCalls, default_burst
 from meshkit.resilience._ratelimit import check_tokens
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     import redis
 
 __all__ = ["RedisRateLimiter", "RedisRateLimiterStatistics"]
 
-P = ParamSpec("P")
-T = TypeVar("T")
 
 _SCRIPT = """
 local rate = tonumber(ARGV[1])
@@ -102,7 +98,7 @@ class RedisRateLimiterStatistics:
 
 @final
 @attrs.define(eq=False, kw_only=True)
-class RedisRateLimiter(Decorates):
+class RedisRateLimiter(TokenCalls):
     """A token bucket kept in Redis, so that every replica of a service shares one limit.
 
     It has the `RateLimiter` interface. Each acquisition is one round trip running an atomic
@@ -283,32 +279,6 @@ class RedisRateLimiter(Decorates):
             self._counts[what] = self._counts.get(what, 0) + 1
 
     # ------------------------------------------------------------ calling through it
-
-    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Take one token (see `acquire()`), then run `await fn(*args, **kwargs)`.
-
-        Returns:
-            What `fn` returns.
-
-        Raises:
-            RateLimitExceededError: If the token would take longer than `max_wait`.
-            RateLimiterUnavailableError: If Redis is unreachable and `fail_open` is off.
-        """
-        await self.acquire()
-        return await fn(*args, **kwargs)
-
-    def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Take one token (see `acquire_sync()`), then run `fn(*args, **kwargs)`.
-
-        Returns:
-            What `fn` returns.
-
-        Raises:
-            RateLimitExceededError: If the token would take longer than `max_wait`.
-            RateLimiterUnavailableError: If Redis is unreachable and `fail_open` is off.
-        """
-        self.acquire_sync()
-        return fn(*args, **kwargs)
 
     def statistics(self) -> RedisRateLimiterStatistics:
         """Return this replica's counters."""

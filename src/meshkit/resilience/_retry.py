@@ -6,7 +6,7 @@ import functools
 import logging
 import math
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, final
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, final
 
 import attrs
 
@@ -26,7 +26,7 @@ from meshkit._validate import (
 )
 from meshkit.resilience._backoff import Backoff, ExponentialBackoff
 from meshkit.resilience._budget import RetryBudget
-from meshkit.resilience._common import Decorates
+from meshkit.resilience._common import Decorates, Outcome
 from meshkit.resilience._deadline import Timeout, current_deadline
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class RetryEvent:
 
 @final
 @attrs.frozen(kw_only=True)
-class RetryOutcome(Generic[_T]):
+class RetryOutcome(Outcome[_T]):
     """How one call through `Retry.call_with_details` went: its result and its history.
 
     Attributes:
@@ -78,17 +78,6 @@ class RetryOutcome(Generic[_T]):
     attempts: int
     delay: float
     errors: tuple[Exception, ...]
-
-    @property
-    def succeeded(self) -> bool:
-        """Whether the call returned a value (possibly one the result predicate disliked)."""
-        return self.error is None
-
-    def unwrap(self) -> _T:
-        """Return the value, or raise the final exception unchanged."""
-        if self.error is not None:
-            raise self.error
-        return cast("_T", self.value)
 
 
 @final
@@ -314,10 +303,10 @@ class Retry(Decorates):
         """Like `call_sync`, writing the attempts, delays and errors into `history`.
 
         Raises:
-            Exception: The last attempt's exception, unchanged, once retrying stops.
+            Exception: As `call_recording`.
         """
-        attempt = fn if self._timeout is None else functools.partial(self._timeout.call_sync, fn)
         run = _Run(self, history)
+        attempt = fn if self._timeout is None else functools.partial(self._timeout.call_sync, fn)
         while True:
             with run:
                 result = attempt(*args, **kwargs)
