@@ -50,8 +50,9 @@ class CircuitState(enum.Enum):
 
 def count_value(counter: itertools.count[int]) -> int:
     """Return the next value an `itertools.count` would yield, without advancing it."""
-    # `next(count)` is one C call, so it is an atomic increment under the GIL, which lets the
-    # success path count without a lock; its repr, `count(N)`, is how to read N back.
+    # `next(count)` is one C call, an atomic increment under the GIL, so the success path
+    # counts without the lock (1.2-2.4x faster call_sync, benchmarks/README.md "Speed tricks");
+    # its repr, `count(N)`, is the only way to read N back.
     return int(repr(counter)[6:-1])
 
 
