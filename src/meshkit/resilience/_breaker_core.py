@@ -68,20 +68,16 @@ class Permit:
 
 
 @final
-@attrs.define(eq=False)
 class _CountAccumulator:
     """The totals of the last `size` recorded calls (a ring of outcome codes)."""
 
-    size: int
-    minimum_calls: int
-    calls: int = 0
-    failures: int = 0
-    slow: int = 0
-    _ring: list[int] = attrs.field(init=False)
-    _next: int = attrs.field(init=False, default=0)
+    __slots__ = ("_next", "_ring", "calls", "failures", "minimum_calls", "size", "slow")
 
-    def __attrs_post_init__(self) -> None:
-        self._ring = [0] * self.size
+    def __init__(self, size: int, minimum_calls: int) -> None:
+        self.size = size
+        self.minimum_calls = minimum_calls
+        self.calls = self.failures = self.slow = self._next = 0
+        self._ring = [0] * size
 
     def add(self, _now: float, code: int) -> None:
         if self.calls == self.size:
@@ -104,22 +100,27 @@ class _CountAccumulator:
 
 
 @final
-@attrs.define(eq=False)
 class _TimeAccumulator:
     """The totals of the calls whose bucket is one of the newest `buckets` buckets."""
 
-    width: float
-    buckets: int
-    minimum_calls: int
-    calls: int = 0
-    failures: int = 0
-    slow: int = 0
-    _calls: list[int] = attrs.field(init=False)
-    _failures: list[int] = attrs.field(init=False)
-    _slow: list[int] = attrs.field(init=False)
-    _head: int = attrs.field(init=False, default=-(1 << 62))
+    __slots__ = (
+        "_calls",
+        "_failures",
+        "_head",
+        "_slow",
+        "buckets",
+        "calls",
+        "failures",
+        "minimum_calls",
+        "slow",
+        "width",
+    )
 
-    def __attrs_post_init__(self) -> None:
+    def __init__(self, width: float, buckets: int, minimum_calls: int) -> None:
+        self.width = width
+        self.buckets = buckets
+        self.minimum_calls = minimum_calls
+        self._head = -(1 << 62)
         self.clear()
 
     def expire(self, now: float) -> None:
@@ -212,44 +213,63 @@ def _rate(part: int, whole: int) -> float:
 
 
 @final
-@attrs.define(eq=False)
 class BreakerCore:
-    """The breaker's state machine; every method takes `now` and none blocks or awaits."""
+    """The breaker's state machine; every method takes `now` and none blocks or awaits.
 
-    config: CircuitBreakerConfig
-    name: str
-    state: CircuitState = attrs.field(init=False, default=CircuitState.CLOSED)
-    epoch: int = attrs.field(init=False, default=1)
-    fast_permit: Permit | None = attrs.field(init=False, default=None)
-    """The permit every call shares while the lock-free path applies (CLOSED with no failure
-    in a row, trips on consecutive failures only, nobody listening); `None` otherwise. A new
-    one is made each time the path opens again, so a success is counted lock-free only if
-    nothing was recorded since its call was admitted (`permit is fast_permit`)."""
-    reject_until: float = attrs.field(init=False, default=-_NEVER)
-    """While OPEN with nobody listening, `open_until`: calls before it are rejected without
-    the lock. Otherwise minus infinity."""
-    consecutive_failures: int = attrs.field(init=False, default=0)
-    openings: int = attrs.field(init=False, default=0)
-    open_until: float = attrs.field(init=False, default=0.0)
-    half_open_deadline: float = attrs.field(init=False, default=_NEVER)
-    in_flight: int = attrs.field(init=False, default=0)
-    trial_calls: int = attrs.field(init=False, default=0)
-    trial_failures: int = attrs.field(init=False, default=0)
-    trial_slow: int = attrs.field(init=False, default=0)
-    successes: itertools.count[int] = attrs.field(init=False, factory=itertools.count)
-    rejections: itertools.count[int] = attrs.field(init=False, factory=itertools.count)
-    failures: int = attrs.field(init=False, default=0)
-    ignored: int = attrs.field(init=False, default=0)
-    slow_calls: int = attrs.field(init=False, default=0)
-    listening: bool = attrs.field(init=False, default=False)
-    transitions: list[tuple[CircuitState, CircuitState, float]] = attrs.field(
-        init=False, factory=list
+    Attributes:
+        fast_permit: The permit every call shares while the lock-free path applies (CLOSED
+            with no failure in a row, trips on consecutive failures only, nobody
+            listening); `None` otherwise. A new one is made each time the path opens again,
+            so a success is counted lock-free only if nothing was recorded since its call
+            was admitted (`permit is fast_permit`).
+        reject_until: While OPEN with nobody listening, `open_until`: calls before it are
+            rejected without the lock. Otherwise minus infinity.
+    """
+
+    __slots__ = (
+        "_fast_capable",
+        "_window",
+        "config",
+        "consecutive_failures",
+        "epoch",
+        "failures",
+        "fast_permit",
+        "half_open_deadline",
+        "ignored",
+        "in_flight",
+        "listening",
+        "name",
+        "open_until",
+        "openings",
+        "reject_until",
+        "rejections",
+        "slow_calls",
+        "state",
+        "successes",
+        "transitions",
+        "trial_calls",
+        "trial_failures",
+        "trial_slow",
     )
-    _window: _Accumulator | None = attrs.field(init=False)
-    _fast_capable: bool = attrs.field(init=False)
 
-    def __attrs_post_init__(self) -> None:
-        config = self.config
+    def __init__(self, config: CircuitBreakerConfig, name: str) -> None:
+        """Start CLOSED, with empty counts."""
+        self.config = config
+        self.name = name
+        self.state = CircuitState.CLOSED
+        self.epoch = 1
+        self.fast_permit: Permit | None = None
+        self.reject_until = -_NEVER
+        self.consecutive_failures = 0
+        self.openings = 0
+        self.open_until = 0.0
+        self.half_open_deadline = _NEVER
+        self.in_flight = self.trial_calls = self.trial_failures = self.trial_slow = 0
+        self.successes = itertools.count()
+        self.rejections = itertools.count()
+        self.failures = self.ignored = self.slow_calls = 0
+        self.listening = False
+        self.transitions: list[tuple[CircuitState, CircuitState, float]] = []
         self._window = _accumulator(config.window)
         self._fast_capable = (
             config.window is None
