@@ -266,6 +266,32 @@ class TestConsecutiveFailures:
         assert state_of(breaker) is CircuitState.OPEN
         assert breaker.statistics().successful_calls == 1
 
+    def test_half_open_max_wait_is_a_timer(self, clock: FakeClock) -> None:
+        """A stuck trial reopens the breaker at its deadline, not when someone next looks."""
+        breaker = make(clock, failure_threshold=1, open_duration=10, half_open_max_wait=5)
+        recorder = Recorder()
+        breaker.add_listener(recorder)
+        fail(breaker)
+        clock.advance(10)
+        breaker.__enter__()  # a trial from t=10 that never ends
+        clock.advance(90)
+        assert state_of(breaker) is CircuitState.HALF_OPEN
+        assert breaker.call_sync(ok) == 1  # admitted as a new trial at t=100
+        assert state_of(breaker) is CircuitState.CLOSED
+        changes = [(c.from_state, c.to_state, c.at) for c in recorder.changes]
+        assert changes[2:4] == [
+            (CircuitState.HALF_OPEN, CircuitState.OPEN, 15.0),
+            (CircuitState.OPEN, CircuitState.HALF_OPEN, 25.0),
+        ]
+
+    def test_half_open_timer_starts_with_the_first_trial(self, clock: FakeClock) -> None:
+        """An idle HALF_OPEN breaker does not time out: nothing is waited for yet."""
+        breaker = make(clock, failure_threshold=1, open_duration=1, half_open_max_wait=3)
+        fail(breaker)
+        clock.advance(50)
+        assert state_of(breaker) is CircuitState.HALF_OPEN
+        assert breaker.statistics().consecutive_openings == 1
+
     def test_late_outcome_of_an_old_state_is_not_applied(self, clock: FakeClock) -> None:
         """A call admitted while CLOSED that fails after the breaker opened changes nothing."""
         breaker = make(clock, failure_threshold=1, open_duration=1)

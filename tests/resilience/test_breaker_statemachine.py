@@ -88,11 +88,11 @@ class Model:
         self.trials = []
         self.in_flight = 0
 
-    def open(self, now: float) -> None:
+    def open(self, at: float) -> None:
         self.openings += 1
         duration = self.config.open_duration
         assert isinstance(duration, ExponentialOpenDuration)
-        self.open_until = now + min(8.0, duration.initial * 2 ** (self.openings - 1))
+        self.open_until = at + min(8.0, duration.initial * 2 ** (self.openings - 1))
         self.enter(CircuitState.OPEN)
 
     def close(self) -> None:
@@ -101,11 +101,15 @@ class Model:
         self.enter(CircuitState.CLOSED)
 
     def poll(self, now: float) -> None:
-        if self.state is CircuitState.OPEN and now >= self.open_until:
-            self.half_open_deadline = now + (self.config.half_open_max_wait or math.inf)
-            self.enter(CircuitState.HALF_OPEN)
-        elif self.state is CircuitState.HALF_OPEN and now >= self.half_open_deadline:
-            self.open(now)
+        """Replay the timers that ran out by `now`, each at its own deadline (Resilience4j)."""
+        while True:
+            if self.state is CircuitState.OPEN and now >= self.open_until:
+                self.half_open_deadline = math.inf  # the first trial starts the timer
+                self.enter(CircuitState.HALF_OPEN)
+            elif self.state is CircuitState.HALF_OPEN and now >= self.half_open_deadline:
+                self.open(self.half_open_deadline)
+            else:
+                return
 
     def window(self, now: float) -> list[tuple[float, bool, bool]]:
         window = self.config.window
@@ -134,6 +138,8 @@ class Model:
             return self.period
         admitted = self.in_flight + len(self.trials)
         if self.state is CircuitState.HALF_OPEN and admitted < self.config.half_open_calls:
+            if admitted == 0:
+                self.half_open_deadline = now + (self.config.half_open_max_wait or math.inf)
             self.in_flight += 1
             return self.period
         self.counts["rejected"] += 1
@@ -208,16 +214,19 @@ class BreakerMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.core: BreakerCore
         self.model: Model
+        self.last_transition = 0.0
 
     @property
     def now(self) -> float:
         """The fake clock's time, which every core call is given."""
         return self.clock.now()
 
-    @initialize(config=configs())
-    def build(self, config: CircuitBreakerConfig) -> None:
+    @initialize(config=configs(), listening=st.booleans())
+    def build(self, config: CircuitBreakerConfig, listening: bool) -> None:
         self.core = BreakerCore(config, "sm")
+        self.core.set_listening(listening=listening)
         self.model = Model(config)
+        self.last_transition = 0.0
 
     @rule(target=permits)
     def acquire(self) -> Any:
@@ -263,6 +272,19 @@ class BreakerMachine(RuleBasedStateMachine):
     @invariant()
     def same_state_and_counts(self) -> None:
         assert_matches(self.core.statistics(self.now), self.model, self.now)
+
+    @invariant()
+    def transitions_happen_at_their_deadlines(self) -> None:
+        """Transitions are dated by the deadline that caused them: in order, never ahead."""
+        for _old, _new, at in self.core.take_transitions():
+            assert self.last_transition <= at <= self.now
+            self.last_transition = at
+        if self.core.state is not CircuitState.HALF_OPEN:
+            return
+        trials = self.core.in_flight + self.core.trial_calls
+        if trials:  # the first trial started the timer, no later than now
+            limit = self.model.config.half_open_max_wait or math.inf
+            assert self.core.half_open_deadline <= self.now + limit
 
     @invariant()
     def fast_path_only_when_closed(self) -> None:

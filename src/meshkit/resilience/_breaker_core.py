@@ -281,14 +281,21 @@ class BreakerCore:
     # ------------------------------------------------------------ admission
 
     def poll(self, now: float) -> CircuitState:
-        """Apply the transitions that time alone causes, and return the state."""
-        state = self.state
-        if state is CircuitState.OPEN and now >= self.open_until:
-            self.half_open_deadline = now + (self.config.half_open_max_wait or _NEVER)
-            self._transition(CircuitState.HALF_OPEN, now)
-        elif state is CircuitState.HALF_OPEN and now >= self.half_open_deadline:
-            self._open(now)
-        return self.state
+        """Apply the transitions that time alone causes by `now`, and return the state.
+
+        Each transition happens at the deadline that caused it, not when it is noticed: an
+        OPEN breaker becomes HALF_OPEN at `open_until`; a HALF_OPEN one whose trials overran
+        `half_open_max_wait` reopened at that deadline, for an open duration counted from
+        it, and may be HALF_OPEN again by `now` (Resilience4j's timers, without a thread).
+        """
+        while True:
+            if self.state is CircuitState.OPEN and now >= self.open_until:
+                self.half_open_deadline = _NEVER  # until the first trial is admitted
+                self._transition(CircuitState.HALF_OPEN, self.open_until)
+            elif self.state is CircuitState.HALF_OPEN and now >= self.half_open_deadline:
+                self._open(self.half_open_deadline)
+            else:
+                return self.state
 
     def acquire(self, now: float) -> int:
         """Admit a call and return its permit.
@@ -300,10 +307,10 @@ class BreakerCore:
         state = self.poll(now)
         if state is CircuitState.CLOSED or state is CircuitState.DISABLED:
             return self.epoch
-        if (
-            state is CircuitState.HALF_OPEN
-            and self.in_flight + self.trial_calls < self.config.half_open_calls
-        ):
+        trials = self.in_flight + self.trial_calls
+        if state is CircuitState.HALF_OPEN and trials < self.config.half_open_calls:
+            if not trials:  # the first trial starts the half_open_max_wait timer
+                self.half_open_deadline = now + (self.config.half_open_max_wait or _NEVER)
             self.in_flight += 1
             return self.epoch
         next(self.rejections)
