@@ -158,6 +158,35 @@ class TestConfig:
         assert info.value.field == "open_duration"
 
 
+class TestKnobBounds:
+    @pytest.mark.parametrize(
+        ("build", "field"),
+        [
+            (lambda: CountWindow(size=10**9), "size"),
+            (lambda: TimeWindow(buckets=10**9), "buckets"),
+            (lambda: TimeWindow(seconds=1e-308), "seconds"),
+            (lambda: TimeWindow(seconds=1e-3, buckets=10_000), "seconds"),
+        ],
+    )
+    def test_refused_at_construction(self, build: Any, field: str) -> None:
+        """Windows that would exhaust memory or overflow are refused, naming the field."""
+        with pytest.raises(ConfigurationError) as info:
+            build()
+        assert info.value.field == field
+
+    def test_largest_windows_are_accepted(self) -> None:
+        """The documented upper bounds themselves are fine."""
+        assert CountWindow(size=100_000).size == 100_000
+        assert TimeWindow(seconds=1.0, buckets=10_000).buckets == 10_000
+
+    def test_misbehaving_jitter_source_is_named(self) -> None:
+        """A NaN from the open duration's random source names `random` when it is drawn."""
+        duration = ExponentialOpenDuration(jitter=0.5, random=lambda: math.nan)
+        with pytest.raises(ConfigurationError) as info:
+            duration(1)
+        assert info.value.field == "random"
+
+
 class TestOpenDurations:
     def test_exponential_grows_and_caps(self) -> None:
         """Consecutive openings double the duration up to the maximum."""
@@ -518,13 +547,14 @@ class TestControl:
         assert breaker.call_sync(ok) == 1
 
     def test_disabled_admits_and_records_nothing(self, clock: FakeClock) -> None:
-        """DISABLED lets failures through without opening."""
+        """DISABLED lets failures through without opening, and counts none of them."""
         breaker = make(clock, failure_threshold=1)
         breaker.disable()
         fail(breaker, 3)
+        breaker.call_sync(ok)
         stats = breaker.statistics()
         assert stats.state is CircuitState.DISABLED
-        assert (stats.consecutive_failures, stats.failed_calls) == (0, 3)
+        assert (stats.consecutive_failures, stats.failed_calls, stats.successful_calls) == (0, 0, 0)
         breaker.force_open()
         assert state_of(breaker) is CircuitState.FORCED_OPEN
 

@@ -146,9 +146,11 @@ class Model:
         return None
 
     def record(self, period: int, now: float, failed: bool, slow: bool) -> None:
+        self.poll(now)
+        if self.state is CircuitState.DISABLED:
+            return  # a disabled breaker records nothing
         self.counts["failure" if failed else "success"] += 1
         self.counts["slow"] += slow
-        self.poll(now)
         if period != self.period:
             return
         if self.state is CircuitState.CLOSED:
@@ -174,8 +176,10 @@ class Model:
                     self.close()
 
     def release(self, period: int, now: float, *, ignored: bool) -> None:
-        self.counts["ignored"] += ignored
         self.poll(now)
+        if self.state is CircuitState.DISABLED:
+            return
+        self.counts["ignored"] += ignored
         if period == self.period and self.state is CircuitState.HALF_OPEN:
             self.in_flight -= 1
 

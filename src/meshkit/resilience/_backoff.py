@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol, final, runtime_checkable
 import attrs
 
 from meshkit._validate import instance_of, is_callable, positive_seconds, require
+from meshkit.resilience._common import draw_unit
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -68,8 +69,13 @@ class ExponentialBackoff:
         return min(self.cap, self.base * 2.0 ** min(max(retry, 0), _MAX_EXPONENT))
 
     def delay(self, retry: int) -> float:
-        """Return the wait before retry number `retry` (0-based), in `[0, ceiling(retry)]`."""
+        """Return the wait before retry number `retry` (0-based), in `[0, ceiling(retry)]`.
+
+        Raises:
+            ConfigurationError: If `random` returned something other than a number in
+                `[0, 1)` (checked at each draw, since it is a callable).
+        """
         ceiling = self.ceiling(retry)
         if not self.jitter:
             return ceiling
-        return min(max(self.random() * ceiling, 0.0), ceiling)
+        return draw_unit(self.random) * ceiling

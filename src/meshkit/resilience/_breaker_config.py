@@ -29,6 +29,12 @@ from meshkit._validate import (
     positive_seconds,
     require,
 )
+from meshkit.resilience._common import (
+    MAX_BUCKETS,
+    MAX_WINDOW_SIZE,
+    MIN_BUCKET_SECONDS,
+    draw_unit,
+)
 
 if TYPE_CHECKING:
     from meshkit._validate import ExceptionMatcher
@@ -56,12 +62,12 @@ class CountWindow:
     """Judge the failure and slow-call rates over the last `size` recorded calls.
 
     Attributes:
-        size: How many of the most recent calls the window holds (>= 1).
+        size: How many of the most recent calls the window holds (1 to 100,000).
         minimum_calls: Calls the window must hold before a rate can open the breaker
             (1 <= minimum_calls <= size).
     """
 
-    size: int = attrs.field(default=100, validator=count())
+    size: int = attrs.field(default=100, validator=count(1, MAX_WINDOW_SIZE))
     minimum_calls: int = attrs.field(default=10, validator=count())
 
     def __attrs_post_init__(self) -> None:
@@ -83,14 +89,23 @@ class TimeWindow:
     `buckets` buckets, so memory and time per call are constant however busy the breaker is.
 
     Attributes:
-        seconds: The window's length (> 0, finite).
-        buckets: How many buckets the window is cut into (>= 1); more means finer expiry.
+        seconds: The window's length (finite, at least a microsecond per bucket).
+        buckets: How many buckets the window is cut into (1 to 10,000); more means finer
+            expiry.
         minimum_calls: Calls the window must hold before a rate can open the breaker (>= 1).
     """
 
     seconds: float = attrs.field(default=60.0, validator=positive_seconds)
-    buckets: int = attrs.field(default=60, validator=count())
+    buckets: int = attrs.field(default=60, validator=count(1, MAX_BUCKETS))
     minimum_calls: int = attrs.field(default=10, validator=count())
+
+    def __attrs_post_init__(self) -> None:
+        require(
+            self.seconds / self.buckets >= MIN_BUCKET_SECONDS,
+            "seconds",
+            self.seconds,
+            f"must be >= buckets * {MIN_BUCKET_SECONDS} s (a bucket of at least a microsecond)",
+        )
 
 
 @final
@@ -143,14 +158,19 @@ class ExponentialOpenDuration:
         )
 
     def __call__(self, openings: int) -> float:
-        """Return the duration of the `openings`-th consecutive opening (1-based)."""
+        """Return the duration of the `openings`-th consecutive opening (1-based).
+
+        Raises:
+            ConfigurationError: If `random` returned something other than a number in
+                `[0, 1)` (checked at each draw, since it is a callable).
+        """
         exponent = min(max(openings - 1, 0), _MAX_EXPONENT)
         try:
             base = min(self.maximum, self.initial * self.multiplier**exponent)
         except OverflowError:
             base = self.maximum
         if self.jitter:
-            base *= 1.0 - self.jitter + 2.0 * self.jitter * self.random()
+            base *= 1.0 - self.jitter + 2.0 * self.jitter * draw_unit(self.random)
         return base
 
 

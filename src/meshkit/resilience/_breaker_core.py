@@ -325,14 +325,15 @@ class BreakerCore:
     # ------------------------------------------------------------ outcomes
 
     def record(self, permit: int, now: float, *, failed: bool, slow: bool) -> None:
-        """Record the outcome of the call admitted with `permit`."""
+        """Record the outcome of the call admitted with `permit` (nothing while DISABLED)."""
+        if self.poll(now) is CircuitState.DISABLED:
+            return
         if failed:
             self.failures += 1
         else:
             next(self.successes)
         if slow:
             self.slow_calls += 1
-        self.poll(now)
         if permit != self.epoch:
             return
         if self.state is CircuitState.CLOSED:
@@ -342,9 +343,10 @@ class BreakerCore:
 
     def release(self, permit: int, now: float, *, ignored: bool) -> None:
         """Give back the permit of a call that is not recorded (ignored or cancelled)."""
+        if self.poll(now) is CircuitState.DISABLED:
+            return
         if ignored:
             self.ignored += 1
-        self.poll(now)
         if permit == self.epoch and self.state is CircuitState.HALF_OPEN:
             self.in_flight -= 1
 

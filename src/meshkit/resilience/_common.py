@@ -6,10 +6,34 @@ import functools
 import inspect
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
 
+from meshkit._errors import ConfigurationError
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
 
-__all__ = ["Decorates", "Outcome", "TokenCalls", "decorate", "default_burst"]
+__all__ = [
+    "MAX_BUCKETS",
+    "MAX_WINDOW_SIZE",
+    "MIN_BUCKET_SECONDS",
+    "Decorates",
+    "Outcome",
+    "TokenCalls",
+    "decorate",
+    "default_burst",
+    "draw_unit",
+]
+
+MAX_BUCKETS = 10_000
+"""The most slices a sliding window may be cut into: finer gains nothing, and memory is per
+slice (a budget or breaker window with a billion slices would exhaust memory when built)."""
+
+MIN_BUCKET_SECONDS = 1e-6
+"""The thinnest slice of a sliding window: a microsecond. `now / width` must stay a finite
+float, and no clock meshkit reads resolves finer."""
+
+
+MAX_WINDOW_SIZE = 100_000
+"""The most calls a `CountWindow` may hold: a ring of that many outcomes is built up front."""
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -118,6 +142,22 @@ class Outcome(Generic[_T]):
         if self.error is not None:
             raise self.error
         return cast("_T", self.value)
+
+
+def draw_unit(random: Callable[[], float]) -> float:
+    """Call an injected random source and return its draw, clamped into `[0, 1]`.
+
+    A source is a callable, so it can only be checked when it is used: a draw that is not a
+    number, or is NaN, is refused (a NaN wait is one a `FakeClock` would sleep on forever);
+    a number out of range is clamped, so a faulty source cannot push a wait out of bounds.
+
+    Raises:
+        ConfigurationError: Naming the field `random`, if the draw is NaN or not a number.
+    """
+    value: object = random()
+    if isinstance(value, int | float) and not isinstance(value, bool) and value == value:  # noqa: PLR0124 - NaN is the only x != x
+        return min(max(value, 0.0), 1.0)
+    raise ConfigurationError("random", value, "must return a number in [0, 1), not NaN")
 
 
 def default_burst(limiter: object) -> float:

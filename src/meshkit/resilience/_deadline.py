@@ -53,11 +53,16 @@ class Deadline:
         """Return the deadline `seconds` from now on `clock`.
 
         Raises:
-            ConfigurationError: If `seconds` is not a number, or `clock` not a `Clock`.
+            ConfigurationError: If `seconds` is not a finite number (as `Timeout` requires),
+                or `clock` not a `Clock`.
         """
         given: object = seconds  # checked at run time: untyped callers may pass anything
         is_number = isinstance(given, int | float) and not isinstance(given, bool)
-        require(is_number and not math.isnan(seconds), "seconds", seconds, "must be a number")
+        try:
+            finite = is_number and math.isfinite(seconds)
+        except OverflowError:  # an int beyond any float
+            finite = False
+        require(finite, "seconds", seconds, "must be a finite number")
         given = clock
         require(isinstance(given, Clock), "clock", clock, "must be Clock")
         return cls(expires_at=clock.now() + seconds, clock=clock)
