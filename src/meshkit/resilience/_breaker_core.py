@@ -338,7 +338,7 @@ class BreakerCore:
             return
         if self.state is CircuitState.CLOSED:
             self._record_closed(now, failed=failed, slow=slow)
-        elif self.state is CircuitState.HALF_OPEN:
+        else:  # a permit of the current epoch that is not CLOSED's is a HALF_OPEN trial's
             self._record_trial(now, failed=failed, slow=slow)
 
     def release(self, permit: int, now: float, *, ignored: bool) -> None:

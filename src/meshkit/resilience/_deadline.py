@@ -17,7 +17,7 @@ import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import DeadlineExceededError
-from meshkit._validate import instance_of, non_empty_str, positive_seconds, require
+from meshkit._validate import in_range, instance_of, non_empty_str, positive_seconds, require
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -31,10 +31,6 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-def _not_nan(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
-    require(not math.isnan(value), attribute.name, value, "must not be NaN")
-
-
 @final
 @attrs.frozen(kw_only=True)
 class Deadline:
@@ -45,7 +41,7 @@ class Deadline:
         clock: The clock `expires_at` is read against.
     """
 
-    expires_at: float = attrs.field(validator=[instance_of(int, float), _not_nan])
+    expires_at: float = attrs.field(validator=in_range(-math.inf, math.inf))  # not NaN
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, eq=False, validator=instance_of(Clock))
 
     @classmethod
