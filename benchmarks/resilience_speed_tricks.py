@@ -7,6 +7,7 @@ machine is shared); the last column is how much slower the obvious code is.
 
 from __future__ import annotations
 
+import functools
 import threading
 import timeit
 from typing import TYPE_CHECKING, Any
@@ -97,6 +98,29 @@ class LockedCount:
         return result
 
 
+def closure_decorate(breaker: CircuitBreaker, fn: Callable[[], int]) -> Callable[[], int]:
+    """The obvious sync decorator: a `def` wrapper forwarding to `call_sync`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> int:
+        return breaker.call_sync(fn, *args, **kwargs)
+
+    return wrapper
+
+
+def decorated(fn: Callable[[], object]) -> Callable[[], None]:
+    """N calls of the decorated `fn()`, rejections caught."""
+
+    def loop() -> None:
+        for _ in range(N):
+            try:  # noqa: SIM105 - contextlib.suppress would add its own cost
+                fn()
+            except CircuitOpenError:
+                pass
+
+    return loop
+
+
 def open_breaker() -> CircuitBreaker:
     """A breaker opened by five failures, for 60 s."""
     breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=5, open_duration=60))
@@ -117,7 +141,17 @@ def main() -> None:
         lambda: best(calls(LockedCount(breaker).call_sync)),
     )
 
+    compare(
+        "decorated success: partial wrapper",
+        lambda: best(decorated(breaker(target))),
+        lambda: best(decorated(closure_decorate(breaker, target))),
+    )
     opened = open_breaker()
+    compare(
+        "decorated rejection: partial wrapper",
+        lambda: best(decorated(opened(target))),
+        lambda: best(decorated(closure_decorate(opened, target))),
+    )
 
     def rejection_with(new_error: Any) -> float:
         _breaker._new_error = new_error

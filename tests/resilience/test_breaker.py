@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import pickle
@@ -675,6 +676,31 @@ class TestShapes:
         clock.advance(30)
         assert divide(8, 2) == 4
         assert state_of(breaker) is CircuitState.CLOSED
+
+    @pytest.mark.anyio
+    async def test_decorated_methods_bind_self(self, clock: FakeClock) -> None:
+        """A decorated method receives its instance, sync and async alike."""
+        breaker = make(clock)
+
+        class Client:
+            def __init__(self, base: int) -> None:
+                self.base = base
+
+            @breaker
+            def get(self, offset: int) -> int:
+                return self.base + offset
+
+            @breaker
+            async def aget(self, offset: int) -> int:
+                return self.base - offset
+
+        client = Client(10)
+        assert client.get(2) == 12
+        assert await client.aget(2) == 8
+        assert inspect.iscoroutinefunction(Client.aget)
+        assert not inspect.iscoroutinefunction(Client.get)
+        assert Client.get.__name__ == "get"
+        assert breaker.statistics().successful_calls == 2
 
     def test_decorated_success_resets_the_run(self, clock: FakeClock) -> None:
         """A decorated call's success after a failure restarts the consecutive count."""
