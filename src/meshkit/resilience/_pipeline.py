@@ -28,7 +28,6 @@ from typing import (
     ParamSpec,
     Protocol,
     TypeVar,
-    cast,
     final,
 )
 
@@ -169,6 +168,7 @@ class Pipeline:
     attempt_timeout: float | None = attrs.field(default=None, validator=optional(positive_seconds))
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
     _layers: tuple[_Layer, ...] = attrs.field(init=False)
+    _inner_first: tuple[_Layer, ...] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._check_combinations()
@@ -188,6 +188,7 @@ class Pipeline:
             faces = (retry.call_recording, retry.call_sync_recording)
             layers.insert(0 if total is None else 1, _Layer("retry", *faces, records=True))
         object.__setattr__(self, "_layers", tuple(layers))  # frozen: set once, when built
+        object.__setattr__(self, "_inner_first", tuple(reversed(layers)))
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -256,7 +257,8 @@ class Pipeline:
             RateLimiterUnavailableError: If a `RedisRateLimiter` failing closed could not
                 reach Redis.
         """
-        return cast("_T", await self._wrap(_ASYNC, fn, None)(*args, **kwargs))
+        result: _T = await self._wrap(_ASYNC, fn, None)(*args, **kwargs)
+        return result
 
     def call_sync(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Call `fn(*args, **kwargs)` through every configured policy, from sync code.
@@ -272,7 +274,8 @@ class Pipeline:
             RateLimiterUnavailableError: If a `RedisRateLimiter` failing closed could not
                 reach Redis.
         """
-        return cast("_T", self._wrap(_SYNC, fn, None)(*args, **kwargs))
+        result: _T = self._wrap(_SYNC, fn, None)(*args, **kwargs)
+        return result
 
     async def call_with_details(
         self, fn: Callable[_P, Awaitable[_T]], /, *args: _P.args, **kwargs: _P.kwargs
@@ -312,11 +315,11 @@ class Pipeline:
         Each layer's `call` takes the function it protects as its first argument, so wrapping
         is `partial(layer.call, inner)`; the outermost partial is what the caller invokes.
         """
-        for layer in reversed(self._layers):
-            method = face(layer)
+        for layer in self._inner_first:
             if layer.records:
-                method = functools.partial(method, history)
-            fn = functools.partial(method, fn)
+                fn = functools.partial(face(layer), history, fn)
+            else:
+                fn = functools.partial(face(layer), fn)
         return fn
 
     def _outcome(
