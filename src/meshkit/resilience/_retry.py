@@ -256,6 +256,7 @@ class Retry(Decorates):
 
         Raises:
             Exception: The last attempt's exception, unchanged, once retrying stops.
+            ConfigurationError: If the backoff's `random` source returns NaN or a non-number.
         """
         return await self.call_recording(None, fn, *args, **kwargs)
 
@@ -267,6 +268,7 @@ class Retry(Decorates):
 
         Raises:
             Exception: The last attempt's exception, unchanged, once retrying stops.
+            ConfigurationError: If the backoff's `random` source returns NaN or a non-number.
         """
         return self.call_sync_recording(None, fn, *args, **kwargs)
 
@@ -282,6 +284,7 @@ class Retry(Decorates):
 
         Raises:
             Exception: The last attempt's exception, unchanged, once retrying stops.
+            ConfigurationError: If the backoff's `random` source returns NaN or a non-number.
         """
         attempt = fn if self._timeout is None else functools.partial(self._timeout.call, fn)
         run = _Run(self, history)
