@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshkit import (
@@ -564,3 +564,47 @@ class TestRetryHistory:
         assert retry.plan(1, error, None) == 1.0
         assert retry.plan(2, error, None) is None
         assert "max_attempts reached" in error.__notes__[-1]
+
+
+class TestOneSource:
+    @settings(max_examples=60, deadline=None)
+    @given(
+        outcomes=st.lists(st.sampled_from(["error", "other", "busy", "ok"]), max_size=8),
+        max_attempts=st.integers(1, 6),
+    )
+    def test_both_faces_take_the_same_steps(self, outcomes: list[str], max_attempts: int) -> None:
+        """call and call_sync drive one step machine: same attempts, delays, errors, result."""
+
+        def script() -> Callable[[], object]:
+            steps = iter([*outcomes, "ok"])
+            errors = {"error": BoomError, "other": KeyError}
+
+            def step() -> object:
+                kind = next(steps)
+                if kind in errors:
+                    raise errors[kind](kind)
+                return kind
+
+            return step
+
+        def facts(outcome: RetryOutcome[object]) -> tuple[object, ...]:
+            kinds = tuple(type(e).__name__ for e in outcome.errors)
+            return (outcome.value, type(outcome.error).__name__, outcome.attempts, kinds)
+
+        retry = Retry(
+            max_attempts=max_attempts,
+            retry_on=BoomError,
+            retry_if_result=lambda value: value == "busy",
+            backoff=ExponentialBackoff(random=lambda: 0.0),  # no wait: nothing to advance
+            clock=FakeClock(),
+        )
+        sync = retry.call_sync_with_details(script())
+        step = script()
+
+        async def run() -> RetryOutcome[object]:
+            async def astep() -> object:
+                return step()
+
+            return await retry.call_with_details(astep)
+
+        assert facts(anyio.run(run)) == facts(sync)
