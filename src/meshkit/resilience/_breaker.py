@@ -3,7 +3,7 @@
 The shell reads the clock, takes a short lock around the core's bookkeeping and calls
 listeners outside it. No lock is ever held across the protected call. While the breaker is
 CLOSED and configured for consecutive failures only, with nobody listening, a successful call
-takes no lock and reads no clock at all (see `BreakerCore.fast_epoch`); a call rejected while
+takes no lock and reads no clock at all (see `BreakerCore.fast_permit`); a call rejected while
 OPEN takes no lock either (see `BreakerCore.reject_until`).
 """
 
