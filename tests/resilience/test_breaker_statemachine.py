@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import anyio
 import attrs
 import pytest
 from hypothesis import settings
@@ -30,6 +31,9 @@ from meshkit.resilience import (
 )
 from meshkit.resilience._breaker_core import BreakerCore, CircuitBreakerStatistics
 from meshkit.testing import FakeClock
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 RATES = st.sampled_from([0.25, 0.5, 0.75, 1.0])
 
@@ -301,7 +305,10 @@ class BoomError(Exception):
 
 
 class ShellMachine(RuleBasedStateMachine):
-    """Whole calls through `CircuitBreaker.call_sync` on a FakeClock, against the model.
+    """Whole calls through the breaker's faces on a FakeClock, against the model.
+
+    Each call goes through `call_sync`, `await call` or a decorated function, at random: the
+    faces drive one source, so the model cannot tell them apart.
 
     Each call makes the fake clock advance by its duration, so the shell's own timing decides
     which calls are slow; exceptions go through the shell's classification.
@@ -326,11 +333,24 @@ class ShellMachine(RuleBasedStateMachine):
         self.breaker = CircuitBreaker(config, name="shell", clock=self.clock)
         self.model = Model(config)
 
+    def through(self, face: str, kind: str, protected: Callable[[], str]) -> str:
+        """Call `protected` through one face of the breaker: all faces must agree."""
+        if face == "call" and kind != "interrupt":  # asyncio handles KeyboardInterrupt itself
+
+            async def aprotected() -> str:
+                return protected()
+
+            return anyio.run(self.breaker.call, aprotected)
+        if face == "decorated":
+            return self.breaker(protected)()
+        return self.breaker.call_sync(protected)
+
     @rule(
         kind=st.sampled_from(["ok", "bad", "fail", "lookup", "interrupt"]),
         duration=st.sampled_from([0.0, 0.5, 1.5]),
+        face=st.sampled_from(["call_sync", "call", "decorated"]),
     )
-    def call(self, kind: str, duration: float) -> None:
+    def call(self, kind: str, duration: float, face: str) -> None:
         period = self.model.acquire(self.clock.now())
 
         def protected() -> str:
@@ -341,13 +361,13 @@ class ShellMachine(RuleBasedStateMachine):
 
         if period is None:
             with pytest.raises(CircuitOpenError):
-                self.breaker.call_sync(protected)
+                self.through(face, kind, protected)
             return
         if kind in RAISES:
             with pytest.raises(type(RAISES[kind])):
-                self.breaker.call_sync(protected)
+                self.through(face, kind, protected)
         else:
-            assert self.breaker.call_sync(protected) == kind
+            assert self.through(face, kind, protected) == kind
         self.model_outcome(period, kind, duration)
 
     def model_outcome(self, period: int, kind: str, duration: float) -> None:
