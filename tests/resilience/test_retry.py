@@ -608,3 +608,17 @@ class TestOneSource:
             return await retry.call_with_details(astep)
 
         assert facts(anyio.run(run)) == facts(sync)
+
+
+class TestJudgingErrors:
+    def test_result_predicate_error_is_not_retried(self, clock: FakeClock) -> None:
+        """An error raised by retry_if_result is not the attempt's: it propagates at once."""
+        flaky = Flaky(value="odd")
+
+        def judge(_value: object) -> bool:
+            raise ValueError("judge broke")
+
+        retry = Retry(retry_if_result=judge, backoff=FIXED, clock=clock)
+        with pytest.raises(ValueError, match="judge broke"):
+            retry.call_sync(flaky.sync)
+        assert flaky.calls == 1

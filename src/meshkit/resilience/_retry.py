@@ -354,22 +354,32 @@ class _Run:
     is `Retry.plan`.
     """
 
-    __slots__ = ("_attempt", "_history", "_retry", "delay")
+    __slots__ = ("_attempt", "_history", "_judging", "_retry", "delay")
 
     def __init__(self, retry: Retry, history: RetryHistory | None) -> None:
         self._retry = retry
         self._history = history
         self._attempt = 1
+        self._judging = False
         self.delay = 0.0
         if retry.budget is not None:
             retry.budget.deposit()
 
     def accept(self, result: object) -> bool:
-        """Say whether `result` ends the call; if not, plan the retry (see `delay`)."""
+        """Say whether `result` ends the call; if not, plan the retry (see `delay`).
+
+        An error raised while judging the result (by `retry_if_result`, or by the plan) is
+        not the attempt's: it leaves the `with` unchanged, never retried.
+        """
         retry = self._retry
-        if retry.retry_if_result is None or not retry.retry_if_result(result):
+        if retry.retry_if_result is None:
             return True
-        return not self._next(retry.plan(self._attempt, None, result))
+        self._judging = True
+        if not retry.retry_if_result(result):
+            return True
+        delay = retry.plan(self._attempt, None, result)
+        self._judging = False
+        return not self._next(delay)
 
     def __enter__(self) -> None:
         """Start an attempt."""
@@ -381,7 +391,7 @@ class _Run:
         tb: TracebackType | None,
     ) -> bool:
         """Swallow the attempt's exception when it is to be retried."""
-        if not isinstance(exc, Exception):  # none, or cancellation and its kin: never retried
+        if self._judging or not isinstance(exc, Exception):  # cancellation and its kin too
             return False
         if self._history is not None:
             self._history.errors.append(exc)
