@@ -229,9 +229,11 @@ class Retry(Decorates):
             return self._stop(error, attempt, f"a {delay:.3f}s backoff would pass the deadline")
         if self.budget is not None and not self.budget.try_withdraw():
             return self._stop(error, attempt, "the retry budget is spent")
-        self._announce(
-            RetryEvent(name=self.name, attempt=attempt, delay=delay, error=error, result=result)
-        )
+        if self.on_retry:
+            event = RetryEvent(
+                name=self.name, attempt=attempt, delay=delay, error=error, result=result
+            )
+            self._announce(event)
         return delay
 
     def _stop(self, error: Exception | None, attempt: int, why: str) -> float | None:
