@@ -219,3 +219,11 @@ class TestRetryBudgetBoundaries:
         with pytest.raises(ConfigurationError) as info:
             RetryBudget(clock=FakeClock(), **kwargs)  # type: ignore[arg-type]
         assert info.value.field == field
+
+    def test_huge_ratio_reads_back_without_overflow(self) -> None:
+        """A ratio near the float limit reports an infinite allowance, not an OverflowError."""
+        budget = RetryBudget(ratio=1e308, min_retries_per_second=0, clock=FakeClock())
+        for _ in range(3):
+            budget.deposit()
+        assert budget.try_withdraw()
+        assert budget.statistics().available == math.inf

@@ -144,13 +144,21 @@ class RetryBudget:
             return RetryBudgetStatistics(
                 requests=sum(self._requests),
                 retries=sum(self._retries),
-                available=max(self._units() / self._unit, 0.0),
+                available=self._available(),
             )
 
     def _units(self) -> int:
         """The retries available now, in whole units (`_unit` per retry)."""
         earned = self._per_request * sum(self._requests) + self._floor
         return earned - self._unit * sum(self._retries)
+
+    def _available(self) -> float:
+        """The retries available now, as a float (>= 0; infinite past the float range)."""
+        units = max(self._units(), 0)
+        try:
+            return units / self._unit
+        except OverflowError:  # a ratio near the float limit times many requests
+            return math.inf
 
     def _index(self) -> int:
         return math.floor(self.clock.now() / self._slice)
