@@ -610,6 +610,21 @@ class TestOneSource:
         assert facts(anyio.run(run)) == facts(sync)
 
 
+class TestNastyHints:
+    @pytest.mark.parametrize(
+        "hint", [10**400, "soon", math.inf, True], ids=["huge", "text", "inf", "bool"]
+    )
+    def test_unusable_hint_is_ignored(self, clock: FakeClock, hint: object) -> None:
+        """A hint that is no finite number of seconds is ignored, and the error kept."""
+        error = _HintedError(hint)
+        for retry in (
+            Retry(max_attempts=2, backoff=FIXED, clock=clock),
+            Retry(max_attempts=2, backoff=FIXED, retry_after=lambda _exc: hint, clock=clock),  # type: ignore[arg-type, return-value]
+        ):
+            outcome = retry.call_sync_with_details(Flaky(error, error).sync)
+            assert (outcome.error, outcome.attempts, outcome.delay) == (error, 2, 1.0)
+
+
 class TestJudgingErrors:
     def test_result_predicate_error_is_not_retried(self, clock: FakeClock) -> None:
         """An error raised by retry_if_result is not the attempt's: it propagates at once."""

@@ -117,11 +117,23 @@ class RetryHistory:
         )
 
 
+def _seconds(hint: object) -> float | None:
+    """Return a wait hint as finite seconds, or `None` when it is not one.
+
+    A hint often comes from a server: text, a bool, NaN, infinity or an int past the float
+    range is no usable wait, and must not replace the attempt's error with a raw one.
+    """
+    if isinstance(hint, bool) or not isinstance(hint, int | float):
+        return None
+    try:
+        seconds = float(hint)
+    except OverflowError:  # an int past the float range
+        return None
+    return seconds if math.isfinite(seconds) else None
+
+
 def _hint_from_attribute(subject: object) -> float | None:
-    hint = getattr(subject, "retry_after", None)
-    if isinstance(hint, int | float) and not isinstance(hint, bool):
-        return float(hint)
-    return None
+    return _seconds(getattr(subject, "retry_after", None))
 
 
 def _listeners(value: object) -> tuple[Callable[[RetryEvent], object], ...]:
@@ -160,7 +172,8 @@ class Retry(Decorates):
             predicate.
         retry_if_result: A predicate on returned values; `True` means "retry".
         retry_after: Reads a server's wait hint from an exception or a rejected result; the
-            default reads a numeric `retry_after` attribute. `None` or a negative hint: none.
+            default reads a numeric `retry_after` attribute. A hint that is no finite number
+            of seconds (`None`, text, NaN, infinity), or is below the backoff, is ignored.
         budget: A `RetryBudget` to draw each retry from (`None`: unlimited).
         on_retry: Listeners called with a `RetryEvent` before each backoff sleep; one that
             raises is logged on the `meshkit.resilience` logger and otherwise ignored.
@@ -221,8 +234,8 @@ class Retry(Decorates):
         if attempt >= self.max_attempts:
             return self._stop(error, attempt, "max_attempts reached")
         delay = self.backoff.delay(attempt - 1)
-        hint = self.retry_after(result if error is None else error)
-        if hint is not None and math.isfinite(hint) and hint > delay:
+        hint = _seconds(self.retry_after(result if error is None else error))
+        if hint is not None and hint > delay:
             delay = hint
         deadline = current_deadline()
         if deadline is not None and delay >= deadline.remaining():
