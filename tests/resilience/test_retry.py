@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 import threading
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -623,6 +625,25 @@ class TestNastyHints:
         ):
             outcome = retry.call_sync_with_details(Flaky(error, error).sync)
             assert (outcome.error, outcome.attempts, outcome.delay) == (error, 2, 1.0)
+
+
+class TestDecoratedFunctions:
+    def test_decorated_function_pickles_by_name(self) -> None:
+        """A decorated module-level function pickles by name, as a plain function does."""
+        assert pickle.loads(pickle.dumps(_decorated_double)) is _decorated_double  # noqa: S301
+        assert pickle.loads(pickle.dumps(_decorated_adouble)) is _decorated_adouble  # noqa: S301
+        assert copy.deepcopy(_decorated_double) is _decorated_double
+        assert _decorated_double(2) == 4
+
+
+@Retry(max_attempts=1)
+def _decorated_double(x: int) -> int:
+    return 2 * x
+
+
+@Retry(max_attempts=1)
+async def _decorated_adouble(x: int) -> int:
+    return 2 * x
 
 
 class TestJudgingErrors:

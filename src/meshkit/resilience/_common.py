@@ -46,6 +46,12 @@ class _Decorated(functools.partial[Any]):
     def __get__(self, obj: object, objtype: type | None = None) -> Callable[..., Any]:
         return self if obj is None else types.MethodType(self, obj)
 
+    def __reduce__(self) -> str:
+        # Pickle (and copy) by name, as the plain function it replaces is: a partial would
+        # pickle the policy by value, and `fn` by a name that is now this wrapper's.
+        name: str = self.__dict__["__qualname__"]  # set by `decorate`'s update_wrapper
+        return name
+
 
 def decorate(
     call: Callable[..., Awaitable[Any]], call_sync: Callable[..., Any], fn: Callable[_P, Any]
