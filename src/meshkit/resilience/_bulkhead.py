@@ -315,9 +315,7 @@ class Bulkhead(Decorates):
         Raises:
             BulkheadFullError: If no slot could be had (see `acquire()`).
         """
-        # Not `await self.acquire()`: a free slot is then taken without building a coroutine.
-        if (waiter := self._admit(_AsyncWaiter)) is not None:
-            await self._wait(waiter)
+        await self.acquire()
         try:
             return await fn(*args, **kwargs)
         finally:
