@@ -167,10 +167,11 @@ class TestKnobBounds:
             (lambda: TimeWindow(buckets=10**9), "buckets"),
             (lambda: TimeWindow(seconds=1e-308), "seconds"),
             (lambda: TimeWindow(seconds=1e-3, buckets=10_000), "seconds"),
+            (lambda: ExponentialOpenDuration(maximum=1.7e308, jitter=0.5), "maximum"),
         ],
     )
     def test_refused_at_construction(self, build: Any, field: str) -> None:
-        """Windows that would exhaust memory or overflow are refused, naming the field."""
+        """Knobs that would exhaust memory or overflow later are refused, naming the field."""
         with pytest.raises(ConfigurationError) as info:
             build()
         assert info.value.field == field

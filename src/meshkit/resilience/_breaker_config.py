@@ -156,6 +156,14 @@ class ExponentialOpenDuration:
             self.maximum,
             f"must be >= initial ({self.initial})",
         )
+        # The longest jittered duration must be a float too, or the breaker would refuse
+        # the infinite duration only when it opens, inside a caller's call.
+        require(
+            math.isfinite(self.maximum * (1.0 + self.jitter)),
+            "maximum",
+            self.maximum,
+            f"times 1 + jitter ({self.jitter}) must be finite",
+        )
 
     def __call__(self, openings: int) -> float:
         """Return the duration of the `openings`-th consecutive opening (1-based).
