@@ -623,6 +623,19 @@ class TestListeners:
             CircuitState.CLOSED,
         ]
 
+    def test_disabled_breaker_reports_no_call(self, clock: FakeClock) -> None:
+        """While DISABLED a listener hears the state changes but no call, as Resilience4j."""
+        breaker = make(clock, failure_threshold=1)
+        recorder = Recorder()
+        breaker.add_listener(recorder)
+        breaker.disable()
+        breaker.call_sync(ok)
+        fail(breaker)
+        with pytest.raises(BenignError):
+            breaker.call_sync(_raise, BenignError())
+        assert recorder.calls == []
+        assert [c.to_state for c in recorder.changes] == [CircuitState.DISABLED]
+
     def test_removed_listener_hears_nothing(self, clock: FakeClock) -> None:
         """After remove_listener the fast path is back and the listener is silent."""
         breaker = make(clock)

@@ -206,7 +206,7 @@ class CircuitBreaker(Decorates):
         self._locked(self._core.force_open)
 
     def disable(self) -> None:
-        """Enter DISABLED: admit every call and record nothing until `reset()`."""
+        """Enter DISABLED: admit every call and record (or report) nothing until `reset()`."""
         self._locked(self._core.disable)
 
     def reset(self) -> None:
@@ -291,9 +291,9 @@ class CircuitBreaker(Decorates):
         now = self.clock.now()
         core = self._core
         with self._lock:
-            core.release(permit.epoch, now, ignored=outcome is CircuitCallOutcome.IGNORED)
+            noted = core.release(permit.epoch, now, ignored=outcome is CircuitCallOutcome.IGNORED)
             transitions = core.take_transitions() if core.transitions else []
-        if self._listeners:
+        if self._listeners and noted:  # a DISABLED breaker reports no call (Resilience4j)
             duration = now - permit.start
             event = CircuitCallRecorded(
                 name=self.name, outcome=outcome, duration=duration, slow=False, exception=exc
@@ -306,9 +306,9 @@ class CircuitBreaker(Decorates):
         slow = duration > self._slow_after
         core = self._core
         with self._lock:
-            core.record(permit.epoch, now, failed=failed, slow=slow)
+            noted = core.record(permit.epoch, now, failed=failed, slow=slow)
             transitions = core.take_transitions() if core.transitions else []
-        if self._listeners:
+        if self._listeners and noted:  # a DISABLED breaker reports no call (Resilience4j)
             outcome = CircuitCallOutcome.FAILURE if failed else CircuitCallOutcome.SUCCESS
             event = CircuitCallRecorded(
                 name=self.name, outcome=outcome, duration=duration, slow=slow, exception=exc

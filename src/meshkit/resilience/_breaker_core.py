@@ -324,10 +324,14 @@ class BreakerCore:
 
     # ------------------------------------------------------------ outcomes
 
-    def record(self, permit: int, now: float, *, failed: bool, slow: bool) -> None:
-        """Record the outcome of the call admitted with `permit` (nothing while DISABLED)."""
+    def record(self, permit: int, now: float, *, failed: bool, slow: bool) -> bool:
+        """Record the outcome of the call admitted with `permit`; return whether it counted.
+
+        Nothing is recorded while DISABLED (`False`); otherwise the call counts in the
+        totals, and in the state's counts if `permit` is still current.
+        """
         if self.poll(now) is CircuitState.DISABLED:
-            return
+            return False
         if failed:
             self.failures += 1
         else:
@@ -335,20 +339,25 @@ class BreakerCore:
         if slow:
             self.slow_calls += 1
         if permit != self.epoch:
-            return
+            return True
         if self.state is CircuitState.CLOSED:
             self._record_closed(now, failed=failed, slow=slow)
         else:  # a permit of the current epoch that is not CLOSED's is a HALF_OPEN trial's
             self._record_trial(now, failed=failed, slow=slow)
+        return True
 
-    def release(self, permit: int, now: float, *, ignored: bool) -> None:
-        """Give back the permit of a call that is not recorded (ignored or cancelled)."""
+    def release(self, permit: int, now: float, *, ignored: bool) -> bool:
+        """Give back the permit of a call not recorded (ignored or cancelled).
+
+        Return `False` while DISABLED, which takes no note of calls, else `True`.
+        """
         if self.poll(now) is CircuitState.DISABLED:
-            return
+            return False
         if ignored:
             self.ignored += 1
         if permit == self.epoch and self.state is CircuitState.HALF_OPEN:
             self.in_flight -= 1
+        return True
 
     def _record_closed(self, now: float, *, failed: bool, slow: bool) -> None:
         config = self.config
