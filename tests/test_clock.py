@@ -37,6 +37,25 @@ class TestSystemClock:
         SYSTEM_CLOCK.sleep_sync(0.001)
         assert time.monotonic() - start >= 0.001
 
+    @pytest.mark.parametrize("seconds", [1e10, 1e300, float("inf")])
+    def test_overlong_sync_sleep_is_cut_into_pieces(
+        self, monkeypatch: pytest.MonkeyPatch, seconds: float
+    ) -> None:
+        """A wait time.sleep would refuse (centuries: a server's retry hint) is slept in days."""
+        asked: list[float] = []
+
+        class StopSleepingError(Exception):
+            pass
+
+        def fake_sleep(delay: float) -> None:
+            asked.append(delay)
+            raise StopSleepingError
+
+        monkeypatch.setattr(time, "sleep", fake_sleep)
+        with pytest.raises(StopSleepingError):
+            SYSTEM_CLOCK.sleep_sync(seconds)
+        assert 0 < asked[0] <= 86_400
+
     async def test_deadline_scope_in_the_past_cancels(self) -> None:
         """A deadline already passed cancels the body at its first checkpoint."""
         with SYSTEM_CLOCK.deadline_scope(SYSTEM_CLOCK.now() - 1) as scope:

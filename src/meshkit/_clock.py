@@ -45,6 +45,9 @@ class Clock(Protocol):
         ...
 
 
+_LONGEST_SLEEP = 86_400.0
+
+
 @final
 @attrs.frozen
 class SystemClock:
@@ -59,9 +62,12 @@ class SystemClock:
         await anyio.sleep(max(seconds, 0.0))
 
     def sleep_sync(self, seconds: float) -> None:
-        """Sleep with `time.sleep`."""
-        if seconds > 0:
-            time.sleep(seconds)
+        """Sleep with `time.sleep`, at most a day at a time (an infinite wait never ends)."""
+        end = time.monotonic() + seconds
+        # time.sleep raises OverflowError or OSError on a wait of centuries (a server's
+        # retry hint can ask for one): such a wait is slept a day at a time instead.
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, _LONGEST_SLEEP))
 
     def deadline_scope(self, deadline: float) -> anyio.CancelScope:
         """Return a scope with an event-loop deadline equal to `deadline` on this clock."""
