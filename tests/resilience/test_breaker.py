@@ -323,6 +323,19 @@ class TestConsecutiveFailures:
         assert state_of(breaker) is CircuitState.HALF_OPEN
         assert breaker.statistics().consecutive_openings == 1
 
+    def test_half_open_timer_is_not_restarted_by_a_cancelled_trial(self, clock: FakeClock) -> None:
+        """A trial that gave its slot back does not restart the timer for the next one."""
+        breaker = make(clock, failure_threshold=1, open_duration=10, half_open_max_wait=5)
+        fail(breaker)
+        clock.advance(10)
+        with pytest.raises(KeyboardInterrupt):  # the first trial, at t=10, is cancelled
+            breaker.call_sync(_raise, KeyboardInterrupt())
+        clock.advance(3)
+        breaker.__enter__()  # a second trial, from t=13, that never ends
+        clock.advance(2)
+        assert state_of(breaker) is CircuitState.OPEN  # the timer of t=10 fired at t=15
+        breaker.__exit__(None, None, None)
+
     def test_late_outcome_of_an_old_state_is_not_applied(self, clock: FakeClock) -> None:
         """A call admitted while CLOSED that fails after the breaker opened changes nothing."""
         breaker = make(clock, failure_threshold=1, open_duration=1)

@@ -142,7 +142,7 @@ class Model:
             return self.period
         admitted = self.in_flight + len(self.trials)
         if self.state is CircuitState.HALF_OPEN and admitted < self.config.half_open_calls:
-            if admitted == 0:
+            if self.half_open_deadline == math.inf:  # the first trial, not a later one
                 self.half_open_deadline = now + (self.config.half_open_max_wait or math.inf)
             self.in_flight += 1
             return self.period

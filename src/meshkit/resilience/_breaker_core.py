@@ -309,7 +309,7 @@ class BreakerCore:
             return self.epoch
         trials = self.in_flight + self.trial_calls
         if state is CircuitState.HALF_OPEN and trials < self.config.half_open_calls:
-            if not trials:  # the first trial starts the half_open_max_wait timer
+            if self.half_open_deadline == _NEVER:  # the first trial starts the timer, once
                 self.half_open_deadline = now + (self.config.half_open_max_wait or _NEVER)
             self.in_flight += 1
             return self.epoch
