@@ -12,7 +12,7 @@ import attrs
 from meshkit._errors import NoAvailableEndpointError
 from meshkit._validate import finite, gt, instance_of
 from meshkit.balancing._endpoint import check_endpoints
-from meshkit.balancing._hash import HASH_BITS, HashFunction, bad_key, load_hash
+from meshkit.balancing._hash import HASH_BITS, HashFunction, hash_point, load_hash
 from meshkit.balancing._hashring import DEFAULT_VNODES, HashRing, RingSnapshot
 
 if typing.TYPE_CHECKING:
@@ -130,14 +130,10 @@ class BoundedLoadRing:
             ConfigurationError: If `key` is neither None, `str` nor `bytes`.
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
+        point = (
+            random.getrandbits(HASH_BITS) if key is None else hash_point(self._hash, key, self.seed)
+        )
         ring = self._ring.snapshot
-        if key is None:
-            point = random.getrandbits(HASH_BITS)
-        else:
-            try:
-                point = self._hash(key.encode() if isinstance(key, str) else key, self.seed)
-            except (TypeError, UnicodeEncodeError):
-                raise bad_key(key) from None
         try:
             owner = ring.locate(point)
         except IndexError:

@@ -12,7 +12,7 @@ import attrs
 from meshkit._errors import NoAvailableEndpointError
 from meshkit._validate import ge, instance_of, require
 from meshkit.balancing._endpoint import Endpoint, check_endpoints
-from meshkit.balancing._hash import HASH_BITS, HashBalancer, HashFunction, bad_key
+from meshkit.balancing._hash import HASH_BITS, HashBalancer, HashFunction, hash_point
 
 if typing.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -209,18 +209,7 @@ class HashRing(HashBalancer):
             ConfigurationError: If `key` is neither `str` nor `bytes`.
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
-        ring = self._ring
-        try:
-            point = self._hash(key.encode() if isinstance(key, str) else key, self.seed)
-        except (TypeError, UnicodeEncodeError):
-            raise bad_key(key) from None
-        owner = ring.table[point >> ring.shift]
-        if owner is not None:
-            return owner
-        try:
-            return ring.owners[bisect_left(ring.points, point)]
-        except IndexError:
-            raise NoAvailableEndpointError("HashRing") from None
+        return self._owner(hash_point(self._hash, key, self.seed))
 
     def get_n(self, key: str | bytes, n: int) -> tuple[Endpoint, ...]:
         """Return `n` distinct endpoints for `key`, walking clockwise from its owner.
@@ -256,21 +245,9 @@ class HashRing(HashBalancer):
             ConfigurationError: If `key` is neither None, `str` nor `bytes`.
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
-        ring = self._ring  # the body of get(), inlined: this is the hot path
         if key is None:
-            point = random.getrandbits(HASH_BITS)
-        else:
-            try:
-                point = self._hash(key.encode() if isinstance(key, str) else key, self.seed)
-            except (TypeError, UnicodeEncodeError):
-                raise bad_key(key) from None
-        owner = ring.table[point >> ring.shift]
-        if owner is not None:
-            return owner
-        try:
-            return ring.owners[bisect_left(ring.points, point)]
-        except IndexError:
-            raise NoAvailableEndpointError("HashRing") from None
+            return self._owner(random.getrandbits(HASH_BITS))
+        return self._owner(hash_point(self._hash, key, self.seed))
 
     def update(self, endpoints: Iterable[Endpoint]) -> None:
         """Replace the endpoint set: build the new ring fully, then swap it in.
@@ -314,6 +291,17 @@ class HashRing(HashBalancer):
             entries = [entry for entry in old.entries if entry[1] != address]
             gone = [entry[0] for entry in old.entries if entry[1] == address]
             self._ring = build_ring(kept, entries, old, gone)
+
+    def _owner(self, point: int) -> Endpoint:
+        """Return the owner of `point` on the current ring.
+
+        Raises:
+            NoAvailableEndpointError: If no endpoint has weight > 0.
+        """
+        try:
+            return self._ring.locate(point)
+        except IndexError:
+            raise NoAvailableEndpointError("HashRing") from None
 
     def _rebuild(self, old: RingSnapshot, endpoints: tuple[Endpoint, ...]) -> RingSnapshot:
         unchanged = {e.address for e in set(endpoints).intersection(old.endpoints)}

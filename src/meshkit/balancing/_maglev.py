@@ -10,7 +10,7 @@ import attrs
 from meshkit._errors import NoAvailableEndpointError
 from meshkit._validate import instance_of, require
 from meshkit.balancing._endpoint import Endpoint, check_endpoints
-from meshkit.balancing._hash import HashBalancer, HashFunction, bad_key
+from meshkit.balancing._hash import HASH_BITS, HashBalancer, HashFunction, hash_point
 
 if typing.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -153,15 +153,7 @@ class Maglev(HashBalancer):
             ConfigurationError: If `key` is neither `str` nor `bytes`.
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
-        table = self._snapshot.table
-        try:
-            point = self._hash(key.encode() if isinstance(key, str) else key, self.seed)
-        except (TypeError, UnicodeEncodeError):
-            raise bad_key(key) from None
-        try:
-            return table[point % self.table_size]
-        except IndexError:
-            raise NoAvailableEndpointError("Maglev") from None
+        return self._slot(hash_point(self._hash, key, self.seed))
 
     def pick(self, key: str | bytes | None = None) -> Endpoint:
         """Return `get(key)`; without a key, a random slot's endpoint.
@@ -170,12 +162,9 @@ class Maglev(HashBalancer):
             ConfigurationError: If `key` is neither None, `str` nor `bytes`.
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
-        table = self._snapshot.table
-        if not table:
-            raise NoAvailableEndpointError("Maglev")
         if key is None:
-            return table[random.randrange(self.table_size)]  # noqa: S311 - spreading, not secrecy
-        return table[self.hash_key(key) % self.table_size]
+            return self._slot(random.getrandbits(HASH_BITS))
+        return self._slot(hash_point(self._hash, key, self.seed))
 
     def update(self, endpoints: Iterable[Endpoint]) -> None:
         """Replace the endpoint set: fill a new table fully, then swap it in.
@@ -186,6 +175,17 @@ class Maglev(HashBalancer):
         snapshot = check_endpoints(endpoints)
         with self._write_lock:
             self._snapshot = self._build(snapshot)
+
+    def _slot(self, point: int) -> Endpoint:
+        """Return the endpoint of the slot `point` falls in.
+
+        Raises:
+            NoAvailableEndpointError: If no endpoint has weight > 0.
+        """
+        try:
+            return self._snapshot.table[point % self.table_size]
+        except IndexError:
+            raise NoAvailableEndpointError("Maglev") from None
 
     def _build(self, endpoints: tuple[Endpoint, ...]) -> MaglevSnapshot:
         return MaglevSnapshot(
