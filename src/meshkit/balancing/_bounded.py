@@ -28,12 +28,14 @@ DEFAULT_BALANCE_FACTOR = 1.25
 Address = tuple[str, int]
 
 
-@attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)
 class _InFlight:
-    """The mutable counts, kept apart so the hot path's writes skip attrs' setattr hooks."""
+    """The mutable in-flight counts: per address, and their total."""
 
-    loads: dict[Address, int] = attrs.field(factory=dict)
-    total: int = 0
+    __slots__ = ("loads", "total")
+
+    def __init__(self, loads: dict[Address, int] | None = None, total: int = 0) -> None:
+        self.loads: dict[Address, int] = {} if loads is None else loads
+        self.total = total
 
 
 @typing.final

@@ -10,7 +10,7 @@ from operator import itemgetter
 import attrs
 
 from meshkit._errors import NoAvailableEndpointError
-from meshkit._validate import ge, instance_of, require
+from meshkit._validate import count, require
 from meshkit.balancing._endpoint import Endpoint, check_endpoints
 from meshkit.balancing._hash import HASH_BITS, HashBalancer, HashFunction, hash_point
 
@@ -180,7 +180,7 @@ class HashRing(HashBalancer):
         on_setattr=attrs.setters.frozen,
         default=DEFAULT_VNODES,
         kw_only=True,
-        validator=[instance_of(int), ge(1)],
+        validator=count(),
     )
     _ring: RingSnapshot = attrs.field(init=False, repr=False)
 

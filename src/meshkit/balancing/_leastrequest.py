@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, final
 import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
+from meshkit._validate import finite, ge
 from meshkit.balancing._endpoint import Endpoint, Outcome, check_endpoints
 from meshkit.balancing._slowstart import WARM, SlowStart, start_times, warm_until
 from meshkit.balancing._snapshot import (
@@ -16,8 +17,9 @@ from meshkit.balancing._snapshot import (
     RampingStrategy,
     address,
     carry,
-    number,
+    check,
     pickable,
+    two_choices,
     unavailable,
 )
 
@@ -47,7 +49,6 @@ class _State:
 
 
 @final
-@attrs.define(eq=False, init=False, repr=False)
 class LeastRequest(RampingStrategy[_State]):
     """Send each call to the less loaded of two random endpoints (Envoy's LEAST_REQUEST).
 
@@ -71,7 +72,7 @@ class LeastRequest(RampingStrategy[_State]):
             an `Endpoint`, or two share an address.
     """
 
-    _bias: float = attrs.field(init=False)
+    __slots__ = ("_bias",)
 
     def __init__(
         self,
@@ -82,7 +83,7 @@ class LeastRequest(RampingStrategy[_State]):
         slow_start: SlowStart | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self._bias = number("active_request_bias", active_request_bias, positive=False)
+        self._bias = float(check("active_request_bias", active_request_bias, finite, ge(0)))
         self._setup(rng, clock)
         self._slow_start = slow_start
         checked = check_endpoints(endpoints)
@@ -110,11 +111,7 @@ class LeastRequest(RampingStrategy[_State]):
                 raise unavailable("LeastRequest", state.endpoints)
             state.active[0].append(None)
             return state.eps[0]
-        rand = self._rand
-        i = int(rand() * n)
-        j = int(rand() * (n - 1))
-        if j >= i:
-            j += 1
+        i, j = two_choices(self._rand, n)
         active = state.active
         if state.uniform and state.warm_until is None:
             if len(active[j]) < len(active[i]):

@@ -8,7 +8,7 @@ import typing
 import attrs
 
 from meshkit._errors import NoAvailableEndpointError
-from meshkit._validate import instance_of, require
+from meshkit._validate import count, require
 from meshkit.balancing._endpoint import Endpoint, check_endpoints
 from meshkit.balancing._hash import HASH_BITS, HashBalancer, HashFunction, hash_point
 
@@ -120,7 +120,7 @@ class Maglev(HashBalancer):
         on_setattr=attrs.setters.frozen,
         default=DEFAULT_TABLE_SIZE,
         kw_only=True,
-        validator=[instance_of(int), _check_table_size],
+        validator=[count(), _check_table_size],
     )
     _snapshot: MaglevSnapshot = attrs.field(init=False, repr=False)
 

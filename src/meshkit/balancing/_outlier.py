@@ -6,8 +6,6 @@ import math
 import threading
 from typing import TYPE_CHECKING, final
 
-import attrs
-
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import NoAvailableEndpointError
 from meshkit._validate import require
@@ -38,7 +36,6 @@ class _Host:
 
 
 @final
-@attrs.define(eq=False, init=False, repr=False)
 class OutlierDetector:
     """Wrap any `LoadBalancer` so that picks skip endpoints ejected for misbehaving.
 
@@ -72,6 +69,22 @@ class OutlierDetector:
         ConfigurationError: If `inner` is not a `LoadBalancer` or `config` not an
             `OutlierConfig`.
     """
+
+    __slots__ = (
+        "_all",
+        "_clock",
+        "_config",
+        "_ejected",
+        "_hosts",
+        "_inner",
+        "_lock",
+        "_next_check",
+        "_next_eval",
+        "_panic",
+        "_push_lock",
+        "_pushed",
+        "_target",
+    )
 
     _inner: LoadBalancer
     _config: OutlierConfig

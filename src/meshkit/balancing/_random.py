@@ -34,7 +34,6 @@ class _State:
 
 
 @final
-@attrs.define(eq=False, init=False, repr=False)
 class Random(RampingStrategy[_State]):
     """Pick an endpoint at random, in proportion to its weight.
 
@@ -53,6 +52,8 @@ class Random(RampingStrategy[_State]):
     Raises:
         ConfigurationError: If an item is not an `Endpoint` or two share an address.
     """
+
+    __slots__ = ()
 
     def __init__(
         self,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from meshkit._validate import finite, gt, in_range
+from meshkit._validate import finite, gt, in_range, positive_seconds
 from meshkit.balancing._snapshot import address
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ class SlowStart:
         min_weight_percent: Floor of the factor, in percent of the weight (0-100).
     """
 
-    window: float = attrs.field(validator=[finite, gt(0)])
+    window: float = attrs.field(validator=positive_seconds)
     aggression: float = attrs.field(default=1.0, validator=[finite, gt(0)])
     min_weight_percent: float = attrs.field(default=10.0, validator=in_range(0, 100))
 
