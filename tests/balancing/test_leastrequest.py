@@ -1,10 +1,11 @@
-"""LeastRequest: power of two choices with active-request bias."""
+"""LeastRequest: two random choices for equal weights, Envoy's weighted schedule otherwise."""
 
 from __future__ import annotations
 
 import math
 import random
 import threading
+from collections import Counter
 
 import pytest
 from balancing_helpers import Scripted, candidates, endpoints
@@ -17,6 +18,16 @@ from meshkit.balancing import (
     LeastRequest,
     Outcome,
 )
+
+
+def pick_and_report(balancer: LeastRequest, picks: int) -> Counter[Endpoint]:
+    """Make `picks` picks, reporting each before the next (zero load); count the picks."""
+    counts: Counter[Endpoint] = Counter()
+    for _ in range(picks):
+        chosen = balancer.pick()
+        balancer.report(chosen, Outcome.SUCCESS, 0.0)
+        counts[chosen] += 1
+    return counts
 
 
 class TestLeastRequest:
@@ -87,19 +98,49 @@ class TestLeastRequest:
         balancer.update(eps[1:])
         assert (busy.host, busy.port) not in balancer._state.counters
 
-    def test_weights_with_bias_one(self) -> None:
-        """Unequal weights compare weight / (active + 1): 3/(2+1) ties 1/(0+1), first wins."""
-        eps = endpoints(3, 1)
-        balancer = LeastRequest(eps, rng=Scripted([0.0, 0.0]))
-        assert [balancer.pick() for _ in range(3)] == [eps[0], eps[0], eps[0]]
-        assert balancer.pick() == eps[1]
+    @pytest.mark.parametrize("weights", [(1, 3), (1, 2, 3, 4), (5, 1, 1)])
+    def test_zero_load_share_is_weight_over_sum(self, weights: tuple[int, ...]) -> None:
+        """Every pick reported before the next: each endpoint gets weight / sum of the picks."""
+        eps = endpoints(*weights)
+        balancer = LeastRequest(eps, rng=random.Random(3))
+        counts = pick_and_report(balancer, 1000 * sum(weights))
+        assert [counts[e] for e in eps] == pytest.approx([1000 * w for w in weights], abs=2)
 
-    @pytest.mark.parametrize(("bias", "expected"), [(0.0, [0, 0, 0]), (2.0, [0, 1, 0])])
-    def test_bias_changes_the_weight_of_load(self, bias: float, expected: list[int]) -> None:
-        """Bias 0 ignores load; with bias 2 one active request outweighs a 3x weight."""
+    @pytest.mark.parametrize("bias", [0.0, 1.0, 2.0])
+    def test_bias_weighs_load_and_never_drains(self, bias: float) -> None:
+        """Requests never end: bias 0 keeps weight shares; a larger bias spreads load more evenly.
+
+        Each pick queues the endpoint again (active + 1) ** bias / weight later, so with a
+        constant load the heavy one's share falls from 3:1 (bias 0) towards even as bias grows,
+        and the light one keeps getting picks.
+        """
         eps = endpoints(3, 1)
-        balancer = LeastRequest(eps, active_request_bias=bias, rng=Scripted([0.0, 0.0]))
-        assert [eps.index(balancer.pick()) for _ in range(3)] == expected
+        balancer = LeastRequest(eps, active_request_bias=bias, rng=random.Random(4))
+        picks = [balancer.pick() for _ in range(400)]
+        ratio = picks.count(eps[0]) / picks.count(eps[1])
+        expected = 3 ** (1 / (1 + bias))  # k picks of weight w take sum(k**bias)/w ~ k**(1+bias)
+        assert ratio == pytest.approx(expected, rel=0.1)
+
+    @given(
+        weights=st.lists(st.integers(1, 9), min_size=2, max_size=6).filter(
+            lambda w: len(set(w)) > 1
+        ),
+        seed=st.integers(0, 2**32 - 1),
+    )
+    def test_weighted_share_property(self, weights: list[int], seed: int) -> None:
+        """At zero load any unequal weights give each endpoint weight / sum, within n + 1 picks."""
+        eps = endpoints(*weights)
+        balancer = LeastRequest(eps, rng=random.Random(seed))
+        total = 20 * sum(weights)
+        counts = pick_and_report(balancer, total)
+        for e, w in zip(eps, weights, strict=True):
+            assert abs(counts[e] - total * w / sum(weights)) <= len(eps) + 1
+
+    def test_extreme_bias_does_not_overflow(self) -> None:
+        """A huge bias on a loaded endpoint saturates instead of raising OverflowError."""
+        eps = endpoints(2, 1)
+        balancer = LeastRequest(eps, active_request_bias=1e6, rng=random.Random(1))
+        assert {balancer.pick() for _ in range(4)} == set(eps)
 
     @pytest.mark.parametrize("bias", [-1, math.inf, math.nan, "1", True])
     def test_bad_bias(self, bias: object) -> None:

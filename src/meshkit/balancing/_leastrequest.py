@@ -1,9 +1,11 @@
-"""Least request: power of two choices with Envoy's active-request bias."""
+"""Least request as Envoy's: two random choices, or a load-aware weighted schedule."""
 
 from __future__ import annotations
 
 import collections
+import heapq
 import math
+import threading
 from typing import TYPE_CHECKING, final
 
 import attrs
@@ -25,13 +27,64 @@ from meshkit.balancing._snapshot import (
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
 __all__ = ["LeastRequest"]
 
 # One deque per endpoint holds a token per active request: `append()`, `pop()` and `len()` on
 # a deque are atomic, so counting needs no lock and stays correct under threads.
 _Active = collections.deque[None]
+
+_MAX_LOAD_EXPONENT = 690.0
+"""Largest natural log of `(active + 1) ** bias` used: e**690 is near the float maximum."""
+
+
+def load_factor(active: int, bias: float) -> float:
+    """Return `(active + 1) ** bias`, the divisor of an endpoint's weight under load.
+
+    An extreme bias saturates near the float maximum instead of raising OverflowError.
+    """
+    if bias == 1.0:
+        return active + 1.0
+    return math.exp(min(bias * math.log1p(active), _MAX_LOAD_EXPONENT))
+
+
+class _Schedule:
+    """Envoy's earliest-deadline-first schedule, which least request uses for unequal weights.
+
+    Each endpoint waits in a heap with a deadline; a pick takes the earliest (ties: the one
+    queued first), moves the schedule's time to that deadline and queues the endpoint again
+    at `time + 1 / weight`, where `weight` is read at that moment (so it includes the load
+    then). An endpoint's weight is thus refreshed each time it is picked; a waiting endpoint
+    keeps its deadline, which time reaches, so every endpoint is picked again eventually.
+    At zero load each endpoint gets `weight / sum(weights)` of the picks.
+    """
+
+    __slots__ = ("_active", "_bias", "_heap", "_lock", "_queued", "_weights")
+
+    def __init__(
+        self,
+        weights: tuple[float, ...],
+        active: tuple[_Active, ...],
+        bias: float,
+        rand: Callable[[], float],
+    ) -> None:
+        self._weights, self._active, self._bias = weights, active, bias
+        # Random first deadlines (a fraction of each one's period) so that balancers built
+        # at the same moment do not all start on the same endpoint.
+        self._heap = [(rand() / w, i, i) for i, w in enumerate(weights)]
+        heapq.heapify(self._heap)
+        self._queued = len(weights)
+        self._lock = threading.Lock()
+
+    def pick(self) -> int:
+        """Return the index of the endpoint due first, and queue it again one period later."""
+        with self._lock:
+            deadline, _, i = self._heap[0]
+            period = load_factor(len(self._active[i]), self._bias) / self._weights[i]
+            heapq.heapreplace(self._heap, (deadline + period, self._queued, i))
+            self._queued += 1
+        return i
 
 
 @attrs.frozen
@@ -41,7 +94,7 @@ class _State:
     n: int
     weights: tuple[float, ...]
     active: tuple[_Active, ...]
-    uniform: bool
+    schedule: _Schedule | None
     counters: dict[Address, _Active]
     starts: dict[Address, float]
     ramp: tuple[float, ...]
@@ -50,19 +103,25 @@ class _State:
 
 @final
 class LeastRequest(RampingStrategy[_State]):
-    """Send each call to the less loaded of two random endpoints (Envoy's LEAST_REQUEST).
+    """Send each call where the fewest requests are active, weighted (Envoy's LEAST_REQUEST).
 
-    A pick draws two distinct candidates uniformly: the first is `int(r1 * n)` and the second
-    `int(r2 * (n - 1))`, moved one up when it is at or past the first, where `r1, r2` are
-    successive `rng.random()` values and `n` the number of positive-weight endpoints. With
-    equal weights it takes the candidate with fewer active requests (the first on a tie). With
-    unequal weights it takes the higher `weight / (active + 1) ** active_request_bias`, as
-    Envoy does. A pick counts one active request on the endpoint; `report()` ends it.
+    With equal weights a pick draws two distinct candidates uniformly (the first is
+    `int(r1 * n)` and the second `int(r2 * (n - 1))`, moved one up when it is at or past the
+    first, where `r1, r2` are successive `rng.random()` values and `n` the number of
+    positive-weight endpoints) and takes the one with fewer active requests (the first on a
+    tie). With unequal weights it follows Envoy's weighted schedule instead: earliest deadline
+    first, each endpoint queued again after a pick at `1 / effective weight`, where the
+    effective weight is `weight / (active + 1) ** active_request_bias` at that moment. At zero
+    load each endpoint then gets `weight / sum(weights)` of the picks, and no endpoint is ever
+    starved: a loaded one is only spaced out more. While a new endpoint ramps up under
+    `slow_start`, picks compare two random candidates by ramped weight and load, the weighted
+    schedule's rule, until the ramp ends. A pick counts one active request on the endpoint;
+    `report()` ends it.
 
     Args:
         endpoints: The initial endpoint set (these start at full weight).
         active_request_bias: How strongly active requests lower an endpoint's weight (>= 0;
-            0 ignores load, making the choice weighted random between the two).
+            0 makes unequal weights a plain weighted round robin that ignores load).
         rng: The random source (inject a seeded `random.Random` in tests).
         slow_start: Ramp for endpoints added later by `update()`; None for no ramp.
         clock: Time source of the ramp.
@@ -99,7 +158,7 @@ class LeastRequest(RampingStrategy[_State]):
         return 0 if counter is None else len(counter)
 
     def pick(self, key: str | bytes | None = None) -> Endpoint:  # noqa: ARG002 - protocol
-        """Return the less loaded of two random endpoints and count a request on it.
+        """Return the least loaded endpoint, as the weights say, and count a request on it.
 
         Raises:
             NoAvailableEndpointError: If no endpoint has a positive weight.
@@ -109,16 +168,18 @@ class LeastRequest(RampingStrategy[_State]):
         if n < 2:  # noqa: PLR2004 - two choices
             if n == 0:
                 raise unavailable("LeastRequest", state.endpoints)
-            state.active[0].append(None)
-            return state.eps[0]
-        i, j = two_choices(self._rand, n)
-        active = state.active
-        if state.uniform and state.warm_until is None:
-            if len(active[j]) < len(active[i]):
+            i = 0
+        elif state.warm_until is not None:
+            i, j = two_choices(self._rand, n)
+            if not self._first_wins(state, i, j):
                 i = j
-        elif not self._first_wins(state, i, j):
-            i = j
-        active[i].append(None)
+        elif state.schedule is not None:
+            i = state.schedule.pick()
+        else:
+            i, j = two_choices(self._rand, n)
+            if len(state.active[j]) < len(state.active[i]):
+                i = j
+        state.active[i].append(None)
         return state.eps[i]
 
     def update(self, endpoints: Iterable[Endpoint]) -> None:
@@ -146,14 +207,10 @@ class LeastRequest(RampingStrategy[_State]):
                 pass
 
     def _first_wins(self, state: _State, i: int, j: int) -> bool:
-        wi, wj = state.weights[i], state.weights[j]
-        if state.warm_until is not None:
-            wi, wj = self._ramped(state, i, j)
-        ai, aj = len(state.active[i]) + 1.0, len(state.active[j]) + 1.0
-        bias = self._bias
-        if bias == 1.0:
-            return wi * aj >= wj * ai
-        return wi / math.pow(ai, bias) >= wj / math.pow(aj, bias)
+        wi, wj = self._ramped(state, i, j)
+        ai = load_factor(len(state.active[i]), self._bias)
+        aj = load_factor(len(state.active[j]), self._bias)
+        return wi * aj >= wj * ai
 
     def _ramped(self, state: _State, i: int, j: int) -> tuple[float, float]:
         wi, wj = state.weights[i], state.weights[j]
@@ -179,13 +236,15 @@ class LeastRequest(RampingStrategy[_State]):
         counters = carry(old_counters, endpoints, collections.deque, busy=len)
         weights = tuple(float(e.weight) for e in eps)
         ramp = tuple(starts[address(e)] for e in eps)
+        active = tuple(counters[address(e)] for e in eps)
+        uniform = len(set(weights)) <= 1
         return _State(
             endpoints=endpoints,
             eps=eps,
             n=len(eps),
             weights=weights,
-            active=tuple(counters[address(e)] for e in eps),
-            uniform=len(set(weights)) <= 1,
+            active=active,
+            schedule=None if uniform else _Schedule(weights, active, self._bias, self._rand),
             counters=counters,
             starts=starts,
             ramp=ramp,
