@@ -224,6 +224,31 @@ class TestConsecutive:
         report(d, bad, E, 5)
         assert d.ejected_until(bad) == clock.now() + 10.0
 
+    def test_multiplier_decays_per_interval_elapsed_without_traffic(self, clock: FakeClock) -> None:
+        """Three back-to-back ejections, then 600 s idle: the next ejection is the base time."""
+        d = detector(10, clock, base_ejection_time=30, interval=10)
+        bad = d.endpoints[0]
+        for expected in (30.0, 60.0, 90.0):
+            report(d, bad, E, 5)
+            assert d.ejected_until(bad) == clock.now() + expected
+            clock.advance(expected)
+        clock.advance(600)  # nobody calls the detector: 60 intervals pass unobserved
+        report(d, bad, E, 5)
+        assert d.ejected_until(bad) == clock.now() + 30.0
+
+    def test_multiplier_stops_growing_at_the_maximum(self, clock: FakeClock) -> None:
+        """After many ejections, ceil(max / base) healthy intervals bring back the base time."""
+        d = detector(10, clock, base_ejection_time=10, max_ejection_time=30, interval=1000)
+        bad = d.endpoints[0]
+        for _ in range(20):
+            report(d, bad, E, 5)
+            clock.advance(30)
+        assert ejected(d) == ()
+        for _ in range(3):  # the cap held the multiplier at 3 (3 x 10 s reaches 30 s)
+            d.evaluate()
+        report(d, bad, E, 5)
+        assert d.ejected_until(bad) == clock.now() + 10.0
+
     def test_ejected_reports_are_forwarded_not_counted(self, clock: FakeClock) -> None:
         """Outcomes for an ejected endpoint reach the inner balancer but count for nothing."""
         eps = tuple(endpoints(10))
@@ -472,25 +497,39 @@ class Model:
         self.until: dict[Endpoint, float] = {}
         self.next_eval = now + config.interval
 
-    def expire(self, now: float) -> set[Endpoint]:
-        """End the ejections that are due; return the endpoints that came back."""
-        back = {e for e, until in self.until.items() if until <= now}
+    def expire(self, now: float) -> dict[Endpoint, float]:
+        """End the ejections that are due; return the endpoints that came back, and when."""
+        back = {e: until for e, until in self.until.items() if until <= now}
         for e in back:
             del self.until[e]
             self.hosts[e].clear()
         return back
 
     def catch_up(self, now: float) -> None:
-        """Apply what the passage of time does: expiries, then a due interval evaluation."""
+        """Apply what the passage of time does: expiries, then due interval evaluations."""
         back = self.expire(now)
         if now >= self.next_eval:
-            self.evaluate(now, back)
+            self.evaluate(now, back, explicit=False)
 
-    def evaluate(self, now: float, back: set[Endpoint]) -> None:
-        """One interval: decay multipliers, success-rate and failure-percentage checks."""
+    def evaluate(self, now: float, back: dict[Endpoint, float], *, explicit: bool) -> None:
+        """Evaluate: decay multipliers per interval elapsed, then the two interval checks.
+
+        Each scheduled evaluation time up to `now` that found an endpoint not ejected takes one
+        off its multiplier; an explicit `evaluate()` counts as at least one.
+        """
+        ticks = []
+        tick = self.next_eval
+        while tick <= now:
+            ticks.append(tick)
+            tick += self.config.interval
         for e, host in self.hosts.items():
-            if e not in self.until and e not in back and host.multiplier > 0:
-                host.multiplier -= 1
+            if e in self.until:
+                continue
+            if e in back:
+                steps = sum(1 for t in ticks if t > back[e])
+            else:
+                steps = max(len(ticks), 1) if explicit else len(ticks)
+            host.multiplier = max(0, host.multiplier - steps)
         self._success_rate(now)
         self._failure_percentage(now)
         for host in self.hosts.values():
@@ -540,8 +579,9 @@ class Model:
         if k and (k + 1) * 100 > self.config.max_ejection_percent * len(self.eps):
             return False
         host = self.hosts[e]
-        host.multiplier += 1
         c = self.config
+        if c.base_ejection_time * host.multiplier < c.max_ejection_time:
+            host.multiplier += 1
         self.until[e] = now + min(c.base_ejection_time * host.multiplier, c.max_ejection_time)
         host.clear()
         return True
@@ -638,14 +678,15 @@ class OutlierMachine(RuleBasedStateMachine):
             self.detector.report(e, outcome, 0.01)
             self.model.report(e, outcome, self.clock.now())
 
-    @rule(seconds=st.sampled_from([0.5, 1, 2.5, 4, 5, 9.5, 10, 12]))
+    @rule(seconds=st.sampled_from([0.5, 1, 2.5, 4, 5, 9.5, 10, 12, 25, 60]))
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
 
     @rule()
     def evaluate(self) -> None:
         self.detector.evaluate()
-        self.model.evaluate(self.clock.now(), self.model.expire(self.clock.now()))
+        now = self.clock.now()
+        self.model.evaluate(now, self.model.expire(now), explicit=True)
 
     @rule()
     def pick(self) -> None:

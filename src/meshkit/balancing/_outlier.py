@@ -43,9 +43,11 @@ class OutlierDetector:
     checks, as in Envoy's outlier detection and Istio's `outlierDetection`: consecutive errors
     and consecutive gateway errors eject at once; success-rate deviation and failure
     percentage are evaluated once per `interval` over the requests seen in it. An ejection
-    lasts `base_ejection_time` times the number of times the endpoint has been ejected (at
-    most `max_ejection_time`); that multiplier drops by one at each evaluation that finds the
-    endpoint healthy (except the one returning it from an ejection). At most
+    lasts `base_ejection_time` times a multiplier (at most `max_ejection_time`) that each
+    ejection raises by one until `base_ejection_time x multiplier` reaches
+    `max_ejection_time` (as Envoy caps it), and that drops by one per `interval` elapsed with
+    the endpoint not ejected, counted even when nothing called the detector meanwhile (the
+    interval in which an ejection ends does not count). At most
     `max_ejection_percent` of the endpoints are ejected at once (at least one may be), and
     when fewer than `panic_threshold` percent are healthy every endpoint is used again.
 
@@ -221,7 +223,7 @@ class OutlierDetector:
         now = self._clock.now()
         with self._lock:
             returned = self._expire(now)
-            changed = self._evaluate(now, returned) or bool(returned)
+            changed = self._evaluate(now, returned, explicit=True) or bool(returned)
             self._retarget() if changed else self._reschedule()
         if changed:
             self._push()
@@ -243,12 +245,13 @@ class OutlierDetector:
         returned = self._expire(now)
         changed = bool(returned)
         if now >= self._next_eval:
-            changed = self._evaluate(now, returned) or changed
+            changed = self._evaluate(now, returned, explicit=False) or changed
         self._reschedule()
         return changed
 
-    def _expire(self, now: float) -> list[Address]:
-        due = [key for key, until in self._ejected.items() if until <= now]
+    def _expire(self, now: float) -> dict[Address, float]:
+        """End the ejections that are due; return when each of them ended."""
+        due = {key: until for key, until in self._ejected.items() if until <= now}
         for key in due:
             del self._ejected[key]
             self._hosts[key].reset()
@@ -291,23 +294,53 @@ class OutlierDetector:
         if ejected and (ejected + 1) * 100 > self._config.max_ejection_percent * len(self._all):
             return False
         host = self._hosts[key]
-        host.ejections += 1
         config = self._config
+        # Envoy stops raising the multiplier once base x multiplier reaches the maximum, so a
+        # host that flapped often is back to the base time after a few healthy intervals.
+        if config.base_ejection_time * host.ejections < config.max_ejection_time:
+            host.ejections += 1
         duration = min(config.base_ejection_time * host.ejections, config.max_ejection_time)
         self._ejected[key] = now + duration
         host.reset()
         return True
 
-    def _evaluate(self, now: float, returned: list[Address]) -> bool:
-        for key, host in self._hosts.items():
-            if host.ejections and key not in self._ejected and key not in returned:
-                host.ejections -= 1
+    def _evaluate(self, now: float, returned: dict[Address, float], *, explicit: bool) -> bool:
+        self._decay(now, returned, explicit=explicit)
         changed = self._check_success_rate(now)
         changed = self._check_failure_percentage(now) or changed
         for host in self._hosts.values():
             host.successes = host.failures = 0
         self._next_eval = now + self._config.interval
         return changed
+
+    def _ticks(self, since: float, now: float) -> int:
+        """Return how many scheduled evaluation times after `since` are at or before `now`.
+
+        Evaluations are due every `interval` from `_next_eval`; a lazy detector runs them in
+        one go when it is next touched, and this counts the ones it stands for.
+        """
+        due, interval = self._next_eval, self._config.interval
+        if now < due:
+            return 0
+        passed = math.floor((now - due) / interval) + 1
+        if since < due:
+            return passed
+        return max(0, passed - math.floor((since - due) / interval) - 1)
+
+    def _decay(self, now: float, returned: dict[Address, float], *, explicit: bool) -> None:
+        """Drop each healthy host's multiplier by one per interval elapsed since the last check.
+
+        A host that came back from an ejection during those intervals counts only the ones
+        after its return; `evaluate()` counts as at least one interval for the others.
+        """
+        elapsed = self._ticks(-math.inf, now)
+        if explicit:
+            elapsed = max(elapsed, 1)
+        for key, host in self._hosts.items():
+            if host.ejections and key not in self._ejected:
+                back = returned.get(key)
+                steps = elapsed if back is None else self._ticks(back, now)
+                host.ejections = max(0, host.ejections - steps)
 
     def _volumes(self, minimum: int) -> list[tuple[Address, _Host, int]]:
         hosts, ejected = self._hosts, self._ejected

@@ -27,7 +27,8 @@ class OutlierConfig:
             by default) disables.
         interval: Seconds between evaluations of the success-rate and failure-percentage
             checks; also how often an ejection multiplier decays.
-        base_ejection_time: Seconds of the first ejection; the n-th lasts n times as long.
+        base_ejection_time: Seconds of the first ejection; the n-th lasts n times as long,
+            the multiplier growing no more once it reaches `max_ejection_time`.
         max_ejection_time: Upper bound of one ejection, in seconds (>= base_ejection_time).
         max_ejection_percent: Most endpoints ejected at once, in percent; one endpoint may
             always be ejected, whatever this value.
