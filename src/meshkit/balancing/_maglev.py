@@ -106,13 +106,14 @@ class Maglev(HashBalancer):
 
     Args:
         endpoints: The initial endpoint set.
-        table_size: The lookup table's size; a prime, at most `MAX_TABLE_SIZE`, and well
-            above the endpoint count (Maglev's paper suggests at least 100 slots per endpoint).
+        table_size: The lookup table's size; a prime, at most `MAX_TABLE_SIZE`, and at least
+            the number of endpoints of weight > 0 (a smaller table leaves some without a
+            slot); keep it well above (Maglev's paper suggests 100 slots per endpoint).
         seed: Hash seed in `[0, 2**64)`.
 
     Raises:
-        ConfigurationError: On duplicate endpoints, a non-prime `table_size` or one above
-            `MAX_TABLE_SIZE`, or a bad `seed`.
+        ConfigurationError: On duplicate endpoints, a non-prime `table_size`, one above
+            `MAX_TABLE_SIZE` or below the number of endpoints of weight > 0, or a bad `seed`.
         ImportError: If the `xxhash` package is missing (`pip install 'meshkit[hashing]'`).
     """
 
@@ -170,7 +171,8 @@ class Maglev(HashBalancer):
         """Replace the endpoint set: fill a new table fully, then swap it in.
 
         Raises:
-            ConfigurationError: If the set holds duplicate addresses.
+            ConfigurationError: If the set holds duplicate addresses, or more endpoints of
+                weight > 0 than `table_size` (naming `table_size`); the table is then kept.
         """
         snapshot = check_endpoints(endpoints)
         with self._write_lock:
@@ -188,6 +190,16 @@ class Maglev(HashBalancer):
             raise NoAvailableEndpointError("Maglev") from None
 
     def _build(self, endpoints: tuple[Endpoint, ...]) -> MaglevSnapshot:
+        """Fill the table for `endpoints`.
+
+        Raises:
+            ConfigurationError: If the table has fewer slots than endpoints of weight > 0,
+                which would leave some of them without a slot.
+        """
+        live = sum(1 for e in endpoints if e.weight > 0)
+        size = self.table_size
+        reason = f"must be at least the number of endpoints with weight > 0 ({live})"
+        require(size >= live, "table_size", size, reason)
         return MaglevSnapshot(
             endpoints, populate(endpoints, self.table_size, self.seed, self._hash)
         )
