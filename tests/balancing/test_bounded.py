@@ -41,6 +41,17 @@ class TestConfiguration:
         with pytest.raises(ConfigurationError, match="vnodes"):
             BoundedLoadRing([ep(1)], vnodes=0)
 
+    def test_ring_size_is_bounded(self) -> None:
+        """A weight of 10**6 is scaled into max_ring_size; a bad max_ring_size is named."""
+        lb = BoundedLoadRing([ep(1, weight=10**6), ep(2)], max_ring_size=2048)
+        assert len(lb._ring.snapshot.points) <= 2048 + 2
+        with pytest.raises(ConfigurationError) as info:
+            BoundedLoadRing([ep(1)], vnodes=10**7)
+        assert info.value.field == "vnodes"
+        with pytest.raises(ConfigurationError) as info:
+            BoundedLoadRing([ep(1)], max_ring_size=0)
+        assert info.value.field == "max_ring_size"
+
     @pytest.mark.parametrize("key", [123, 1.5, ("a",), "\ud800"])
     def test_unhashable_keys_name_the_field(self, key: object) -> None:
         """A key neither str nor bytes (or not UTF-8) is a ConfigurationError; nothing counted."""

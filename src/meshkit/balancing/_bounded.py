@@ -13,7 +13,12 @@ from meshkit._errors import NoAvailableEndpointError
 from meshkit._validate import finite, gt, instance_of
 from meshkit.balancing._endpoint import check_endpoints
 from meshkit.balancing._hash import HASH_BITS, HashFunction, hash_point, load_hash
-from meshkit.balancing._hashring import DEFAULT_VNODES, HashRing, RingSnapshot
+from meshkit.balancing._hashring import (
+    DEFAULT_MAX_RING_SIZE,
+    DEFAULT_VNODES,
+    HashRing,
+    RingSnapshot,
+)
 
 if typing.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -59,11 +64,14 @@ class BoundedLoadRing:
         endpoints: The initial endpoint set.
         balance_factor: `c` > 1, finite; lower is more even, higher keeps more keys on their
             owner.
-        vnodes: Virtual nodes per unit of weight, >= 1.
+        vnodes: Virtual nodes per unit of weight, >= 1 and at most `max_ring_size`.
         seed: Hash seed in `[0, 2**64)`.
+        max_ring_size: Most points on the ring (see `HashRing`: beyond it, points are shared
+            out by weight).
 
     Raises:
-        ConfigurationError: On duplicate endpoints or a bad `balance_factor`/`vnodes`/`seed`.
+        ConfigurationError: On duplicate endpoints or a bad `balance_factor`/`vnodes`/`seed`/
+            `max_ring_size`.
         ImportError: If the `xxhash` package is missing (`pip install 'meshkit[hashing]'`).
     """
 
@@ -78,6 +86,9 @@ class BoundedLoadRing:
     )
     vnodes: int = attrs.field(default=DEFAULT_VNODES, kw_only=True, on_setattr=attrs.setters.frozen)
     seed: int = attrs.field(default=0, kw_only=True, on_setattr=attrs.setters.frozen)
+    max_ring_size: int = attrs.field(
+        default=DEFAULT_MAX_RING_SIZE, kw_only=True, on_setattr=attrs.setters.frozen
+    )
     _ring: HashRing = attrs.field(init=False, repr=False)
     _hash: HashFunction = attrs.field(init=False, repr=False)
     _state: _InFlight = attrs.field(init=False, factory=_InFlight, repr=False)
@@ -91,11 +102,20 @@ class BoundedLoadRing:
         balance_factor: float = DEFAULT_BALANCE_FACTOR,
         vnodes: int = DEFAULT_VNODES,
         seed: int = 0,
+        max_ring_size: int = DEFAULT_MAX_RING_SIZE,
     ) -> None:
-        self.__attrs_init__(endpoints, balance_factor=balance_factor, vnodes=vnodes, seed=seed)
+        self.__attrs_init__(
+            endpoints,
+            balance_factor=balance_factor,
+            vnodes=vnodes,
+            seed=seed,
+            max_ring_size=max_ring_size,
+        )
 
     def __attrs_post_init__(self) -> None:
-        self._ring = HashRing(self._initial, vnodes=self.vnodes, seed=self.seed)
+        self._ring = HashRing(
+            self._initial, vnodes=self.vnodes, seed=self.seed, max_ring_size=self.max_ring_size
+        )
         self._hash = load_hash()
         self._initial = ()
         self._ratio = float(self.balance_factor).as_integer_ratio()

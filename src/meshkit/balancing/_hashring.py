@@ -18,17 +18,26 @@ if typing.TYPE_CHECKING:
     from collections.abc import Iterable
 
 __all__ = [
+    "DEFAULT_MAX_RING_SIZE",
     "DEFAULT_VNODES",
+    "MAX_RING_SIZE",
     "HashRing",
     "RingSnapshot",
     "build_ring",
     "build_table",
+    "point_counts",
     "table_bits",
     "vnode_entries",
 ]
 
 DEFAULT_VNODES = 160
 """Virtual nodes per unit of weight (the ketama/uhashring default)."""
+
+DEFAULT_MAX_RING_SIZE = 1 << 17
+"""Most points on a ring by default (131,072: about 0.5 s and 25 MB to build in CPython)."""
+
+MAX_RING_SIZE = 1 << 23
+"""The largest `max_ring_size` accepted (8,388,608, Envoy's default `maximum_ring_size`)."""
 
 _MIN_TABLE_BITS = 8
 _MAX_TABLE_BITS = 20
@@ -85,12 +94,32 @@ class RingSnapshot:
         return owner
 
 
-def vnode_entries(endpoint: Endpoint, vnodes: int, seed: int, hasher: HashFunction) -> list[Entry]:
-    """Return the sorted ring entries of one endpoint: `vnodes * weight` points."""
+def point_counts(endpoints: Iterable[Endpoint], vnodes: int, max_points: int) -> dict[str, int]:
+    """Return how many points each endpoint of weight > 0 owns, by address.
+
+    That is `vnodes * weight` while the ring holds at most `max_points`; beyond, each endpoint
+    gets its share of `max_points` by weight, at least one point (as Envoy scales its ring
+    into `maximum_ring_size`), so the total stays below `max_points` plus the endpoint count.
+    """
+    live = [e for e in endpoints if e.weight > 0]
+    total = sum(e.weight for e in live)
+    if vnodes * total <= max_points:
+        return {e.address: vnodes * e.weight for e in live}
+    return {e.address: max(1, max_points * e.weight // total) for e in live}
+
+
+def vnode_entries(
+    endpoint: Endpoint, start: int, stop: int, seed: int, hasher: HashFunction
+) -> list[Entry]:
+    """Return the sorted ring entries of `endpoint`'s points `start` to `stop - 1`.
+
+    Point `i` of an endpoint is always the same hash, so an endpoint whose point count
+    changes keeps the points below the smaller count.
+    """
     address = endpoint.address
     return sorted(
         (hasher(f"{address}-{index}".encode(), seed), address, index, endpoint)
-        for index in range(vnodes * endpoint.weight)
+        for index in range(start, stop)
     )
 
 
@@ -159,7 +188,10 @@ class HashRing(HashBalancer):
     """Consistent hashing: a key maps to the first virtual node clockwise from its hash.
 
     Each endpoint owns `vnodes * weight` points on a ring of 64-bit XXH3 hashes (weight 0
-    owns none, any weight > 0 owns at least `vnodes`); a lookup hashes the key and finds the
+    owns none, any weight > 0 owns at least `vnodes`) as long as the ring holds at most
+    `max_ring_size` points; beyond that every endpoint gets its share of `max_ring_size` by
+    weight (at least one point), as Envoy scales its ring hash, so no weight makes the ring
+    exhaust memory. A lookup hashes the key and finds the
     first point at or after it, through a bucket table that answers most keys directly and
     a `bisect` of the sorted points for the rest (same answer either way). Adding or removing
     one endpoint moves only the keys that endpoint gains or loses. The ring is an immutable
@@ -168,11 +200,13 @@ class HashRing(HashBalancer):
 
     Args:
         endpoints: The initial endpoint set.
-        vnodes: Virtual nodes per unit of weight, >= 1.
+        vnodes: Virtual nodes per unit of weight, >= 1 and at most `max_ring_size`.
         seed: Hash seed in `[0, 2**64)`; rings with the same seed and endpoints agree.
+        max_ring_size: Most points on the ring, in `[1, MAX_RING_SIZE]` (plus one per
+            endpoint when there are more endpoints than that).
 
     Raises:
-        ConfigurationError: On duplicate endpoints or a bad `vnodes`/`seed`.
+        ConfigurationError: On duplicate endpoints or a bad `vnodes`/`seed`/`max_ring_size`.
         ImportError: If the `xxhash` package is missing (`pip install 'meshkit[hashing]'`).
     """
 
@@ -182,15 +216,28 @@ class HashRing(HashBalancer):
         kw_only=True,
         validator=count(),
     )
+    max_ring_size: int = attrs.field(
+        on_setattr=attrs.setters.frozen,
+        default=DEFAULT_MAX_RING_SIZE,
+        kw_only=True,
+        validator=count(1, MAX_RING_SIZE),
+    )
     _ring: RingSnapshot = attrs.field(init=False, repr=False)
 
     def __init__(
-        self, endpoints: Iterable[Endpoint] = (), *, vnodes: int = DEFAULT_VNODES, seed: int = 0
+        self,
+        endpoints: Iterable[Endpoint] = (),
+        *,
+        vnodes: int = DEFAULT_VNODES,
+        seed: int = 0,
+        max_ring_size: int = DEFAULT_MAX_RING_SIZE,
     ) -> None:
-        self.__attrs_init__(endpoints, vnodes=vnodes, seed=seed)
+        self.__attrs_init__(endpoints, vnodes=vnodes, seed=seed, max_ring_size=max_ring_size)
 
     def __attrs_post_init__(self) -> None:
-        self._ring = self._build(self._load())
+        limit = self.max_ring_size
+        require(self.vnodes <= limit, "vnodes", self.vnodes, f"must be <= max_ring_size ({limit})")
+        self._ring = self._rebuild(None, self._load())
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -271,11 +318,7 @@ class HashRing(HashBalancer):
         """
         with self._write_lock:
             old = self._ring
-            endpoints = check_endpoints((*old.endpoints, endpoint))
-            new = vnode_entries(endpoint, self.vnodes, self.seed, self._hash)
-            # Two sorted runs: timsort merges them in linear time.
-            merged = sorted(old.entries + new)
-            self._ring = build_ring(endpoints, merged, old, map(_point, new))
+            self._ring = self._rebuild(old, check_endpoints((*old.endpoints, endpoint)))
 
     def remove(self, endpoint: Endpoint) -> None:
         """Remove the endpoint with `endpoint`'s address; only the keys it owned move.
@@ -288,9 +331,7 @@ class HashRing(HashBalancer):
             old = self._ring
             kept = tuple(e for e in old.endpoints if e.address != address)
             require(len(kept) < len(old.endpoints), "endpoint", address, "not on the ring")
-            entries = [entry for entry in old.entries if entry[1] != address]
-            gone = [entry[0] for entry in old.entries if entry[1] == address]
-            self._ring = build_ring(kept, entries, old, gone)
+            self._ring = self._rebuild(old, kept)
 
     def _owner(self, point: int) -> Endpoint:
         """Return the owner of `point` on the current ring.
@@ -303,24 +344,32 @@ class HashRing(HashBalancer):
         except IndexError:
             raise NoAvailableEndpointError("HashRing") from None
 
-    def _rebuild(self, old: RingSnapshot, endpoints: tuple[Endpoint, ...]) -> RingSnapshot:
-        unchanged = {e.address for e in set(endpoints).intersection(old.endpoints)}
-        kept = [entry for entry in old.entries if entry[1] in unchanged]
+    def _rebuild(self, old: RingSnapshot | None, endpoints: tuple[Endpoint, ...]) -> RingSnapshot:
+        """Return the ring of `endpoints`, reusing what `old` (if any) has of it.
+
+        An endpoint present, unchanged, in both keeps its points below its new point count
+        (they are not hashed again); only the points that came or went are hashed and patched
+        into the lookup table, unless so many changed that building it afresh is cheaper.
+        """
+        counts = point_counts(endpoints, self.vnodes, self.max_ring_size)
+        before = point_counts(old.endpoints, self.vnodes, self.max_ring_size) if old else {}
+        same = {e.address for e in set(endpoints).intersection(old.endpoints)} if old else set()
+        kept: list[Entry] = []
+        changed: list[int] = []
+        for entry in old.entries if old else ():
+            if entry[1] in same and entry[2] < counts[entry[1]]:
+                kept.append(entry)
+            else:
+                changed.append(entry[0])
         added: list[Entry] = []
         for endpoint in endpoints:
-            if endpoint.address not in unchanged:
-                added += vnode_entries(endpoint, self.vnodes, self.seed, self._hash)
+            address = endpoint.address
+            stop = counts.get(address, 0)
+            start = min(before.get(address, 0), stop) if address in same else 0
+            added += vnode_entries(endpoint, start, stop, self.seed, self._hash)
         added.sort()
-        changed = [entry[0] for entry in old.entries if entry[1] not in unchanged]
         changed += map(_point, added)
         entries = sorted(kept + added)  # two sorted runs: a linear merge
-        if len(changed) > len(entries) // 4:  # patching would cost more than building
+        if old is None or len(changed) > len(entries) // 4:  # patching costs more than building
             return build_ring(endpoints, entries)
         return build_ring(endpoints, entries, old, changed)
-
-    def _build(self, endpoints: tuple[Endpoint, ...]) -> RingSnapshot:
-        entries: list[Entry] = []
-        for endpoint in endpoints:
-            entries += vnode_entries(endpoint, self.vnodes, self.seed, self._hash)
-        entries.sort()
-        return build_ring(endpoints, entries)
