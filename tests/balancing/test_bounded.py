@@ -29,7 +29,9 @@ class TestConfiguration:
         """BoundedLoadRing implements the LoadBalancer protocol."""
         assert isinstance(BoundedLoadRing([ep(1)]), LoadBalancer)
 
-    @pytest.mark.parametrize("c", [1, 1.0, 0.5, True, math.inf, math.nan, "2"])
+    @pytest.mark.parametrize(
+        "c", [1, 1.0, 0.5, True, math.inf, math.nan, "2", pytest.param(10**400, id="10**400")]
+    )
     def test_balance_factor_above_one(self, c: float) -> None:
         """c <= 1, infinite or not a number raises ConfigurationError naming balance_factor."""
         with pytest.raises(ConfigurationError) as info:

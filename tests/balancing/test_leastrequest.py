@@ -137,12 +137,16 @@ class TestLeastRequest:
             assert abs(counts[e] - total * w / sum(weights)) <= len(eps) + 1
 
     def test_extreme_bias_does_not_overflow(self) -> None:
-        """A huge bias on a loaded endpoint saturates instead of raising OverflowError."""
+        """The largest bias on a heavily loaded endpoint saturates, no OverflowError."""
         eps = endpoints(2, 1)
-        balancer = LeastRequest(eps, active_request_bias=1e6, rng=random.Random(1))
+        balancer = LeastRequest(eps, active_request_bias=100, rng=random.Random(1))
+        for _ in range(1000):
+            balancer._state.counters[(eps[0].host, eps[0].port)].append(None)
         assert {balancer.pick() for _ in range(4)} == set(eps)
 
-    @pytest.mark.parametrize("bias", [-1, math.inf, math.nan, "1", True])
+    @pytest.mark.parametrize(
+        "bias", [-1, math.inf, math.nan, "1", True, 101, pytest.param(10**400, id="10**400")]
+    )
     def test_bad_bias(self, bias: object) -> None:
         """A negative, infinite or non-numeric bias is a ConfigurationError naming it."""
         with pytest.raises(ConfigurationError) as info:

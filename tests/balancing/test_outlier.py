@@ -119,6 +119,13 @@ class TestOutlierConfig:
             ("failure_percentage_threshold", 101),
             ("panic_threshold", -1),
             ("max_ejection_time", 1.0),
+            pytest.param(
+                "interval", 10**400, id="interval-10**400"
+            ),  # an int no float can hold: it would overflow clock sums
+            pytest.param("max_ejection_time", 10**400, id="max_ejection_time-10**400"),
+            pytest.param(
+                "success_rate_stdev_factor", 10**400, id="success_rate_stdev_factor-10**400"
+            ),
         ],
     )
     def test_bad_values_name_the_field(self, field: str, value: object) -> None:

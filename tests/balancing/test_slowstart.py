@@ -37,7 +37,14 @@ class TestSlowStart:
         assert SlowStart(window=10).factor(10) == 1.0
 
     @pytest.mark.parametrize(
-        ("field", "value"), [("window", 0), ("aggression", -1), ("min_weight_percent", 101)]
+        ("field", "value"),
+        [
+            ("window", 0),
+            pytest.param("window", 10**400, id="window-10**400"),
+            ("aggression", -1),
+            pytest.param("aggression", 10**400, id="aggression-10**400"),
+            ("min_weight_percent", 101),
+        ],
     )
     def test_bad_config(self, field: str, value: float) -> None:
         """Invalid knobs raise ConfigurationError naming the field."""

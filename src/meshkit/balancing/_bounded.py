@@ -19,6 +19,7 @@ from meshkit.balancing._hashring import (
     HashRing,
     RingSnapshot,
 )
+from meshkit.balancing._snapshot import FITS_FLOAT
 
 if typing.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -82,7 +83,7 @@ class BoundedLoadRing:
         default=DEFAULT_BALANCE_FACTOR,
         kw_only=True,
         on_setattr=attrs.setters.frozen,
-        validator=[instance_of(int, float), finite, gt(1)],
+        validator=[instance_of(int, float), finite, gt(1), FITS_FLOAT],
     )
     vnodes: int = attrs.field(default=DEFAULT_VNODES, kw_only=True, on_setattr=attrs.setters.frozen)
     seed: int = attrs.field(default=0, kw_only=True, on_setattr=attrs.setters.frozen)

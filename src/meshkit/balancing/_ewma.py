@@ -12,6 +12,7 @@ from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._validate import finite, ge, positive_seconds
 from meshkit.balancing._endpoint import Endpoint, Outcome, check_endpoints
 from meshkit.balancing._snapshot import (
+    FITS_FLOAT,
     Address,
     RandomStrategy,
     address,
@@ -93,7 +94,7 @@ class PeakEwma(RandomStrategy[_State]):
         rng: random.Random | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self._decay = float(check("decay", decay, positive_seconds))
+        self._decay = float(check("decay", decay, positive_seconds, FITS_FLOAT))
         self._setup(rng, clock)
         self._state = self._build(check_endpoints(endpoints), {})
 
@@ -151,7 +152,7 @@ class PeakEwma(RandomStrategy[_State]):
         rtt = (
             latency
             if type(latency) is float and 0.0 <= latency < math.inf
-            else check("latency", latency, finite, _NOT_NEGATIVE)
+            else check("latency", latency, finite, _NOT_NEGATIVE, FITS_FLOAT)
         )
         cell = self._state.by_address.get((endpoint.host, endpoint.port))
         if cell is None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, final
 import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
-from meshkit._validate import finite, ge
+from meshkit._validate import in_range
 from meshkit.balancing._endpoint import Endpoint, Outcome, check_endpoints
 from meshkit.balancing._slowstart import WARM, SlowStart, start_times, warm_until
 from meshkit.balancing._snapshot import (
@@ -34,6 +34,9 @@ __all__ = ["LeastRequest"]
 # One deque per endpoint holds a token per active request: `append()`, `pop()` and `len()` on
 # a deque are atomic, so counting needs no lock and stays correct under threads.
 _Active = collections.deque[None]
+
+_BIAS = in_range(0, 100)
+"""Accepted `active_request_bias`: beyond 100, (active + 1) ** bias is past any useful scale."""
 
 _MAX_LOAD_EXPONENT = 690.0
 """Largest natural log of `(active + 1) ** bias` used: e**690 is near the float maximum."""
@@ -120,15 +123,15 @@ class LeastRequest(RampingStrategy[_State]):
 
     Args:
         endpoints: The initial endpoint set (these start at full weight).
-        active_request_bias: How strongly active requests lower an endpoint's weight (>= 0;
-            0 makes unequal weights a plain weighted round robin that ignores load).
+        active_request_bias: How strongly active requests lower an endpoint's weight (0 to
+            100; 0 makes unequal weights a plain weighted round robin that ignores load).
         rng: The random source (inject a seeded `random.Random` in tests).
         slow_start: Ramp for endpoints added later by `update()`; None for no ramp.
         clock: Time source of the ramp.
 
     Raises:
-        ConfigurationError: If `active_request_bias` is negative or not finite, an item is not
-            an `Endpoint`, or two share an address.
+        ConfigurationError: If `active_request_bias` is not a number in [0, 100], an item is
+            not an `Endpoint`, or two share an address.
     """
 
     __slots__ = ("_bias",)
@@ -142,7 +145,7 @@ class LeastRequest(RampingStrategy[_State]):
         slow_start: SlowStart | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self._bias = float(check("active_request_bias", active_request_bias, finite, ge(0)))
+        self._bias = float(check("active_request_bias", active_request_bias, _BIAS))
         self._setup(rng, clock)
         self._slow_start = slow_start
         checked = check_endpoints(endpoints)

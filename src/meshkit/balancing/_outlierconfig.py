@@ -5,6 +5,9 @@ from __future__ import annotations
 import attrs
 
 from meshkit._validate import count, finite, ge, in_range, optional, positive_seconds, require
+from meshkit.balancing._snapshot import FITS_FLOAT
+
+_SECONDS = [positive_seconds, FITS_FLOAT]
 
 __all__ = ["OutlierConfig"]
 
@@ -46,12 +49,12 @@ class OutlierConfig:
 
     consecutive_errors: int | None = attrs.field(default=5, validator=optional(count()))
     consecutive_gateway_errors: int | None = attrs.field(default=None, validator=optional(count()))
-    interval: float = attrs.field(default=10.0, validator=positive_seconds)
-    base_ejection_time: float = attrs.field(default=30.0, validator=positive_seconds)
-    max_ejection_time: float = attrs.field(default=300.0, validator=positive_seconds)
+    interval: float = attrs.field(default=10.0, validator=_SECONDS)
+    base_ejection_time: float = attrs.field(default=30.0, validator=_SECONDS)
+    max_ejection_time: float = attrs.field(default=300.0, validator=_SECONDS)
     max_ejection_percent: float = attrs.field(default=10.0, validator=in_range(0, 100))
     success_rate_stdev_factor: float | None = attrs.field(
-        default=1.9, validator=optional([finite, ge(0)])
+        default=1.9, validator=optional([finite, ge(0), FITS_FLOAT])
     )
     success_rate_minimum_hosts: int = attrs.field(default=5, validator=count())
     success_rate_request_volume: int = attrs.field(default=100, validator=count())

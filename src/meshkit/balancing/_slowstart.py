@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from meshkit._validate import finite, gt, in_range, positive_seconds
-from meshkit.balancing._snapshot import address
+from meshkit.balancing._snapshot import FITS_FLOAT, address
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -40,8 +40,8 @@ class SlowStart:
         min_weight_percent: Floor of the factor, in percent of the weight (0-100).
     """
 
-    window: float = attrs.field(validator=positive_seconds)
-    aggression: float = attrs.field(default=1.0, validator=[finite, gt(0)])
+    window: float = attrs.field(validator=[positive_seconds, FITS_FLOAT])
+    aggression: float = attrs.field(default=1.0, validator=[finite, gt(0), FITS_FLOAT])
     min_weight_percent: float = attrs.field(default=10.0, validator=in_range(0, 100))
 
     def factor(self, elapsed: float) -> float:

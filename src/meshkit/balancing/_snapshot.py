@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+import sys
 import threading
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 import attrs
 
 from meshkit._errors import NoAvailableEndpointError
+from meshkit._validate import le
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from meshkit.balancing._slowstart import SlowStart
 
 __all__ = [
+    "FITS_FLOAT",
     "Address",
     "RampingStrategy",
     "RandomStrategy",
@@ -32,6 +35,9 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+FITS_FLOAT: Validator = le(sys.float_info.max)
+"""Refuse an int too large for a float: the strategies compute in floats, where it overflows."""
 
 
 class Snapshot(Protocol):
