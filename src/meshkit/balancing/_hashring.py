@@ -71,6 +71,8 @@ class RingSnapshot:
         weight: The endpoints' total weight.
         shift: `hash >> shift` is a hash's bucket (`64 - bits`).
         table: One item per bucket: its owner, or `None` when a point lies inside it.
+        members: Each endpoint by address.
+        counts: How many points each endpoint of weight > 0 owns, by address.
     """
 
     endpoints: tuple[Endpoint, ...]
@@ -81,6 +83,8 @@ class RingSnapshot:
     weight: int
     shift: int
     table: list[Endpoint | None]
+    members: dict[str, Endpoint]
+    counts: dict[str, int]
 
     def locate(self, point: int) -> Endpoint:
         """Return the owner of the first point at or after `point` (wrapping), via the table.
@@ -94,18 +98,18 @@ class RingSnapshot:
         return owner
 
 
-def point_counts(endpoints: Iterable[Endpoint], vnodes: int, max_points: int) -> dict[str, int]:
-    """Return how many points each endpoint of weight > 0 owns, by address.
+def point_counts(members: dict[str, Endpoint], vnodes: int, max_points: int) -> dict[str, int]:
+    """Return how many points each endpoint of weight > 0 owns, by address (`members`' keys).
 
     That is `vnodes * weight` while the ring holds at most `max_points`; beyond, each endpoint
     gets its share of `max_points` by weight, at least one point (as Envoy scales its ring
     into `maximum_ring_size`), so the total stays below `max_points` plus the endpoint count.
     """
-    live = [e for e in endpoints if e.weight > 0]
-    total = sum(e.weight for e in live)
+    weights = {address: e.weight for address, e in members.items() if e.weight > 0}
+    total = sum(weights.values())
     if vnodes * total <= max_points:
-        return {e.address: vnodes * e.weight for e in live}
-    return {e.address: max(1, max_points * e.weight // total) for e in live}
+        return {address: vnodes * weight for address, weight in weights.items()}
+    return {address: max(1, max_points * weight // total) for address, weight in weights.items()}
 
 
 def vnode_entries(
@@ -153,11 +157,16 @@ def build_table(points: list[int], owners: list[Endpoint], bits: int) -> list[En
 
 def build_ring(
     endpoints: tuple[Endpoint, ...],
+    members: dict[str, Endpoint],
+    counts: dict[str, int],
     entries: list[Entry],
+    *,
     previous: RingSnapshot | None = None,
     changed: Iterable[int] = (),
 ) -> RingSnapshot:
     """Return the snapshot for `endpoints` whose sorted ring entries are `entries`.
+
+    `members` and `counts` are the endpoints by address and their point counts.
 
     With `previous` and the points `changed` (added or removed) since it, the lookup table is
     patched arc by arc instead of rebuilt, unless the table size has to change.
@@ -179,7 +188,9 @@ def build_ring(
         owners.append(owners[0])
     live = sum(1 for endpoint in endpoints if endpoint.weight > 0)
     weight = sum(endpoint.weight for endpoint in endpoints)
-    return RingSnapshot(endpoints, entries, points, owners, live, weight, shift, table)
+    return RingSnapshot(
+        endpoints, entries, points, owners, live, weight, shift, table, members, counts
+    )
 
 
 @typing.final
@@ -351,25 +362,34 @@ class HashRing(HashBalancer):
         (they are not hashed again); only the points that came or went are hashed and patched
         into the lookup table, unless so many changed that building it afresh is cheaper.
         """
-        counts = point_counts(endpoints, self.vnodes, self.max_ring_size)
-        before = point_counts(old.endpoints, self.vnodes, self.max_ring_size) if old else {}
-        same = {e.address for e in set(endpoints).intersection(old.endpoints)} if old else set()
-        kept: list[Entry] = []
+        members = {e.address: e for e in endpoints}
+        counts = point_counts(members, self.vnodes, self.max_ring_size)
+        before = old.counts if old else {}
+        previous = old.members if old else {}
+        same = {address for address, e in members.items() if previous.get(address) == e}
+        # How many points each address losing some keeps (0 when it left or changed).
+        keep = {
+            address: counts[address] if address in same else 0
+            for address, count in before.items()
+            if address not in same or count > counts[address]
+        }
+        kept: list[Entry] = old.entries if old else []
         changed: list[int] = []
-        for entry in old.entries if old else ():
-            if entry[1] in same and entry[2] < counts[entry[1]]:
-                kept.append(entry)
-            else:
-                changed.append(entry[0])
+        if keep and not any(keep.values()):  # endpoints that left or changed: all points go
+            changed = [e[0] for e in kept if e[1] in keep]
+            kept = [e for e in kept if e[1] not in keep]
+        elif keep:  # a scaled ring: some endpoints keep their first points
+            changed = [e[0] for e in kept if e[1] in keep and e[2] >= keep[e[1]]]
+            kept = [e for e in kept if e[1] not in keep or e[2] < keep[e[1]]]
         added: list[Entry] = []
-        for endpoint in endpoints:
-            address = endpoint.address
+        for address, endpoint in members.items():
             stop = counts.get(address, 0)
             start = min(before.get(address, 0), stop) if address in same else 0
-            added += vnode_entries(endpoint, start, stop, self.seed, self._hash)
+            if start < stop:
+                added += vnode_entries(endpoint, start, stop, self.seed, self._hash)
         added.sort()
         changed += map(_point, added)
-        entries = sorted(kept + added)  # two sorted runs: a linear merge
+        entries = sorted(kept + added) if added else kept  # sorted runs: a linear merge
         if old is None or len(changed) > len(entries) // 4:  # patching costs more than building
-            return build_ring(endpoints, entries)
-        return build_ring(endpoints, entries, old, changed)
+            return build_ring(endpoints, members, counts, entries)
+        return build_ring(endpoints, members, counts, entries, previous=old, changed=changed)
