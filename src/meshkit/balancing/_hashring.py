@@ -267,7 +267,7 @@ class HashRing(HashBalancer):
             ConfigurationError: If `key` is neither `str` nor `bytes`.
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
-        return self._owner(hash_point(self._hash, key, self.seed))
+        return self._endpoint_at(hash_point(self._hash, key, self.seed))
 
     def get_n(self, key: str | bytes, n: int) -> tuple[Endpoint, ...]:
         """Return `n` distinct endpoints for `key`, walking clockwise from its owner.
@@ -304,8 +304,8 @@ class HashRing(HashBalancer):
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
         if key is None:
-            return self._owner(random.getrandbits(HASH_BITS))
-        return self._owner(hash_point(self._hash, key, self.seed))
+            return self._endpoint_at(random.getrandbits(HASH_BITS))
+        return self._endpoint_at(hash_point(self._hash, key, self.seed))
 
     def update(self, endpoints: Iterable[Endpoint]) -> None:
         """Replace the endpoint set: build the new ring fully, then swap it in.
@@ -344,7 +344,7 @@ class HashRing(HashBalancer):
             require(len(kept) < len(old.endpoints), "endpoint", address, "not on the ring")
             self._ring = self._rebuild(old, kept)
 
-    def _owner(self, point: int) -> Endpoint:
+    def _endpoint_at(self, point: int) -> Endpoint:
         """Return the owner of `point` on the current ring.
 
         Raises:
