@@ -153,9 +153,10 @@ class TestLeastRequest:
             LeastRequest(active_request_bias=bias)  # type: ignore[arg-type]
         assert info.value.field == "active_request_bias"
 
-    def test_threads_keep_counts_exact(self) -> None:
+    @pytest.mark.parametrize("weights", [(1, 1, 1, 1), (1, 2, 3, 4)])
+    def test_threads_keep_counts_exact(self, weights: tuple[int, ...]) -> None:
         """Concurrent pick/report pairs from threads leave every count at zero."""
-        eps = endpoints(*[1] * 4)
+        eps = endpoints(*weights)
         balancer = LeastRequest(eps)
 
         def worker() -> None:
