@@ -243,6 +243,16 @@ class TestConsecutive:
         report(d, bad, E, 5)
         assert d.ejected_until(bad) == clock.now() + 30.0
 
+    def test_tiny_interval_counts_without_overflow(self, clock: FakeClock) -> None:
+        """An interval of 5e-324 s makes a second an infinity of intervals: still a count."""
+        d = detector(10, clock, interval=5e-324, base_ejection_time=10)
+        bad = d.endpoints[0]
+        report(d, bad, E, 5)
+        clock.advance(100)
+        assert ejected(d) == ()
+        report(d, bad, E, 5)
+        assert d.ejected_until(bad) == clock.now() + 10.0
+
     def test_multiplier_stops_growing_at_the_maximum(self, clock: FakeClock) -> None:
         """After many ejections, ceil(max / base) healthy intervals bring back the base time."""
         d = detector(10, clock, base_ejection_time=10, max_ejection_time=30, interval=1000)

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 __all__ = ["OutlierDetector"]
 
+_MAX_INTERVALS = float(2**53)
+"""More intervals than any multiplier can need, and exact as a float."""
+
 
 class _Host:
     """Mutable per-address counters, touched only under the detector's lock."""
@@ -319,13 +322,18 @@ class OutlierDetector:
         Evaluations are due every `interval` from `_next_eval`; a lazy detector runs them in
         one go when it is next touched, and this counts the ones it stands for.
         """
-        due, interval = self._next_eval, self._config.interval
+        due = self._next_eval
         if now < due:
             return 0
-        passed = math.floor((now - due) / interval) + 1
+        passed = self._intervals(now - due) + 1
         if since < due:
             return passed
-        return max(0, passed - math.floor((since - due) / interval) - 1)
+        return max(0, passed - self._intervals(since - due) - 1)
+
+    def _intervals(self, seconds: float) -> int:
+        """Return how many whole intervals fit in `seconds` (capped: a multiplier is small)."""
+        # A tiny interval (5e-324 s) makes the quotient infinite, which floor() cannot take.
+        return math.floor(min(seconds / self._config.interval, _MAX_INTERVALS))
 
     def _decay(self, now: float, returned: dict[Address, float], *, explicit: bool) -> None:
         """Drop each healthy host's multiplier by one per interval elapsed since the last check.
