@@ -56,11 +56,11 @@ class _Schedule:
     """Envoy's earliest-deadline-first schedule, which least request uses for unequal weights.
 
     Each endpoint waits in a heap with a deadline; a pick takes the earliest (ties: the one
-    queued first), moves the schedule's time to that deadline and queues the endpoint again
-    at `time + 1 / weight`, where `weight` is read at that moment (so it includes the load
-    then). An endpoint's weight is thus refreshed each time it is picked; a waiting endpoint
-    keeps its deadline, which time reaches, so every endpoint is picked again eventually.
-    At zero load each endpoint gets `weight / sum(weights)` of the picks.
+    queued first) and queues that endpoint again one period later, the period being
+    `(active + 1) ** bias / weight` with its load read at that moment. An endpoint's load is
+    thus read each time it is picked; a waiting endpoint keeps its deadline, which the picks
+    of the others reach, so every endpoint is picked again. At zero load each endpoint gets
+    `weight / sum(weights)` of the picks.
     """
 
     __slots__ = ("_active", "_bias", "_heap", "_lock", "_queued", "_weights")
@@ -117,8 +117,9 @@ class LeastRequest(RampingStrategy[_State]):
     effective weight is `weight / (active + 1) ** active_request_bias` at that moment. At zero
     load each endpoint then gets `weight / sum(weights)` of the picks, and no endpoint is ever
     starved: a loaded one is only spaced out more. While a new endpoint ramps up under
-    `slow_start`, picks compare two random candidates by ramped weight and load, the weighted
-    schedule's rule, until the ramp ends. A pick counts one active request on the endpoint;
+    `slow_start`, picks instead compare two random candidates by
+    `ramped weight / (active + 1) ** active_request_bias` (the higher wins) until the ramp
+    ends. A pick counts one active request on the endpoint;
     `report()` ends it.
 
     Args:
