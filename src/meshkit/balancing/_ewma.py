@@ -18,6 +18,7 @@ from meshkit.balancing._snapshot import (
     address,
     carry,
     check,
+    end_request,
     pickable,
     two_choices,
     unavailable,
@@ -157,11 +158,7 @@ class PeakEwma(RandomStrategy[_State]):
         cell = self._state.by_address.get((endpoint.host, endpoint.port))
         if cell is None:
             return
-        if cell.active:
-            try:  # noqa: SIM105 - cheaper than contextlib.suppress on the report path
-                cell.active.pop()
-            except IndexError:  # pragma: no cover - a concurrent report emptied it first
-                pass
+        end_request(cell.active)
         with self._lock:
             cost, stamp = cell.ewma
             now = self._clock.now()

@@ -20,6 +20,7 @@ from meshkit.balancing._snapshot import (
     address,
     carry,
     check,
+    end_request,
     pickable,
     two_choices,
     unavailable,
@@ -204,11 +205,8 @@ class LeastRequest(RampingStrategy[_State]):
     def report(self, endpoint: Endpoint, outcome: Outcome, latency: float) -> None:  # noqa: ARG002
         """End one active request on `endpoint` (ignored for an address no longer present)."""
         counter = self._state.counters.get((endpoint.host, endpoint.port))
-        if counter:
-            try:  # noqa: SIM105 - cheaper than contextlib.suppress on the report path
-                counter.pop()
-            except IndexError:  # pragma: no cover - a concurrent report emptied it first
-                pass
+        if counter is not None:
+            end_request(counter)
 
     def _first_wins(self, state: _State, i: int, j: int) -> bool:
         wi, wj = self._ramped(state, i, j)

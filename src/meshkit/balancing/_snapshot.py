@@ -13,6 +13,7 @@ from meshkit._errors import NoAvailableEndpointError
 from meshkit._validate import le
 
 if TYPE_CHECKING:
+    import collections
     from collections.abc import Callable, Iterable, Mapping
 
     from meshkit._clock import Clock
@@ -29,6 +30,7 @@ __all__ = [
     "address",
     "carry",
     "check",
+    "end_request",
     "pickable",
     "two_choices",
     "unavailable",
@@ -171,6 +173,19 @@ def two_choices(rand: Callable[[], float], n: int) -> tuple[int, int]:
     i = int(rand() * n)
     j = int(rand() * (n - 1))
     return i, j + 1 if j >= i else j
+
+
+def end_request(active: collections.deque[None]) -> None:
+    """Take one token off an endpoint's active-request deque; an empty one stays empty.
+
+    `pop()` on a deque is atomic, so concurrent reports need no lock: one that finds the
+    deque emptied by another since its check does nothing.
+    """
+    if active:
+        try:  # noqa: SIM105 - cheaper than contextlib.suppress on the report path
+            active.pop()
+        except IndexError:  # pragma: no cover - a concurrent report emptied it first
+            pass
 
 
 class _Argument:
