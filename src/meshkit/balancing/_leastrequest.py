@@ -13,7 +13,7 @@ import attrs
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._validate import in_range
 from meshkit.balancing._endpoint import Endpoint, Outcome, check_endpoints
-from meshkit.balancing._slowstart import WARM, SlowStart, start_times, warm_until
+from meshkit.balancing._slowstart import WARM, SlowStart, ramped, start_times, warm_until
 from meshkit.balancing._snapshot import (
     Address,
     RampingStrategy,
@@ -24,6 +24,7 @@ from meshkit.balancing._snapshot import (
     pickable,
     two_choices,
     unavailable,
+    weighted_choice,
 )
 
 if TYPE_CHECKING:
@@ -118,9 +119,9 @@ class LeastRequest(RampingStrategy[_State]):
     effective weight is `weight / (active + 1) ** active_request_bias` at that moment. At zero
     load each endpoint then gets `weight / sum(weights)` of the picks, and no endpoint is ever
     starved: a loaded one is only spaced out more. While a new endpoint ramps up under
-    `slow_start`, picks instead compare two random candidates by
-    `ramped weight / (active + 1) ** active_request_bias` (the higher wins) until the ramp
-    ends. A pick counts one active request on the endpoint;
+    `slow_start`, a pick instead draws an endpoint at random in proportion to
+    `ramped weight / (active + 1) ** active_request_bias`, recomputed for every endpoint at
+    each pick (O(n)), until the ramp ends. A pick counts one active request on the endpoint;
     `report()` ends it.
 
     Args:
@@ -175,9 +176,7 @@ class LeastRequest(RampingStrategy[_State]):
                 raise unavailable("LeastRequest", state.endpoints)
             i = 0
         elif state.warm_until is not None:
-            i, j = two_choices(self._rand, n)
-            if not self._first_wins(state, i, j):
-                i = j
+            i = self._pick_ramping(state)
         elif state.schedule is not None:
             i = state.schedule.pick()
         else:
@@ -208,25 +207,17 @@ class LeastRequest(RampingStrategy[_State]):
         if counter is not None:
             end_request(counter)
 
-    def _first_wins(self, state: _State, i: int, j: int) -> bool:
-        wi, wj = self._ramped(state, i, j)
-        ai = load_factor(len(state.active[i]), self._bias)
-        aj = load_factor(len(state.active[j]), self._bias)
-        return wi * aj >= wj * ai
+    def _pick_ramping(self, state: _State) -> int:
+        """Draw an index in proportion to `ramped weight / (active + 1) ** bias`, all fresh.
 
-    def _ramped(self, state: _State, i: int, j: int) -> tuple[float, float]:
-        wi, wj = state.weights[i], state.weights[j]
+        The schedule rereads a weight only when it picks that endpoint, so a ramp factor that
+        starts near zero would park a new endpoint at a far deadline; a draw rereads them all.
+        """
         ramping = self._ramping(state)
-        if ramping is None:
-            return wi, wj
-        slow_start, now = ramping
-        ri, rj = (
-            wi * slow_start.factor(now - state.ramp[i]),
-            wj * slow_start.factor(now - state.ramp[j]),
-        )
-        if ri == rj == 0.0:  # both at a zero floor: compare their weights (and loads) instead
-            return wi, wj
-        return ri, rj
+        weights = state.weights if ramping is None else ramped(*ramping, state.weights, state.ramp)
+        bias = self._bias
+        loads = [load_factor(len(active), bias) for active in state.active]
+        return weighted_choice(self._rand, [w / f for w, f in zip(weights, loads, strict=True)])
 
     def _build(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import random
 import sys
 import threading
@@ -34,6 +36,7 @@ __all__ = [
     "pickable",
     "two_choices",
     "unavailable",
+    "weighted_choice",
 ]
 
 _T = TypeVar("_T")
@@ -173,6 +176,16 @@ def two_choices(rand: Callable[[], float], n: int) -> tuple[int, int]:
     i = int(rand() * n)
     j = int(rand() * (n - 1))
     return i, j + 1 if j >= i else j
+
+
+def weighted_choice(rand: Callable[[], float], weights: Iterable[float]) -> int:
+    """Draw an index with probability proportional to its weight (O(n): fresh weights).
+
+    A zero weight is never drawn while another is positive.
+    """
+    cumulative = list(itertools.accumulate(weights))
+    i = bisect.bisect_right(cumulative, rand() * cumulative[-1])
+    return min(i, len(cumulative) - 1)  # rand() * total may round up to the total
 
 
 def end_request(active: collections.deque[None]) -> None:
