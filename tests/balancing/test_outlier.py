@@ -243,6 +243,25 @@ class TestConsecutive:
         report(d, bad, E, 5)
         assert d.ejected_until(bad) == clock.now() + 30.0
 
+    @pytest.mark.parametrize("looked", [False, True], ids=["unobserved", "observed"])
+    def test_decay_does_not_depend_on_who_looked(self, clock: FakeClock, looked: bool) -> None:
+        """An ejection ends between two evaluations: whether anyone looked then changes nothing.
+
+        Ejected at 5 for 30 s, back at 35: the evaluation at 40 falls within an interval of
+        its return, so (as in Envoy, which decays only once `interval` has passed since the
+        return) it keeps the multiplier, and the next ejection lasts twice the base.
+        """
+        d = detector(10, clock, base_ejection_time=30, interval=10)
+        bad = d.endpoints[0]
+        clock.advance(5)
+        report(d, bad, E, 5)
+        clock.advance(30)
+        if looked:
+            assert ejected(d) == ()  # the return is seen at 35, before the evaluation due at 40
+        clock.advance(5)
+        report(d, bad, E, 5)
+        assert d.ejected_until(bad) == clock.now() + 60.0
+
     def test_tiny_interval_counts_without_overflow(self, clock: FakeClock) -> None:
         """An interval of 5e-324 s makes a second an infinity of intervals: still a count."""
         d = detector(10, clock, interval=5e-324, base_ejection_time=10)
@@ -499,6 +518,7 @@ class _ModelHost:
     successes: int = 0
     failures: int = 0
     multiplier: int = 0
+    back: float = -math.inf
 
     def clear(self) -> None:
         self.consecutive = self.gateway = self.successes = self.failures = 0
@@ -517,9 +537,10 @@ class Model:
     def expire(self, now: float) -> dict[Endpoint, float]:
         """End the ejections that are due; return the endpoints that came back, and when."""
         back = {e: until for e, until in self.until.items() if until <= now}
-        for e in back:
+        for e, until in back.items():
             del self.until[e]
             self.hosts[e].clear()
+            self.hosts[e].back = until
         return back
 
     def catch_up(self, now: float) -> None:
@@ -531,8 +552,10 @@ class Model:
     def evaluate(self, now: float, back: dict[Endpoint, float], *, explicit: bool) -> None:
         """Evaluate: decay multipliers per interval elapsed, then the two interval checks.
 
-        Each scheduled evaluation time up to `now` that found an endpoint not ejected takes one
-        off its multiplier; an explicit `evaluate()` counts as at least one.
+        Each scheduled evaluation time `t` up to `now` takes one off the multiplier of an
+        endpoint not ejected whose last ejection ended at least an interval before `t`
+        (Envoy's `now - last_unejection >= interval`); an explicit `evaluate()` counts as at
+        least one for the endpoints it does not itself bring back.
         """
         ticks = []
         tick = self.next_eval
@@ -542,10 +565,9 @@ class Model:
         for e, host in self.hosts.items():
             if e in self.until:
                 continue
-            if e in back:
-                steps = sum(1 for t in ticks if t > back[e])
-            else:
-                steps = max(len(ticks), 1) if explicit else len(ticks)
+            steps = sum(1 for t in ticks if t - host.back >= self.config.interval)
+            if explicit and e not in back:
+                steps = max(steps, 1)
             host.multiplier = max(0, host.multiplier - steps)
         self._success_rate(now)
         self._failure_percentage(now)

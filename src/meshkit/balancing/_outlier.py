@@ -25,7 +25,7 @@ _MAX_INTERVALS = float(2**53)
 class _Host:
     """Mutable per-address counters, touched only under the detector's lock."""
 
-    __slots__ = ("consecutive", "ejections", "failures", "gateway", "successes")
+    __slots__ = ("back", "consecutive", "ejections", "failures", "gateway", "successes")
 
     def __init__(self) -> None:
         self.consecutive = 0
@@ -33,6 +33,7 @@ class _Host:
         self.successes = 0
         self.failures = 0
         self.ejections = 0
+        self.back = -math.inf  # when its last ejection ended
 
     def reset(self) -> None:
         self.consecutive = self.gateway = self.successes = self.failures = 0
@@ -48,9 +49,9 @@ class OutlierDetector:
     percentage are evaluated once per `interval` over the requests seen in it. An ejection
     lasts `base_ejection_time` times a multiplier (at most `max_ejection_time`) that each
     ejection raises by one until `base_ejection_time x multiplier` reaches
-    `max_ejection_time` (as Envoy caps it), and that drops by one per `interval` elapsed with
-    the endpoint not ejected, counted even when nothing called the detector meanwhile (the
-    interval in which an ejection ends does not count). At most
+    `max_ejection_time` (as Envoy caps it), and that drops by one at each scheduled
+    evaluation (one per `interval`) that finds the endpoint back for at least an `interval`,
+    counted even when nothing called the detector meanwhile. At most
     `max_ejection_percent` of the endpoints are ejected at once (at least one may be), and
     when fewer than `panic_threshold` percent are healthy every endpoint is used again.
 
@@ -252,12 +253,13 @@ class OutlierDetector:
         self._reschedule()
         return changed
 
-    def _expire(self, now: float) -> dict[Address, float]:
-        """End the ejections that are due; return when each of them ended."""
-        due = {key: until for key, until in self._ejected.items() if until <= now}
+    def _expire(self, now: float) -> list[Address]:
+        """End the ejections that are due, noting when each ended; return their addresses."""
+        due = [key for key, until in self._ejected.items() if until <= now]
         for key in due:
-            del self._ejected[key]
-            self._hosts[key].reset()
+            host = self._hosts[key]
+            host.back = self._ejected.pop(key)
+            host.reset()
         return due
 
     def _release_excess(self) -> None:
@@ -307,7 +309,7 @@ class OutlierDetector:
         host.reset()
         return True
 
-    def _evaluate(self, now: float, returned: dict[Address, float], *, explicit: bool) -> bool:
+    def _evaluate(self, now: float, returned: list[Address], *, explicit: bool) -> bool:
         self._decay(now, returned, explicit=explicit)
         changed = self._check_success_rate(now)
         changed = self._check_failure_percentage(now) or changed
@@ -317,7 +319,7 @@ class OutlierDetector:
         return changed
 
     def _ticks(self, since: float, now: float) -> int:
-        """Return how many scheduled evaluation times after `since` are at or before `now`.
+        """Return how many scheduled evaluation times fall in `[since, now]`.
 
         Evaluations are due every `interval` from `_next_eval`; a lazy detector runs them in
         one go when it is next touched, and this counts the ones it stands for.
@@ -325,29 +327,29 @@ class OutlierDetector:
         due = self._next_eval
         if now < due:
             return 0
-        passed = self._intervals(now - due) + 1
-        if since < due:
-            return passed
-        return max(0, passed - self._intervals(since - due) - 1)
+        first = 0 if since <= due else self._intervals(since - due, up=True)
+        return max(0, self._intervals(now - due) - first + 1)
 
-    def _intervals(self, seconds: float) -> int:
-        """Return how many whole intervals fit in `seconds` (capped: a multiplier is small)."""
+    def _intervals(self, seconds: float, *, up: bool = False) -> int:
+        """Return `seconds / interval` rounded down (or up), capped: a multiplier is small."""
         # A tiny interval (5e-324 s) makes the quotient infinite, which floor() cannot take.
-        return math.floor(min(seconds / self._config.interval, _MAX_INTERVALS))
+        quotient = min(seconds / self._config.interval, _MAX_INTERVALS)
+        return math.ceil(quotient) if up else math.floor(quotient)
 
-    def _decay(self, now: float, returned: dict[Address, float], *, explicit: bool) -> None:
-        """Drop each healthy host's multiplier by one per interval elapsed since the last check.
+    def _decay(self, now: float, returned: list[Address], *, explicit: bool) -> None:
+        """Drop each healthy host's multiplier by one per evaluation due since the last check.
 
-        A host that came back from an ejection during those intervals counts only the ones
-        after its return; `evaluate()` counts as at least one interval for the others.
+        As in Envoy, an evaluation counts for a host only once an `interval` has passed since
+        its ejection ended; the end time is kept on the host, so this does not depend on
+        whether anything looked at the detector in between. `evaluate()` counts as at least
+        one evaluation for the hosts it does not itself return.
         """
-        elapsed = self._ticks(-math.inf, now)
-        if explicit:
-            elapsed = max(elapsed, 1)
+        interval = self._config.interval
         for key, host in self._hosts.items():
             if host.ejections and key not in self._ejected:
-                back = returned.get(key)
-                steps = elapsed if back is None else self._ticks(back, now)
+                steps = self._ticks(host.back + interval, now)
+                if explicit and key not in returned:
+                    steps = max(steps, 1)
                 host.ejections = max(0, host.ejections - steps)
 
     def _volumes(self, minimum: int) -> list[tuple[Address, _Host, int]]:
