@@ -169,3 +169,19 @@ class TestLeastRequest:
         for thread in threads:
             thread.join()
         assert [balancer.active(e) for e in eps] == [0, 0, 0, 0]
+
+
+class TestScheduleRebuild:
+    def test_rebuilt_schedule_starts_from_the_loads(self) -> None:
+        """After update(), a loaded endpoint starts a loaded period away, as Envoy adds it.
+
+        The schedule is rebuilt on every update (an outlier ejection or return does one);
+        first deadlines drawn from the weight alone gave a busy endpoint a pick at once.
+        """
+        busy, idle = endpoints(1, 2)
+        balancer = LeastRequest([busy, idle], rng=Scripted([0.5]))
+        for _ in range(1000):
+            balancer._state.counters[(busy.host, busy.port)].append(None)
+        balancer.update([busy, idle])  # first deadlines: half a period, 0.5 * 1001 / 1 for busy
+        counts = pick_and_report(balancer, 100)  # idle, reported at once, is due every 0.5
+        assert counts[busy] == 0

@@ -75,9 +75,10 @@ class _Schedule:
         rand: Callable[[], float],
     ) -> None:
         self._weights, self._active, self._bias = weights, active, bias
-        # Random first deadlines (a fraction of each one's period) so that balancers built
-        # at the same moment do not all start on the same endpoint.
-        self._heap = [(rand() / w, i, i) for i, w in enumerate(weights)]
+        # Random first deadlines (a fraction of each one's period, its load counted as in
+        # Envoy's schedule, which a rebuild on every update would otherwise forget) so that
+        # balancers built at the same moment do not all start on the same endpoint.
+        self._heap = [(rand() * self._period(i), i, i) for i in range(len(weights))]
         heapq.heapify(self._heap)
         self._queued = len(weights)
         self._lock = threading.Lock()
@@ -86,10 +87,13 @@ class _Schedule:
         """Return the index of the endpoint due first, and queue it again one period later."""
         with self._lock:
             deadline, _, i = self._heap[0]
-            period = load_factor(len(self._active[i]), self._bias) / self._weights[i]
-            heapq.heapreplace(self._heap, (deadline + period, self._queued, i))
+            heapq.heapreplace(self._heap, (deadline + self._period(i), self._queued, i))
             self._queued += 1
         return i
+
+    def _period(self, i: int) -> float:
+        """Return `1 / effective weight` of endpoint `i`: `(active + 1) ** bias / weight`."""
+        return load_factor(len(self._active[i]), self._bias) / self._weights[i]
 
 
 @attrs.frozen
