@@ -447,6 +447,25 @@ class TestWrapping:
         report(d, eps[0], E, 5)  # a second ejection would be 2 of 2
         assert ejected(d) == (eps[1],)
 
+    def test_an_ejection_ended_by_update_decays_from_then(self, clock: FakeClock) -> None:
+        """An ejection that update() ends early counts as a return then, as a timed one does.
+
+        Ejected at 6, released at 35 by a smaller set: the evaluation at 40 is within an
+        interval of that return, so the multiplier stays and the next ejection lasts 60 s.
+        """
+        d = detector(10, clock, max_ejection_percent=20, base_ejection_time=30, interval=10)
+        eps = d.endpoints
+        clock.advance(6)
+        report(d, eps[0], E, 5)  # until 36: the soonest to end
+        clock.advance(1)
+        report(d, eps[1], E, 5)  # until 37
+        clock.advance(28)
+        d.update(eps[:5])  # 2 of 5 would be 40%: eps[0] comes back at 35
+        assert ejected(d) == (eps[1],)
+        clock.advance(5)
+        report(d, eps[0], E, 5)  # eps[1] is back since 37, so eps[0] may go again
+        assert d.ejected_until(eps[0]) == clock.now() + 60.0
+
     def test_any_balancer_through_the_protocol(self, clock: FakeClock) -> None:
         """A plain LoadBalancer sees only healthy snapshots via update(), and every report."""
         eps = tuple(endpoints(10))

@@ -193,11 +193,12 @@ class OutlierDetector:
             ConfigurationError: If an item is not an `Endpoint` or two share an address.
         """
         checked = check_endpoints(endpoints)
+        now = self._clock.now()
         with self._lock:
             self._all = checked
             self._hosts = carry(self._hosts, checked, _Host)
             self._ejected = {a: t for a, t in self._ejected.items() if a in self._hosts}
-            self._release_excess()
+            self._release_excess(now)
             self._retarget()
         self._push()
 
@@ -262,14 +263,16 @@ class OutlierDetector:
             host.reset()
         return due
 
-    def _release_excess(self) -> None:
-        """End the soonest-ending ejections beyond what `max_ejection_percent` allows."""
+    def _release_excess(self, now: float) -> None:
+        """End, at `now`, the soonest-ending ejections beyond what `max_ejection_percent` allows."""
         allowed = max(1, math.floor(self._config.max_ejection_percent * len(self._all) / 100))
         excess = len(self._ejected) - allowed
         if excess > 0:
             for key in sorted(self._ejected, key=self._ejected.__getitem__)[:excess]:
                 del self._ejected[key]
-                self._hosts[key].reset()
+                host = self._hosts[key]
+                host.back = now
+                host.reset()
 
     def _record(self, key: Address, host: _Host, outcome: Outcome, now: float) -> bool:
         if outcome is Outcome.SUCCESS:
