@@ -9,10 +9,11 @@ from collections import Counter
 
 import pytest
 from balancing_helpers import Scripted, candidates, endpoints
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from meshkit import ConfigurationError
+from meshkit import ConfigurationError, NoAvailableEndpointError
 from meshkit.balancing import (
     Endpoint,
     LeastRequest,
@@ -185,3 +186,67 @@ class TestScheduleRebuild:
         balancer.update([busy, idle])  # first deadlines: half a period, 0.5 * 1001 / 1 for busy
         counts = pick_and_report(balancer, 100)  # idle, reported at once, is due every 0.5
         assert counts[busy] == 0
+
+
+class LeastRequestMachine(RuleBasedStateMachine):
+    """Picks, reports and updates against a model of requests in flight and weight shares.
+
+    The bias is 0, so unequal weights make the schedule a weighted round robin: between two
+    updates each endpoint's picks stay within `n + 1` of `picks * weight / sum(weights)`
+    whatever the load, and the count of requests in flight per address survives updates.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.balancer = LeastRequest(active_request_bias=0, rng=random.Random(0))
+        self.eps: list[Endpoint] = []
+        self.in_flight: Counter[tuple[str, int]] = Counter()
+        self.picked: Counter[Endpoint] = Counter()
+
+    @rule(weights=st.lists(st.integers(0, 4), max_size=5), data=st.data())
+    def update(self, weights: list[int], data: st.DataObject) -> None:
+        ports = data.draw(st.permutations(range(5)))
+        self.eps = [
+            Endpoint(host="10.0.0.1", port=8000 + port, weight=w)
+            for port, w in zip(ports, weights, strict=False)
+        ]
+        self.balancer.update(self.eps)
+        self.picked.clear()
+
+    @rule(times=st.integers(1, 40))
+    def pick(self, times: int) -> None:
+        if not any(e.weight for e in self.eps):
+            with pytest.raises(NoAvailableEndpointError):
+                self.balancer.pick()
+            return
+        for _ in range(times):
+            chosen = self.balancer.pick()
+            assert chosen in self.eps
+            assert chosen.weight > 0
+            self.in_flight[chosen.host, chosen.port] += 1
+            self.picked[chosen] += 1
+
+    @precondition(lambda self: +self.in_flight)
+    @rule(data=st.data())
+    def report(self, data: st.DataObject) -> None:
+        host, port = data.draw(st.sampled_from(sorted(+self.in_flight)))
+        self.balancer.report(Endpoint(host=host, port=port), Outcome.SUCCESS, 0.0)
+        self.in_flight[host, port] -= 1
+
+    @invariant()
+    def in_flight_counts_survive_updates(self) -> None:
+        for (host, port), count in self.in_flight.items():
+            assert self.balancer.active(Endpoint(host=host, port=port)) == count
+
+    @invariant()
+    def unequal_weights_get_their_share(self) -> None:
+        live = [e for e in self.eps if e.weight > 0]
+        if len({e.weight for e in live}) < 2:  # equal weights: two choices, no share to check
+            return
+        picks, total = sum(self.picked.values()), sum(e.weight for e in live)
+        for e in live:
+            assert abs(self.picked[e] - picks * e.weight / total) <= len(live) + 1
+
+
+LeastRequestMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=60)
+TestLeastRequestMachine = LeastRequestMachine.TestCase
