@@ -121,9 +121,10 @@ class LeastRequest(RampingStrategy[_State]):
     tie). With unequal weights it follows Envoy's weighted schedule instead: earliest deadline
     first, each endpoint queued again after a pick at `1 / effective weight`, where the
     effective weight is `weight / (active + 1) ** active_request_bias` at that moment. At zero
-    load each endpoint then gets `weight / sum(weights)` of the picks, and no endpoint is ever
-    starved: a loaded one is only spaced out more. While a new endpoint ramps up under
-    `slow_start`, a pick instead draws an endpoint at random in proportion to
+    load each endpoint then gets `weight / sum(weights)` of the picks, and no endpoint is
+    starved for good: a loaded one is only spaced out more, by a factor that grows as
+    `(active + 1) ** active_request_bias` (so keep the bias near 1). While a new endpoint
+    ramps up under `slow_start`, a pick instead draws an endpoint at random in proportion to
     `ramped weight / (active + 1) ** active_request_bias`, recomputed for every endpoint at
     each pick (O(n)), until the ramp ends. A pick counts one active request on the endpoint;
     `report()` ends it.
