@@ -74,6 +74,28 @@ class TestPickThroughput:
         run(benchmark, loop, **quality(get, HashRing(eps[1:]).get, n))
 
     @pytest.mark.benchmark(group="pick")
+    def test_meshkit_hashring_pick(self, benchmark: Any, n: int) -> None:
+        """`pick(key)`, the LoadBalancer path, beside `get(key)` above."""
+        pick = HashRing(endpoints(n)).pick
+
+        def loop() -> None:
+            for key in KEYS:
+                pick(key)
+
+        run(benchmark, loop)
+
+    @pytest.mark.benchmark(group="pick")
+    def test_meshkit_maglev_pick(self, benchmark: Any, n: int) -> None:
+        """`pick(key)`, the LoadBalancer path, beside `get(key)`."""
+        pick = Maglev(endpoints(n)).pick
+
+        def loop() -> None:
+            for key in KEYS:
+                pick(key)
+
+        run(benchmark, loop)
+
+    @pytest.mark.benchmark(group="pick")
     def test_meshkit_maglev(self, benchmark: Any, n: int) -> None:
         eps = endpoints(n)
         get = Maglev(eps).get

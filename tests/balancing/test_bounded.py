@@ -29,7 +29,9 @@ class TestConfiguration:
         """BoundedLoadRing implements the LoadBalancer protocol."""
         assert isinstance(BoundedLoadRing([ep(1)]), LoadBalancer)
 
-    @pytest.mark.parametrize("c", [1, 1.0, 0.5, True, math.inf, math.nan, "2"])
+    @pytest.mark.parametrize(
+        "c", [1, 1.0, 0.5, True, math.inf, math.nan, "2", pytest.param(10**400, id="10**400")]
+    )
     def test_balance_factor_above_one(self, c: float) -> None:
         """c <= 1, infinite or not a number raises ConfigurationError naming balance_factor."""
         with pytest.raises(ConfigurationError) as info:
@@ -40,6 +42,17 @@ class TestConfiguration:
         """vnodes < 1 raises ConfigurationError naming vnodes."""
         with pytest.raises(ConfigurationError, match="vnodes"):
             BoundedLoadRing([ep(1)], vnodes=0)
+
+    def test_ring_size_is_bounded(self) -> None:
+        """A weight of 10**6 is scaled into max_ring_size; a bad max_ring_size is named."""
+        lb = BoundedLoadRing([ep(1, weight=10**6), ep(2)], max_ring_size=2048)
+        assert len(lb._ring.snapshot.points) <= 2048 + 2
+        with pytest.raises(ConfigurationError) as info:
+            BoundedLoadRing([ep(1)], vnodes=10**7)
+        assert info.value.field == "vnodes"
+        with pytest.raises(ConfigurationError) as info:
+            BoundedLoadRing([ep(1)], max_ring_size=0)
+        assert info.value.field == "max_ring_size"
 
     @pytest.mark.parametrize("key", [123, 1.5, ("a",), "\ud800"])
     def test_unhashable_keys_name_the_field(self, key: object) -> None:

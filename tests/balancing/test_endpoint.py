@@ -31,7 +31,15 @@ class TestEndpoint:
 
     @pytest.mark.parametrize(
         ("field", "value"),
-        [("port", 70000), ("port", -1), ("weight", -1), ("port", True), ("host", 5)],
+        [
+            ("port", 70000),
+            ("port", -1),
+            ("weight", -1),
+            ("weight", 2**32),  # above Envoy's uint32; 10**400 would overflow the strategies
+            pytest.param("weight", 10**400, id="weight-10**400"),
+            ("port", True),
+            ("host", 5),
+        ],
     )
     def test_bad_values_name_the_field(self, field: str, value: object) -> None:
         """A bad field raises ConfigurationError naming it."""

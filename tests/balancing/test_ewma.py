@@ -104,14 +104,17 @@ class TestPeakEwma:
         balancer.update(eps)
         assert balancer.cost(busy) == 0.0  # reported, then removed: forgotten
 
-    @pytest.mark.parametrize("decay", [0, -1, math.inf, None])
+    @pytest.mark.parametrize("decay", [0, -1, math.inf, None, pytest.param(10**400, id="10**400")])
     def test_bad_decay(self, decay: object) -> None:
         """A non-positive or infinite decay is a ConfigurationError naming it."""
         with pytest.raises(ConfigurationError) as info:
             PeakEwma(decay=decay)  # type: ignore[arg-type]
         assert info.value.field == "decay"
 
-    @pytest.mark.parametrize("latency", [math.nan, math.inf, -0.1, "0.1", None, True])
+    @pytest.mark.parametrize(
+        "latency",
+        [math.nan, math.inf, -0.1, "0.1", None, True, pytest.param(10**400, id="10**400")],
+    )
     def test_bad_latency_is_rejected_whole(self, clock: FakeClock, latency: object) -> None:
         """A NaN, infinite, negative or non-numeric latency is a ConfigurationError; no effect."""
         (ep,) = endpoints(1)

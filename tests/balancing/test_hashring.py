@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from meshkit import ConfigurationError, NoAvailableEndpointError
 from meshkit.balancing import Endpoint, HashRing, LoadBalancer, Outcome, _hash
-from meshkit.balancing._hash import INSTALL_HINT, key_bytes, load_hash
+from meshkit.balancing._hash import INSTALL_HINT, load_hash
 from meshkit.balancing._hashring import build_table, table_bits
 
 if TYPE_CHECKING:
@@ -96,6 +96,63 @@ class TestConstruction:
         assert "meshkit[hashing]" in INSTALL_HINT
 
 
+class TestRingSize:
+    """The ring's points are bounded whatever the weights and vnodes (Envoy's ring scaling)."""
+
+    def test_huge_weight_is_scaled_into_the_ring(self) -> None:
+        """One endpoint of weight 10**6 (1.6e8 points unscaled) gets max_ring_size points."""
+        ring = HashRing([ep(0, weight=10**6), ep(1)], max_ring_size=4096)
+        counts = Counter(ring.snapshot.owners[:-1])
+        assert sum(counts.values()) <= 4096 + 2
+        assert counts[ep(1)] >= 1  # the light endpoint keeps at least one point
+
+    @pytest.mark.parametrize(
+        ("kwargs", "field"),
+        [
+            ({"vnodes": 10**7}, "vnodes"),
+            ({"vnodes": 65, "max_ring_size": 64}, "vnodes"),
+            ({"max_ring_size": 0}, "max_ring_size"),
+            ({"max_ring_size": 2**23 + 1}, "max_ring_size"),
+            ({"max_ring_size": 1.5}, "max_ring_size"),
+        ],
+    )
+    def test_sizes_beyond_the_bound_name_the_field(
+        self, kwargs: dict[str, int], field: str
+    ) -> None:
+        """vnodes above max_ring_size, or max_ring_size out of range, is refused at once."""
+        with pytest.raises(ConfigurationError) as info:
+            HashRing([ep(1)], **kwargs)
+        assert info.value.field == field
+
+    @settings(max_examples=40)
+    @given(
+        weights=st.lists(st.integers(0, 10**6), min_size=1, max_size=8),
+        limit=st.sampled_from([64, 1000, 4096]),
+    )
+    def test_scaled_points_follow_weight(self, weights: list[int], limit: int) -> None:
+        """Scaled or not, the total is bounded and each live endpoint's share follows weight."""
+        eps = [ep(i, w) for i, w in enumerate(weights)]
+        ring = HashRing(eps, vnodes=16, max_ring_size=limit)
+        counts = Counter(ring.snapshot.owners[:-1])
+        live = [e for e in eps if e.weight > 0]
+        total = sum(e.weight for e in live)
+        assert sum(counts.values()) <= max(16 * total, limit) + len(live)
+        for e in live:
+            share = min(16 * total, limit) * e.weight / total
+            assert share - 1 <= counts[e] <= max(share, 1)
+
+    def test_scaled_ring_updates_match_a_fresh_build(self) -> None:
+        """add/remove/update on a scaled ring give the ring built from scratch."""
+        eps = [ep(i, weight=10 * (i + 1)) for i in range(5)]
+        ring = HashRing(eps[:3], vnodes=50, max_ring_size=300)
+        ring.add(eps[3])
+        ring.update(eps)
+        ring.remove(eps[0])
+        fresh = HashRing(eps[1:], vnodes=50, max_ring_size=300)
+        assert ring.snapshot.entries == fresh.snapshot.entries
+        assert owners(ring) == owners(fresh)
+
+
 class TestPlacement:
     def test_points_follow_weight(self) -> None:
         """Each endpoint owns vnodes * weight points; weight 0 owns none."""
@@ -118,7 +175,7 @@ class TestPlacement:
         """A str key is hashed as its UTF-8 bytes."""
         ring = HashRing([ep(i) for i in range(5)])
         assert ring.get("clé") == ring.get("clé".encode())
-        assert key_bytes("clé") == "clé".encode()
+        assert ring.hash_key("clé") == load_hash()("clé".encode(), 0)
         assert ring.hash_key(b"x") == load_hash()(b"x", 0)
 
     def test_pick_with_and_without_key(self) -> None:
@@ -306,9 +363,11 @@ class TestLookupTable:
 class RingMachine(RuleBasedStateMachine):
     """Incremental add/remove against a plain model: the set of endpoints."""
 
+    limit = 2**17  # max_ring_size: the default, never reached here
+
     def __init__(self) -> None:
         super().__init__()
-        self.ring = HashRing(vnodes=6, seed=3)
+        self.ring = HashRing(vnodes=6, seed=3, max_ring_size=self.limit)
         self.model: dict[int, Endpoint] = {}
 
     @rule(i=st.integers(0, 40), weight=st.integers(0, 3))
@@ -342,7 +401,7 @@ class RingMachine(RuleBasedStateMachine):
     @invariant()
     def same_as_built_from_scratch(self) -> None:
         snap = self.ring.snapshot
-        fresh = HashRing(self.model.values(), vnodes=6, seed=3).snapshot
+        fresh = HashRing(self.model.values(), vnodes=6, seed=3, max_ring_size=self.limit).snapshot
         assert snap.entries == fresh.entries
         assert snap.table == fresh.table
         assert (
@@ -353,6 +412,16 @@ class RingMachine(RuleBasedStateMachine):
 
 TestRingMachine = RingMachine.TestCase
 TestRingMachine.settings = settings(max_examples=40, stateful_step_count=20)
+
+
+class ScaledRingMachine(RingMachine):
+    """The same, on a ring small enough that point counts are scaled by weight."""
+
+    limit = 40
+
+
+TestScaledRingMachine = ScaledRingMachine.TestCase
+TestScaledRingMachine.settings = settings(max_examples=40, stateful_step_count=20)
 
 
 class TestConcurrency:

@@ -42,6 +42,20 @@ class TestConfiguration:
             Maglev([ep(1)], table_size=2**61 - 1)
         assert info.value.field == "table_size"
 
+    def test_table_smaller_than_the_endpoints_refused(self) -> None:
+        """table_size=7 with 10 endpoints would leave 3 without a slot: refused, naming it."""
+        eps = [ep(i) for i in range(10)]
+        with pytest.raises(ConfigurationError) as info:
+            Maglev(eps, table_size=7)
+        assert (info.value.field, info.value.value) == ("table_size", 7)
+        lb = Maglev(eps[:7], table_size=7)
+        with pytest.raises(ConfigurationError) as info:
+            lb.update(eps)
+        assert info.value.field == "table_size"
+        assert set(lb.table) == set(eps[:7])  # the table in force is kept
+        weightless = [ep(i, 0) for i in range(10, 20)]
+        assert set(Maglev([*eps[:7], *weightless], table_size=7).table) == set(eps[:7])
+
     def test_primes(self) -> None:
         """is_prime recognises the default size and small cases."""
         assert is_prime(DEFAULT_TABLE_SIZE)

@@ -119,6 +119,13 @@ class TestOutlierConfig:
             ("failure_percentage_threshold", 101),
             ("panic_threshold", -1),
             ("max_ejection_time", 1.0),
+            pytest.param(
+                "interval", 10**400, id="interval-10**400"
+            ),  # an int no float can hold: it would overflow clock sums
+            pytest.param("max_ejection_time", 10**400, id="max_ejection_time-10**400"),
+            pytest.param(
+                "success_rate_stdev_factor", 10**400, id="success_rate_stdev_factor-10**400"
+            ),
         ],
     )
     def test_bad_values_name_the_field(self, field: str, value: object) -> None:
@@ -220,6 +227,60 @@ class TestConsecutive:
         assert d.ejected_until(bad) == clock.now() + 20.0
         clock.advance(20)
         for _ in range(3):
+            d.evaluate()
+        report(d, bad, E, 5)
+        assert d.ejected_until(bad) == clock.now() + 10.0
+
+    def test_multiplier_decays_per_interval_elapsed_without_traffic(self, clock: FakeClock) -> None:
+        """Three back-to-back ejections, then 600 s idle: the next ejection is the base time."""
+        d = detector(10, clock, base_ejection_time=30, interval=10)
+        bad = d.endpoints[0]
+        for expected in (30.0, 60.0, 90.0):
+            report(d, bad, E, 5)
+            assert d.ejected_until(bad) == clock.now() + expected
+            clock.advance(expected)
+        clock.advance(600)  # nobody calls the detector: 60 intervals pass unobserved
+        report(d, bad, E, 5)
+        assert d.ejected_until(bad) == clock.now() + 30.0
+
+    @pytest.mark.parametrize("looked", [False, True], ids=["unobserved", "observed"])
+    def test_decay_does_not_depend_on_who_looked(self, clock: FakeClock, looked: bool) -> None:
+        """An ejection ends between two evaluations: whether anyone looked then changes nothing.
+
+        Ejected at 5 for 30 s, back at 35: the evaluation at 40 falls within an interval of
+        its return, so (as in Envoy, which decays only once `interval` has passed since the
+        return) it keeps the multiplier, and the next ejection lasts twice the base.
+        """
+        d = detector(10, clock, base_ejection_time=30, interval=10)
+        bad = d.endpoints[0]
+        clock.advance(5)
+        report(d, bad, E, 5)
+        clock.advance(30)
+        if looked:
+            assert ejected(d) == ()  # the return is seen at 35, before the evaluation due at 40
+        clock.advance(5)
+        report(d, bad, E, 5)
+        assert d.ejected_until(bad) == clock.now() + 60.0
+
+    def test_tiny_interval_counts_without_overflow(self, clock: FakeClock) -> None:
+        """An interval of 5e-324 s makes a second an infinity of intervals: still a count."""
+        d = detector(10, clock, interval=5e-324, base_ejection_time=10)
+        bad = d.endpoints[0]
+        report(d, bad, E, 5)
+        clock.advance(100)
+        assert ejected(d) == ()
+        report(d, bad, E, 5)
+        assert d.ejected_until(bad) == clock.now() + 10.0
+
+    def test_multiplier_stops_growing_at_the_maximum(self, clock: FakeClock) -> None:
+        """After many ejections, ceil(max / base) healthy intervals bring back the base time."""
+        d = detector(10, clock, base_ejection_time=10, max_ejection_time=30, interval=1000)
+        bad = d.endpoints[0]
+        for _ in range(20):
+            report(d, bad, E, 5)
+            clock.advance(30)
+        assert ejected(d) == ()
+        for _ in range(3):  # the cap held the multiplier at 3 (3 x 10 s reaches 30 s)
             d.evaluate()
         report(d, bad, E, 5)
         assert d.ejected_until(bad) == clock.now() + 10.0
@@ -386,6 +447,25 @@ class TestWrapping:
         report(d, eps[0], E, 5)  # a second ejection would be 2 of 2
         assert ejected(d) == (eps[1],)
 
+    def test_an_ejection_ended_by_update_decays_from_then(self, clock: FakeClock) -> None:
+        """An ejection that update() ends early counts as a return then, as a timed one does.
+
+        Ejected at 6, released at 35 by a smaller set: the evaluation at 40 is within an
+        interval of that return, so the multiplier stays and the next ejection lasts 60 s.
+        """
+        d = detector(10, clock, max_ejection_percent=20, base_ejection_time=30, interval=10)
+        eps = d.endpoints
+        clock.advance(6)
+        report(d, eps[0], E, 5)  # until 36: the soonest to end
+        clock.advance(1)
+        report(d, eps[1], E, 5)  # until 37
+        clock.advance(28)
+        d.update(eps[:5])  # 2 of 5 would be 40%: eps[0] comes back at 35
+        assert ejected(d) == (eps[1],)
+        clock.advance(5)
+        report(d, eps[0], E, 5)  # eps[1] is back since 37, so eps[0] may go again
+        assert d.ejected_until(eps[0]) == clock.now() + 60.0
+
     def test_any_balancer_through_the_protocol(self, clock: FakeClock) -> None:
         """A plain LoadBalancer sees only healthy snapshots via update(), and every report."""
         eps = tuple(endpoints(10))
@@ -457,6 +537,7 @@ class _ModelHost:
     successes: int = 0
     failures: int = 0
     multiplier: int = 0
+    back: float = -math.inf
 
     def clear(self) -> None:
         self.consecutive = self.gateway = self.successes = self.failures = 0
@@ -472,25 +553,41 @@ class Model:
         self.until: dict[Endpoint, float] = {}
         self.next_eval = now + config.interval
 
-    def expire(self, now: float) -> set[Endpoint]:
-        """End the ejections that are due; return the endpoints that came back."""
-        back = {e for e, until in self.until.items() if until <= now}
-        for e in back:
+    def expire(self, now: float) -> dict[Endpoint, float]:
+        """End the ejections that are due; return the endpoints that came back, and when."""
+        back = {e: until for e, until in self.until.items() if until <= now}
+        for e, until in back.items():
             del self.until[e]
             self.hosts[e].clear()
+            self.hosts[e].back = until
         return back
 
     def catch_up(self, now: float) -> None:
-        """Apply what the passage of time does: expiries, then a due interval evaluation."""
+        """Apply what the passage of time does: expiries, then due interval evaluations."""
         back = self.expire(now)
         if now >= self.next_eval:
-            self.evaluate(now, back)
+            self.evaluate(now, back, explicit=False)
 
-    def evaluate(self, now: float, back: set[Endpoint]) -> None:
-        """One interval: decay multipliers, success-rate and failure-percentage checks."""
+    def evaluate(self, now: float, back: dict[Endpoint, float], *, explicit: bool) -> None:
+        """Evaluate: decay multipliers per interval elapsed, then the two interval checks.
+
+        Each scheduled evaluation time `t` up to `now` takes one off the multiplier of an
+        endpoint not ejected whose last ejection ended at least an interval before `t`
+        (Envoy's `now - last_unejection >= interval`); an explicit `evaluate()` counts as at
+        least one for the endpoints it does not itself bring back.
+        """
+        ticks = []
+        tick = self.next_eval
+        while tick <= now:
+            ticks.append(tick)
+            tick += self.config.interval
         for e, host in self.hosts.items():
-            if e not in self.until and e not in back and host.multiplier > 0:
-                host.multiplier -= 1
+            if e in self.until:
+                continue
+            steps = sum(1 for t in ticks if t - host.back >= self.config.interval)
+            if explicit and e not in back:
+                steps = max(steps, 1)
+            host.multiplier = max(0, host.multiplier - steps)
         self._success_rate(now)
         self._failure_percentage(now)
         for host in self.hosts.values():
@@ -540,8 +637,9 @@ class Model:
         if k and (k + 1) * 100 > self.config.max_ejection_percent * len(self.eps):
             return False
         host = self.hosts[e]
-        host.multiplier += 1
         c = self.config
+        if c.base_ejection_time * host.multiplier < c.max_ejection_time:
+            host.multiplier += 1
         self.until[e] = now + min(c.base_ejection_time * host.multiplier, c.max_ejection_time)
         host.clear()
         return True
@@ -638,14 +736,15 @@ class OutlierMachine(RuleBasedStateMachine):
             self.detector.report(e, outcome, 0.01)
             self.model.report(e, outcome, self.clock.now())
 
-    @rule(seconds=st.sampled_from([0.5, 1, 2.5, 4, 5, 9.5, 10, 12]))
+    @rule(seconds=st.sampled_from([0.5, 1, 2.5, 4, 5, 9.5, 10, 12, 25, 60]))
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
 
     @rule()
     def evaluate(self) -> None:
         self.detector.evaluate()
-        self.model.evaluate(self.clock.now(), self.model.expire(self.clock.now()))
+        now = self.clock.now()
+        self.model.evaluate(now, self.model.expire(now), explicit=True)
 
     @rule()
     def pick(self) -> None:

@@ -37,7 +37,14 @@ class TestSlowStart:
         assert SlowStart(window=10).factor(10) == 1.0
 
     @pytest.mark.parametrize(
-        ("field", "value"), [("window", 0), ("aggression", -1), ("min_weight_percent", 101)]
+        ("field", "value"),
+        [
+            ("window", 0),
+            pytest.param("window", 10**400, id="window-10**400"),
+            ("aggression", -1),
+            pytest.param("aggression", 10**400, id="aggression-10**400"),
+            ("min_weight_percent", 101),
+        ],
     )
     def test_bad_config(self, field: str, value: float) -> None:
         """Invalid knobs raise ConfigurationError naming the field."""
@@ -96,13 +103,13 @@ class TestSlowStart:
         """LeastRequest weighs a ramping endpoint by its factor, then by its full weight."""
         old, new = endpoints(1, 1)
         ramp = SlowStart(window=10, min_weight_percent=0)
-        balancer = LeastRequest([old], rng=Scripted([0.9, 0.0]), slow_start=ramp, clock=clock)
+        balancer = LeastRequest([old], rng=Scripted([0.6]), slow_start=ramp, clock=clock)
         balancer.update([old, new])
         clock.advance(5)
-        assert balancer.pick() == old  # new is first but weighs only 0.5
+        assert balancer.pick() == old  # draw 0.6 of weights (1, 0.5): 0.9 falls on old
         balancer.report(old, Outcome.SUCCESS, 0.0)
         clock.advance(5)
-        assert balancer.pick() == new  # full weight: equal, first candidate wins
+        assert balancer.pick() == new  # draw 0.6 of weights (1, 1): 1.2 falls on new
         assert balancer._state.warm_until is None
 
     def test_random_all_new_at_a_zero_floor_uses_the_weights(self, clock: FakeClock) -> None:
@@ -114,9 +121,37 @@ class TestSlowStart:
         assert {balancer.pick() for _ in range(60)} == set(eps)
 
     def test_least_request_all_new_at_a_zero_floor_counts_load(self, clock: FakeClock) -> None:
-        """Two candidates both at factor 0: the less loaded wins, not always the first."""
+        """Both at factor 0: their weights, divided by their loads, decide; not always the first.
+
+        The same draw of 0.45 lands on `first` at loads (0, 0) and (1, 1), on `second` at
+        (1, 0) and (2, 1).
+        """
         first, second = endpoints(1, 1)
         ramp = SlowStart(window=10, min_weight_percent=0)
-        balancer = LeastRequest(rng=Scripted([0.0, 0.0]), slow_start=ramp, clock=clock)
+        balancer = LeastRequest(rng=Scripted([0.45]), slow_start=ramp, clock=clock)
         balancer.update([first, second])
         assert [balancer.pick() for _ in range(4)] == [first, second, first, second]
+
+    @pytest.mark.parametrize("weights", [(1, 1, 1), (1, 3, 2)])
+    def test_least_request_ramp_shares_at_zero_load(
+        self, clock: FakeClock, weights: tuple[int, int, int]
+    ) -> None:
+        """Mid-ramp at zero load each endpoint gets its ramped weight / the sum (Envoy's share).
+
+        Two random choices by ramped weight gave the ramping endpoint nothing (it loses every
+        comparison at equal load) and starved the lighter ones, as issue 8 found outside ramps.
+        """
+        eps = endpoints(*weights)
+        ramp = SlowStart(window=60, min_weight_percent=0)
+        balancer = LeastRequest(eps[:2], rng=random.Random(8), slow_start=ramp, clock=clock)
+        balancer.update(eps)
+        clock.advance(30)  # the third endpoint is at half its weight
+        effective = [weights[0], weights[1], weights[2] * 0.5]
+        picks = 5000
+        counts = dict.fromkeys(eps, 0)
+        for _ in range(picks):
+            chosen = balancer.pick()
+            balancer.report(chosen, Outcome.SUCCESS, 0.0)
+            counts[chosen] += 1
+        for e, w in zip(eps, effective, strict=True):
+            assert counts[e] / picks == pytest.approx(w / sum(effective), abs=0.025)

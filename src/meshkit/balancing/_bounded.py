@@ -12,8 +12,14 @@ import attrs
 from meshkit._errors import NoAvailableEndpointError
 from meshkit._validate import finite, gt, instance_of
 from meshkit.balancing._endpoint import check_endpoints
-from meshkit.balancing._hash import HASH_BITS, HashFunction, bad_key, load_hash
-from meshkit.balancing._hashring import DEFAULT_VNODES, HashRing, RingSnapshot
+from meshkit.balancing._hash import HASH_BITS, HashFunction, hash_point, load_hash
+from meshkit.balancing._hashring import (
+    DEFAULT_MAX_RING_SIZE,
+    DEFAULT_VNODES,
+    HashRing,
+    RingSnapshot,
+)
+from meshkit.balancing._snapshot import FITS_FLOAT
 
 if typing.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -28,12 +34,14 @@ DEFAULT_BALANCE_FACTOR = 1.25
 Address = tuple[str, int]
 
 
-@attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)
 class _InFlight:
-    """The mutable counts, kept apart so the hot path's writes skip attrs' setattr hooks."""
+    """The mutable in-flight counts: per address, and their total."""
 
-    loads: dict[Address, int] = attrs.field(factory=dict)
-    total: int = 0
+    __slots__ = ("loads", "total")
+
+    def __init__(self, loads: dict[Address, int] | None = None, total: int = 0) -> None:
+        self.loads: dict[Address, int] = {} if loads is None else loads
+        self.total = total
 
 
 @typing.final
@@ -57,11 +65,14 @@ class BoundedLoadRing:
         endpoints: The initial endpoint set.
         balance_factor: `c` > 1, finite; lower is more even, higher keeps more keys on their
             owner.
-        vnodes: Virtual nodes per unit of weight, >= 1.
+        vnodes: Virtual nodes per unit of weight, >= 1 and at most `max_ring_size`.
         seed: Hash seed in `[0, 2**64)`.
+        max_ring_size: Most points on the ring (see `HashRing`: beyond it, points are shared
+            out by weight).
 
     Raises:
-        ConfigurationError: On duplicate endpoints or a bad `balance_factor`/`vnodes`/`seed`.
+        ConfigurationError: On duplicate endpoints or a bad `balance_factor`/`vnodes`/`seed`/
+            `max_ring_size`.
         ImportError: If the `xxhash` package is missing (`pip install 'meshkit[hashing]'`).
     """
 
@@ -72,10 +83,13 @@ class BoundedLoadRing:
         default=DEFAULT_BALANCE_FACTOR,
         kw_only=True,
         on_setattr=attrs.setters.frozen,
-        validator=[instance_of(int, float), finite, gt(1)],
+        validator=[instance_of(int, float), finite, gt(1), FITS_FLOAT],
     )
     vnodes: int = attrs.field(default=DEFAULT_VNODES, kw_only=True, on_setattr=attrs.setters.frozen)
     seed: int = attrs.field(default=0, kw_only=True, on_setattr=attrs.setters.frozen)
+    max_ring_size: int = attrs.field(
+        default=DEFAULT_MAX_RING_SIZE, kw_only=True, on_setattr=attrs.setters.frozen
+    )
     _ring: HashRing = attrs.field(init=False, repr=False)
     _hash: HashFunction = attrs.field(init=False, repr=False)
     _state: _InFlight = attrs.field(init=False, factory=_InFlight, repr=False)
@@ -89,11 +103,20 @@ class BoundedLoadRing:
         balance_factor: float = DEFAULT_BALANCE_FACTOR,
         vnodes: int = DEFAULT_VNODES,
         seed: int = 0,
+        max_ring_size: int = DEFAULT_MAX_RING_SIZE,
     ) -> None:
-        self.__attrs_init__(endpoints, balance_factor=balance_factor, vnodes=vnodes, seed=seed)
+        self.__attrs_init__(
+            endpoints,
+            balance_factor=balance_factor,
+            vnodes=vnodes,
+            seed=seed,
+            max_ring_size=max_ring_size,
+        )
 
     def __attrs_post_init__(self) -> None:
-        self._ring = HashRing(self._initial, vnodes=self.vnodes, seed=self.seed)
+        self._ring = HashRing(
+            self._initial, vnodes=self.vnodes, seed=self.seed, max_ring_size=self.max_ring_size
+        )
         self._hash = load_hash()
         self._initial = ()
         self._ratio = float(self.balance_factor).as_integer_ratio()
@@ -130,14 +153,10 @@ class BoundedLoadRing:
             ConfigurationError: If `key` is neither None, `str` nor `bytes`.
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
+        point = (
+            random.getrandbits(HASH_BITS) if key is None else hash_point(self._hash, key, self.seed)
+        )
         ring = self._ring.snapshot
-        if key is None:
-            point = random.getrandbits(HASH_BITS)
-        else:
-            try:
-                point = self._hash(key.encode() if isinstance(key, str) else key, self.seed)
-            except (TypeError, UnicodeEncodeError):
-                raise bad_key(key) from None
         try:
             owner = ring.locate(point)
         except IndexError:

@@ -9,9 +9,12 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from meshkit._errors import ConfigurationError
-from meshkit._validate import ge, in_range, instance_of, require
+from meshkit._validate import count, in_range, instance_of, require
 
-__all__ = ["Endpoint", "LoadBalancer", "Outcome", "check_endpoints"]
+__all__ = ["MAX_WEIGHT", "Endpoint", "LoadBalancer", "Outcome", "check_endpoints"]
+
+MAX_WEIGHT = 2**32 - 1
+"""The largest endpoint weight: Envoy's (a uint32), and exact in the strategies' floats."""
 
 
 def _to_metadata(
@@ -40,7 +43,8 @@ class Endpoint:
     Attributes:
         host: Host name or IP address.
         port: TCP port, 0-65535.
-        weight: Relative share of traffic, >= 0 (0 means "receives nothing").
+        weight: Relative share of traffic, 0 to `MAX_WEIGHT` (2**32 - 1, as Envoy's);
+            0 means "receives nothing".
         zone: Locality label (for zone-aware routing); empty when unknown.
         metadata: Extra labels such as `version=v2`, as sorted `(key, value)` pairs.
 
@@ -51,7 +55,7 @@ class Endpoint:
 
     host: str = attrs.field(validator=instance_of(str))
     port: int = attrs.field(validator=[instance_of(int), in_range(0, 65535)])
-    weight: int = attrs.field(default=1, validator=[instance_of(int), ge(0)])
+    weight: int = attrs.field(default=1, validator=count(0, MAX_WEIGHT))
     zone: str = attrs.field(default="", validator=instance_of(str))
     metadata: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_to_metadata)
 

@@ -9,14 +9,18 @@ from typing import TYPE_CHECKING, final
 import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
+from meshkit._validate import finite, ge, positive_seconds
 from meshkit.balancing._endpoint import Endpoint, Outcome, check_endpoints
 from meshkit.balancing._snapshot import (
+    FITS_FLOAT,
     Address,
     RandomStrategy,
     address,
     carry,
-    number,
+    check,
+    end_request,
     pickable,
+    two_choices,
     unavailable,
 )
 
@@ -28,6 +32,8 @@ __all__ = ["PeakEwma"]
 
 PENALTY = 1e9
 """Load of an endpoint with requests outstanding but no latency observed yet (seconds)."""
+
+_NOT_NEGATIVE = ge(0)
 
 _UNSAMPLED = -1.0
 """The average before the first sample: below any latency, so the first one replaces it."""
@@ -58,7 +64,6 @@ class _State:
 
 
 @final
-@attrs.define(eq=False, init=False, repr=False)
 class PeakEwma(RandomStrategy[_State]):
     """Send each call to the cheaper of two random endpoints, cost = latency x load (Finagle).
 
@@ -80,7 +85,7 @@ class PeakEwma(RandomStrategy[_State]):
             `Endpoint`, or two share an address.
     """
 
-    _decay: float = attrs.field(init=False)
+    __slots__ = ("_decay",)
 
     def __init__(
         self,
@@ -90,7 +95,7 @@ class PeakEwma(RandomStrategy[_State]):
         rng: random.Random | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self._decay = number("decay", decay, positive=True)
+        self._decay = float(check("decay", decay, positive_seconds, FITS_FLOAT))
         self._setup(rng, clock)
         self._state = self._build(check_endpoints(endpoints), {})
 
@@ -115,10 +120,7 @@ class PeakEwma(RandomStrategy[_State]):
                 raise unavailable("PeakEwma", state.endpoints)
             i = 0
         else:
-            i = int(self._rand() * n)
-            j = int(self._rand() * (n - 1))
-            if j >= i:
-                j += 1
+            i, j = two_choices(self._rand, n)
             now = self._clock.now()
             cost_i = self._cost(state.cells[i], state.weights[i], now)
             if self._cost(state.cells[j], state.weights[j], now) < cost_i:
@@ -147,19 +149,16 @@ class PeakEwma(RandomStrategy[_State]):
             ConfigurationError: If `latency` is not a finite number >= 0 (the report is then
                 rejected whole: a NaN would otherwise poison the average for good).
         """
+        # Fast path: a plain float in range skips the validators (~0.9 us, a third of a report).
         rtt = (
             latency
             if type(latency) is float and 0.0 <= latency < math.inf
-            else number("latency", latency, positive=False)
+            else check("latency", latency, finite, _NOT_NEGATIVE, FITS_FLOAT)
         )
         cell = self._state.by_address.get((endpoint.host, endpoint.port))
         if cell is None:
             return
-        if cell.active:
-            try:  # noqa: SIM105 - cheaper than contextlib.suppress on the report path
-                cell.active.pop()
-            except IndexError:  # pragma: no cover - a concurrent report emptied it first
-                pass
+        end_request(cell.active)
         with self._lock:
             cost, stamp = cell.ewma
             now = self._clock.now()

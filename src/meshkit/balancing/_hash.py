@@ -31,7 +31,7 @@ __all__ = [
     "HashBalancer",
     "HashFunction",
     "bad_key",
-    "key_bytes",
+    "hash_point",
     "load_hash",
 ]
 
@@ -64,20 +64,18 @@ def bad_key(key: object) -> ConfigurationError:
     return ConfigurationError("key", key, "must be str (encodable as UTF-8) or bytes")
 
 
-def key_bytes(key: str | bytes) -> bytes:
-    """Return the bytes hashed for `key` (a `str` is encoded as UTF-8).
+def hash_point(hasher: HashFunction, key: str | bytes, seed: int) -> int:
+    """Return the 64-bit hash of `key` under `seed`: the one hash step of every hash balancer.
+
+    A `str` is hashed as its UTF-8 bytes; `bytes`, `bytearray` and `memoryview` as they are.
 
     Raises:
         ConfigurationError: If `key` is neither `str` nor bytes-like, or cannot be encoded.
     """
-    if isinstance(key, str):
-        try:
-            return key.encode()
-        except UnicodeEncodeError:
-            raise bad_key(key) from None
-    if not isinstance(key, bytes | bytearray | memoryview):
-        raise bad_key(key)
-    return key
+    try:
+        return hasher(key.encode() if isinstance(key, str) else key, seed)
+    except (TypeError, UnicodeEncodeError):
+        raise bad_key(key) from None
 
 
 @attrs.define(eq=False, init=False)
@@ -106,7 +104,7 @@ class HashBalancer:
         Raises:
             ConfigurationError: If `key` is neither `str` nor `bytes`.
         """
-        return self._hash(key_bytes(key), self.seed)
+        return hash_point(self._hash, key, self.seed)
 
     def report(self, endpoint: Endpoint, outcome: Outcome, latency: float) -> None:
         """Ignore the report: placement depends on keys, never on outcomes."""

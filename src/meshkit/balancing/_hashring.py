@@ -10,25 +10,34 @@ from operator import itemgetter
 import attrs
 
 from meshkit._errors import NoAvailableEndpointError
-from meshkit._validate import ge, instance_of, require
+from meshkit._validate import count, require
 from meshkit.balancing._endpoint import Endpoint, check_endpoints
-from meshkit.balancing._hash import HASH_BITS, HashBalancer, HashFunction, bad_key
+from meshkit.balancing._hash import HASH_BITS, HashBalancer, HashFunction, hash_point
 
 if typing.TYPE_CHECKING:
     from collections.abc import Iterable
 
 __all__ = [
+    "DEFAULT_MAX_RING_SIZE",
     "DEFAULT_VNODES",
+    "MAX_RING_SIZE",
     "HashRing",
     "RingSnapshot",
     "build_ring",
     "build_table",
+    "point_counts",
     "table_bits",
     "vnode_entries",
 ]
 
 DEFAULT_VNODES = 160
 """Virtual nodes per unit of weight (the ketama/uhashring default)."""
+
+DEFAULT_MAX_RING_SIZE = 1 << 17
+"""Most points on a ring by default (131,072: about 0.5 s and 25 MB to build in CPython)."""
+
+MAX_RING_SIZE = 1 << 23
+"""The largest `max_ring_size` accepted (8,388,608, Envoy's default `maximum_ring_size`)."""
 
 _MIN_TABLE_BITS = 8
 _MAX_TABLE_BITS = 20
@@ -62,6 +71,8 @@ class RingSnapshot:
         weight: The endpoints' total weight.
         shift: `hash >> shift` is a hash's bucket (`64 - bits`).
         table: One item per bucket: its owner, or `None` when a point lies inside it.
+        members: Each endpoint by address.
+        counts: How many points each endpoint of weight > 0 owns, by address.
     """
 
     endpoints: tuple[Endpoint, ...]
@@ -72,6 +83,8 @@ class RingSnapshot:
     weight: int
     shift: int
     table: list[Endpoint | None]
+    members: dict[str, Endpoint]
+    counts: dict[str, int]
 
     def locate(self, point: int) -> Endpoint:
         """Return the owner of the first point at or after `point` (wrapping), via the table.
@@ -85,12 +98,32 @@ class RingSnapshot:
         return owner
 
 
-def vnode_entries(endpoint: Endpoint, vnodes: int, seed: int, hasher: HashFunction) -> list[Entry]:
-    """Return the sorted ring entries of one endpoint: `vnodes * weight` points."""
+def point_counts(members: dict[str, Endpoint], vnodes: int, max_points: int) -> dict[str, int]:
+    """Return how many points each endpoint of weight > 0 owns, by address (`members`' keys).
+
+    That is `vnodes * weight` while the ring holds at most `max_points`; beyond, each endpoint
+    gets its share of `max_points` by weight, at least one point (as Envoy scales its ring
+    into `maximum_ring_size`), so the total stays below `max_points` plus the endpoint count.
+    """
+    weights = {address: e.weight for address, e in members.items() if e.weight > 0}
+    total = sum(weights.values())
+    if vnodes * total <= max_points:
+        return {address: vnodes * weight for address, weight in weights.items()}
+    return {address: max(1, max_points * weight // total) for address, weight in weights.items()}
+
+
+def vnode_entries(
+    endpoint: Endpoint, start: int, stop: int, seed: int, hasher: HashFunction
+) -> list[Entry]:
+    """Return the sorted ring entries of `endpoint`'s points `start` to `stop - 1`.
+
+    Point `i` of an endpoint is always the same hash, so an endpoint whose point count
+    changes keeps the points below the smaller count.
+    """
     address = endpoint.address
     return sorted(
         (hasher(f"{address}-{index}".encode(), seed), address, index, endpoint)
-        for index in range(vnodes * endpoint.weight)
+        for index in range(start, stop)
     )
 
 
@@ -124,11 +157,16 @@ def build_table(points: list[int], owners: list[Endpoint], bits: int) -> list[En
 
 def build_ring(
     endpoints: tuple[Endpoint, ...],
+    members: dict[str, Endpoint],
+    counts: dict[str, int],
     entries: list[Entry],
+    *,
     previous: RingSnapshot | None = None,
     changed: Iterable[int] = (),
 ) -> RingSnapshot:
     """Return the snapshot for `endpoints` whose sorted ring entries are `entries`.
+
+    `members` and `counts` are the endpoints by address and their point counts.
 
     With `previous` and the points `changed` (added or removed) since it, the lookup table is
     patched arc by arc instead of rebuilt, unless the table size has to change.
@@ -150,7 +188,9 @@ def build_ring(
         owners.append(owners[0])
     live = sum(1 for endpoint in endpoints if endpoint.weight > 0)
     weight = sum(endpoint.weight for endpoint in endpoints)
-    return RingSnapshot(endpoints, entries, points, owners, live, weight, shift, table)
+    return RingSnapshot(
+        endpoints, entries, points, owners, live, weight, shift, table, members, counts
+    )
 
 
 @typing.final
@@ -159,7 +199,10 @@ class HashRing(HashBalancer):
     """Consistent hashing: a key maps to the first virtual node clockwise from its hash.
 
     Each endpoint owns `vnodes * weight` points on a ring of 64-bit XXH3 hashes (weight 0
-    owns none, any weight > 0 owns at least `vnodes`); a lookup hashes the key and finds the
+    owns none, any weight > 0 owns at least `vnodes`) as long as the ring holds at most
+    `max_ring_size` points; beyond that every endpoint gets its share of `max_ring_size` by
+    weight (at least one point), as Envoy scales its ring hash, so no weight makes the ring
+    exhaust memory. A lookup hashes the key and finds the
     first point at or after it, through a bucket table that answers most keys directly and
     a `bisect` of the sorted points for the rest (same answer either way). Adding or removing
     one endpoint moves only the keys that endpoint gains or loses. The ring is an immutable
@@ -168,11 +211,13 @@ class HashRing(HashBalancer):
 
     Args:
         endpoints: The initial endpoint set.
-        vnodes: Virtual nodes per unit of weight, >= 1.
+        vnodes: Virtual nodes per unit of weight, >= 1 and at most `max_ring_size`.
         seed: Hash seed in `[0, 2**64)`; rings with the same seed and endpoints agree.
+        max_ring_size: Most points on the ring, in `[1, MAX_RING_SIZE]` (plus one per
+            endpoint when there are more endpoints than that).
 
     Raises:
-        ConfigurationError: On duplicate endpoints or a bad `vnodes`/`seed`.
+        ConfigurationError: On duplicate endpoints or a bad `vnodes`/`seed`/`max_ring_size`.
         ImportError: If the `xxhash` package is missing (`pip install 'meshkit[hashing]'`).
     """
 
@@ -180,17 +225,30 @@ class HashRing(HashBalancer):
         on_setattr=attrs.setters.frozen,
         default=DEFAULT_VNODES,
         kw_only=True,
-        validator=[instance_of(int), ge(1)],
+        validator=count(),
+    )
+    max_ring_size: int = attrs.field(
+        on_setattr=attrs.setters.frozen,
+        default=DEFAULT_MAX_RING_SIZE,
+        kw_only=True,
+        validator=count(1, MAX_RING_SIZE),
     )
     _ring: RingSnapshot = attrs.field(init=False, repr=False)
 
     def __init__(
-        self, endpoints: Iterable[Endpoint] = (), *, vnodes: int = DEFAULT_VNODES, seed: int = 0
+        self,
+        endpoints: Iterable[Endpoint] = (),
+        *,
+        vnodes: int = DEFAULT_VNODES,
+        seed: int = 0,
+        max_ring_size: int = DEFAULT_MAX_RING_SIZE,
     ) -> None:
-        self.__attrs_init__(endpoints, vnodes=vnodes, seed=seed)
+        self.__attrs_init__(endpoints, vnodes=vnodes, seed=seed, max_ring_size=max_ring_size)
 
     def __attrs_post_init__(self) -> None:
-        self._ring = self._build(self._load())
+        limit = self.max_ring_size
+        require(self.vnodes <= limit, "vnodes", self.vnodes, f"must be <= max_ring_size ({limit})")
+        self._ring = self._rebuild(None, self._load())
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -209,18 +267,7 @@ class HashRing(HashBalancer):
             ConfigurationError: If `key` is neither `str` nor `bytes`.
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
-        ring = self._ring
-        try:
-            point = self._hash(key.encode() if isinstance(key, str) else key, self.seed)
-        except (TypeError, UnicodeEncodeError):
-            raise bad_key(key) from None
-        owner = ring.table[point >> ring.shift]
-        if owner is not None:
-            return owner
-        try:
-            return ring.owners[bisect_left(ring.points, point)]
-        except IndexError:
-            raise NoAvailableEndpointError("HashRing") from None
+        return self._endpoint_at(hash_point(self._hash, key, self.seed))
 
     def get_n(self, key: str | bytes, n: int) -> tuple[Endpoint, ...]:
         """Return `n` distinct endpoints for `key`, walking clockwise from its owner.
@@ -256,21 +303,9 @@ class HashRing(HashBalancer):
             ConfigurationError: If `key` is neither None, `str` nor `bytes`.
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
-        ring = self._ring  # the body of get(), inlined: this is the hot path
         if key is None:
-            point = random.getrandbits(HASH_BITS)
-        else:
-            try:
-                point = self._hash(key.encode() if isinstance(key, str) else key, self.seed)
-            except (TypeError, UnicodeEncodeError):
-                raise bad_key(key) from None
-        owner = ring.table[point >> ring.shift]
-        if owner is not None:
-            return owner
-        try:
-            return ring.owners[bisect_left(ring.points, point)]
-        except IndexError:
-            raise NoAvailableEndpointError("HashRing") from None
+            return self._endpoint_at(random.getrandbits(HASH_BITS))
+        return self._endpoint_at(hash_point(self._hash, key, self.seed))
 
     def update(self, endpoints: Iterable[Endpoint]) -> None:
         """Replace the endpoint set: build the new ring fully, then swap it in.
@@ -294,11 +329,7 @@ class HashRing(HashBalancer):
         """
         with self._write_lock:
             old = self._ring
-            endpoints = check_endpoints((*old.endpoints, endpoint))
-            new = vnode_entries(endpoint, self.vnodes, self.seed, self._hash)
-            # Two sorted runs: timsort merges them in linear time.
-            merged = sorted(old.entries + new)
-            self._ring = build_ring(endpoints, merged, old, map(_point, new))
+            self._ring = self._rebuild(old, check_endpoints((*old.endpoints, endpoint)))
 
     def remove(self, endpoint: Endpoint) -> None:
         """Remove the endpoint with `endpoint`'s address; only the keys it owned move.
@@ -311,28 +342,54 @@ class HashRing(HashBalancer):
             old = self._ring
             kept = tuple(e for e in old.endpoints if e.address != address)
             require(len(kept) < len(old.endpoints), "endpoint", address, "not on the ring")
-            entries = [entry for entry in old.entries if entry[1] != address]
-            gone = [entry[0] for entry in old.entries if entry[1] == address]
-            self._ring = build_ring(kept, entries, old, gone)
+            self._ring = self._rebuild(old, kept)
 
-    def _rebuild(self, old: RingSnapshot, endpoints: tuple[Endpoint, ...]) -> RingSnapshot:
-        unchanged = {e.address for e in set(endpoints).intersection(old.endpoints)}
-        kept = [entry for entry in old.entries if entry[1] in unchanged]
+    def _endpoint_at(self, point: int) -> Endpoint:
+        """Return the owner of `point` on the current ring.
+
+        Raises:
+            NoAvailableEndpointError: If no endpoint has weight > 0.
+        """
+        try:
+            return self._ring.locate(point)
+        except IndexError:
+            raise NoAvailableEndpointError("HashRing") from None
+
+    def _rebuild(self, old: RingSnapshot | None, endpoints: tuple[Endpoint, ...]) -> RingSnapshot:
+        """Return the ring of `endpoints`, reusing what `old` (if any) has of it.
+
+        An endpoint present, unchanged, in both keeps its points below its new point count
+        (they are not hashed again); only the points that came or went are hashed and patched
+        into the lookup table, unless so many changed that building it afresh is cheaper.
+        """
+        members = {e.address: e for e in endpoints}
+        counts = point_counts(members, self.vnodes, self.max_ring_size)
+        before = old.counts if old else {}
+        previous = old.members if old else {}
+        same = {address for address, e in members.items() if previous.get(address) == e}
+        # How many points each address losing some keeps (0 when it left or changed).
+        keep = {
+            address: counts[address] if address in same else 0
+            for address, count in before.items()
+            if address not in same or count > counts[address]
+        }
+        kept: list[Entry] = old.entries if old else []
+        changed: list[int] = []
+        if keep and not any(keep.values()):  # endpoints that left or changed: all points go
+            changed = [e[0] for e in kept if e[1] in keep]
+            kept = [e for e in kept if e[1] not in keep]
+        elif keep:  # a scaled ring: some endpoints keep their first points
+            changed = [e[0] for e in kept if e[1] in keep and e[2] >= keep[e[1]]]
+            kept = [e for e in kept if e[1] not in keep or e[2] < keep[e[1]]]
         added: list[Entry] = []
-        for endpoint in endpoints:
-            if endpoint.address not in unchanged:
-                added += vnode_entries(endpoint, self.vnodes, self.seed, self._hash)
+        for address, endpoint in members.items():
+            stop = counts.get(address, 0)
+            start = min(before.get(address, 0), stop) if address in same else 0
+            if start < stop:
+                added += vnode_entries(endpoint, start, stop, self.seed, self._hash)
         added.sort()
-        changed = [entry[0] for entry in old.entries if entry[1] not in unchanged]
         changed += map(_point, added)
-        entries = sorted(kept + added)  # two sorted runs: a linear merge
-        if len(changed) > len(entries) // 4:  # patching would cost more than building
-            return build_ring(endpoints, entries)
-        return build_ring(endpoints, entries, old, changed)
-
-    def _build(self, endpoints: tuple[Endpoint, ...]) -> RingSnapshot:
-        entries: list[Entry] = []
-        for endpoint in endpoints:
-            entries += vnode_entries(endpoint, self.vnodes, self.seed, self._hash)
-        entries.sort()
-        return build_ring(endpoints, entries)
+        entries = sorted(kept + added) if added else kept  # sorted runs: a linear merge
+        if old is None or len(changed) > len(entries) // 4:  # patching costs more than building
+            return build_ring(endpoints, members, counts, entries)
+        return build_ring(endpoints, members, counts, entries, previous=old, changed=changed)

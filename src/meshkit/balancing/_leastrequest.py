@@ -1,35 +1,99 @@
-"""Least request: power of two choices with Envoy's active-request bias."""
+"""Least request as Envoy's: two random choices, or a load-aware weighted schedule."""
 
 from __future__ import annotations
 
 import collections
+import heapq
 import math
+import threading
 from typing import TYPE_CHECKING, final
 
 import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
+from meshkit._validate import in_range
 from meshkit.balancing._endpoint import Endpoint, Outcome, check_endpoints
-from meshkit.balancing._slowstart import WARM, SlowStart, start_times, warm_until
+from meshkit.balancing._slowstart import WARM, SlowStart, ramped, start_times, warm_until
 from meshkit.balancing._snapshot import (
     Address,
     RampingStrategy,
     address,
     carry,
-    number,
+    check,
+    end_request,
     pickable,
+    two_choices,
     unavailable,
+    weighted_choice,
 )
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
 __all__ = ["LeastRequest"]
 
 # One deque per endpoint holds a token per active request: `append()`, `pop()` and `len()` on
 # a deque are atomic, so counting needs no lock and stays correct under threads.
 _Active = collections.deque[None]
+
+_BIAS = in_range(0, 100)
+"""Accepted `active_request_bias`: beyond 100, (active + 1) ** bias is past any useful scale."""
+
+_MAX_LOAD_EXPONENT = 690.0
+"""Largest natural log of `(active + 1) ** bias` used: e**690 is near the float maximum."""
+
+
+def load_factor(active: int, bias: float) -> float:
+    """Return `(active + 1) ** bias`, the divisor of an endpoint's weight under load.
+
+    An extreme bias saturates near the float maximum instead of raising OverflowError.
+    """
+    if bias == 1.0:
+        return active + 1.0
+    return math.exp(min(bias * math.log1p(active), _MAX_LOAD_EXPONENT))
+
+
+class _Schedule:
+    """Envoy's earliest-deadline-first schedule, which least request uses for unequal weights.
+
+    Each endpoint waits in a heap with a deadline; a pick takes the earliest (ties: the one
+    queued first) and queues that endpoint again one period later, the period being
+    `(active + 1) ** bias / weight` with its load read at that moment. An endpoint's load is
+    thus read each time it is picked; a waiting endpoint keeps its deadline, which the picks
+    of the others reach, so every endpoint is picked again. At zero load each endpoint gets
+    `weight / sum(weights)` of the picks.
+    """
+
+    __slots__ = ("_active", "_bias", "_heap", "_lock", "_queued", "_weights")
+
+    def __init__(
+        self,
+        weights: tuple[float, ...],
+        active: tuple[_Active, ...],
+        bias: float,
+        rand: Callable[[], float],
+    ) -> None:
+        self._weights, self._active, self._bias = weights, active, bias
+        # Random first deadlines (a fraction of each one's period, its load counted as in
+        # Envoy's schedule, which a rebuild on every update would otherwise forget) so that
+        # balancers built at the same moment do not all start on the same endpoint.
+        self._heap = [(rand() * self._period(i), i, i) for i in range(len(weights))]
+        heapq.heapify(self._heap)
+        self._queued = len(weights)
+        self._lock = threading.Lock()
+
+    def pick(self) -> int:
+        """Return the index of the endpoint due first, and queue it again one period later."""
+        with self._lock:
+            deadline, _, i = self._heap[0]
+            heapq.heapreplace(self._heap, (deadline + self._period(i), self._queued, i))
+            self._queued += 1
+        return i
+
+    def _period(self, i: int) -> float:
+        """Return `1 / effective weight` of endpoint `i`: `(active + 1) ** bias / weight`."""
+        return load_factor(len(self._active[i]), self._bias) / self._weights[i]
 
 
 @attrs.frozen
@@ -39,7 +103,7 @@ class _State:
     n: int
     weights: tuple[float, ...]
     active: tuple[_Active, ...]
-    uniform: bool
+    schedule: _Schedule | None
     counters: dict[Address, _Active]
     starts: dict[Address, float]
     ramp: tuple[float, ...]
@@ -47,31 +111,38 @@ class _State:
 
 
 @final
-@attrs.define(eq=False, init=False, repr=False)
 class LeastRequest(RampingStrategy[_State]):
-    """Send each call to the less loaded of two random endpoints (Envoy's LEAST_REQUEST).
+    """Send each call where the fewest requests are active, weighted (Envoy's LEAST_REQUEST).
 
-    A pick draws two distinct candidates uniformly: the first is `int(r1 * n)` and the second
-    `int(r2 * (n - 1))`, moved one up when it is at or past the first, where `r1, r2` are
-    successive `rng.random()` values and `n` the number of positive-weight endpoints. With
-    equal weights it takes the candidate with fewer active requests (the first on a tie). With
-    unequal weights it takes the higher `weight / (active + 1) ** active_request_bias`, as
-    Envoy does. A pick counts one active request on the endpoint; `report()` ends it.
+    With equal weights a pick draws two distinct candidates uniformly (the first is
+    `int(r1 * n)` and the second `int(r2 * (n - 1))`, moved one up when it is at or past the
+    first, where `r1, r2` are successive `rng.random()` values and `n` the number of
+    positive-weight endpoints) and takes the one with fewer active requests (the first on a
+    tie). With unequal weights it follows Envoy's weighted schedule instead: earliest deadline
+    first, each endpoint queued again after a pick at `1 / effective weight`, where the
+    effective weight is `weight / (active + 1) ** active_request_bias` at that moment. At zero
+    load each endpoint then gets `weight / sum(weights)` of the picks, and no endpoint is
+    starved for good: a loaded one is only spaced out more, by a factor that grows as
+    `(active + 1) ** active_request_bias` (so keep the bias near 1). While a new endpoint
+    ramps up under `slow_start`, a pick instead draws an endpoint at random in proportion to
+    `ramped weight / (active + 1) ** active_request_bias`, recomputed for every endpoint at
+    each pick (O(n)), until the ramp ends. A pick counts one active request on the endpoint;
+    `report()` ends it.
 
     Args:
         endpoints: The initial endpoint set (these start at full weight).
-        active_request_bias: How strongly active requests lower an endpoint's weight (>= 0;
-            0 ignores load, making the choice weighted random between the two).
+        active_request_bias: How strongly active requests lower an endpoint's weight (0 to
+            100; 0 makes unequal weights a plain weighted round robin that ignores load).
         rng: The random source (inject a seeded `random.Random` in tests).
         slow_start: Ramp for endpoints added later by `update()`; None for no ramp.
         clock: Time source of the ramp.
 
     Raises:
-        ConfigurationError: If `active_request_bias` is negative or not finite, an item is not
-            an `Endpoint`, or two share an address.
+        ConfigurationError: If `active_request_bias` is not a number in [0, 100], an item is
+            not an `Endpoint`, or two share an address.
     """
 
-    _bias: float = attrs.field(init=False)
+    __slots__ = ("_bias",)
 
     def __init__(
         self,
@@ -82,7 +153,7 @@ class LeastRequest(RampingStrategy[_State]):
         slow_start: SlowStart | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self._bias = number("active_request_bias", active_request_bias, positive=False)
+        self._bias = float(check("active_request_bias", active_request_bias, _BIAS))
         self._setup(rng, clock)
         self._slow_start = slow_start
         checked = check_endpoints(endpoints)
@@ -98,7 +169,7 @@ class LeastRequest(RampingStrategy[_State]):
         return 0 if counter is None else len(counter)
 
     def pick(self, key: str | bytes | None = None) -> Endpoint:  # noqa: ARG002 - protocol
-        """Return the less loaded of two random endpoints and count a request on it.
+        """Return the least loaded endpoint, as the weights say, and count a request on it.
 
         Raises:
             NoAvailableEndpointError: If no endpoint has a positive weight.
@@ -108,20 +179,16 @@ class LeastRequest(RampingStrategy[_State]):
         if n < 2:  # noqa: PLR2004 - two choices
             if n == 0:
                 raise unavailable("LeastRequest", state.endpoints)
-            state.active[0].append(None)
-            return state.eps[0]
-        rand = self._rand
-        i = int(rand() * n)
-        j = int(rand() * (n - 1))
-        if j >= i:
-            j += 1
-        active = state.active
-        if state.uniform and state.warm_until is None:
-            if len(active[j]) < len(active[i]):
+            i = 0
+        elif state.warm_until is not None:
+            i = self._pick_ramping(state)
+        elif state.schedule is not None:
+            i = state.schedule.pick()
+        else:
+            i, j = two_choices(self._rand, n)
+            if len(state.active[j]) < len(state.active[i]):
                 i = j
-        elif not self._first_wins(state, i, j):
-            i = j
-        active[i].append(None)
+        state.active[i].append(None)
         return state.eps[i]
 
     def update(self, endpoints: Iterable[Endpoint]) -> None:
@@ -142,35 +209,20 @@ class LeastRequest(RampingStrategy[_State]):
     def report(self, endpoint: Endpoint, outcome: Outcome, latency: float) -> None:  # noqa: ARG002
         """End one active request on `endpoint` (ignored for an address no longer present)."""
         counter = self._state.counters.get((endpoint.host, endpoint.port))
-        if counter:
-            try:  # noqa: SIM105 - cheaper than contextlib.suppress on the report path
-                counter.pop()
-            except IndexError:  # pragma: no cover - a concurrent report emptied it first
-                pass
+        if counter is not None:
+            end_request(counter)
 
-    def _first_wins(self, state: _State, i: int, j: int) -> bool:
-        wi, wj = state.weights[i], state.weights[j]
-        if state.warm_until is not None:
-            wi, wj = self._ramped(state, i, j)
-        ai, aj = len(state.active[i]) + 1.0, len(state.active[j]) + 1.0
-        bias = self._bias
-        if bias == 1.0:
-            return wi * aj >= wj * ai
-        return wi / math.pow(ai, bias) >= wj / math.pow(aj, bias)
+    def _pick_ramping(self, state: _State) -> int:
+        """Draw an index in proportion to `ramped weight / (active + 1) ** bias`, all fresh.
 
-    def _ramped(self, state: _State, i: int, j: int) -> tuple[float, float]:
-        wi, wj = state.weights[i], state.weights[j]
+        The schedule rereads a weight only when it picks that endpoint, so a ramp factor that
+        starts near zero would park a new endpoint at a far deadline; a draw rereads them all.
+        """
         ramping = self._ramping(state)
-        if ramping is None:
-            return wi, wj
-        slow_start, now = ramping
-        ri, rj = (
-            wi * slow_start.factor(now - state.ramp[i]),
-            wj * slow_start.factor(now - state.ramp[j]),
-        )
-        if ri == rj == 0.0:  # both at a zero floor: compare their weights (and loads) instead
-            return wi, wj
-        return ri, rj
+        weights = state.weights if ramping is None else ramped(*ramping, state.weights, state.ramp)
+        bias = self._bias
+        loads = [load_factor(len(active), bias) for active in state.active]
+        return weighted_choice(self._rand, [w / f for w, f in zip(weights, loads, strict=True)])
 
     def _build(
         self,
@@ -182,13 +234,15 @@ class LeastRequest(RampingStrategy[_State]):
         counters = carry(old_counters, endpoints, collections.deque, busy=len)
         weights = tuple(float(e.weight) for e in eps)
         ramp = tuple(starts[address(e)] for e in eps)
+        active = tuple(counters[address(e)] for e in eps)
+        uniform = len(set(weights)) <= 1
         return _State(
             endpoints=endpoints,
             eps=eps,
             n=len(eps),
             weights=weights,
-            active=tuple(counters[address(e)] for e in eps),
-            uniform=len(set(weights)) <= 1,
+            active=active,
+            schedule=None if uniform else _Schedule(weights, active, self._bias, self._rand),
             counters=counters,
             starts=starts,
             ramp=ramp,

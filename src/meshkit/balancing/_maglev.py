@@ -8,9 +8,9 @@ import typing
 import attrs
 
 from meshkit._errors import NoAvailableEndpointError
-from meshkit._validate import instance_of, require
+from meshkit._validate import count, require
 from meshkit.balancing._endpoint import Endpoint, check_endpoints
-from meshkit.balancing._hash import HashBalancer, HashFunction, bad_key
+from meshkit.balancing._hash import HASH_BITS, HashBalancer, HashFunction, hash_point
 
 if typing.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -106,13 +106,14 @@ class Maglev(HashBalancer):
 
     Args:
         endpoints: The initial endpoint set.
-        table_size: The lookup table's size; a prime, at most `MAX_TABLE_SIZE`, and well
-            above the endpoint count (Maglev's paper suggests at least 100 slots per endpoint).
+        table_size: The lookup table's size; a prime, at most `MAX_TABLE_SIZE`, and at least
+            the number of endpoints of weight > 0 (a smaller table leaves some without a
+            slot); keep it well above (Maglev's paper suggests 100 slots per endpoint).
         seed: Hash seed in `[0, 2**64)`.
 
     Raises:
-        ConfigurationError: On duplicate endpoints, a non-prime `table_size` or one above
-            `MAX_TABLE_SIZE`, or a bad `seed`.
+        ConfigurationError: On duplicate endpoints, a non-prime `table_size`, one above
+            `MAX_TABLE_SIZE` or below the number of endpoints of weight > 0, or a bad `seed`.
         ImportError: If the `xxhash` package is missing (`pip install 'meshkit[hashing]'`).
     """
 
@@ -120,7 +121,7 @@ class Maglev(HashBalancer):
         on_setattr=attrs.setters.frozen,
         default=DEFAULT_TABLE_SIZE,
         kw_only=True,
-        validator=[instance_of(int), _check_table_size],
+        validator=[count(), _check_table_size],
     )
     _snapshot: MaglevSnapshot = attrs.field(init=False, repr=False)
 
@@ -153,15 +154,7 @@ class Maglev(HashBalancer):
             ConfigurationError: If `key` is neither `str` nor `bytes`.
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
-        table = self._snapshot.table
-        try:
-            point = self._hash(key.encode() if isinstance(key, str) else key, self.seed)
-        except (TypeError, UnicodeEncodeError):
-            raise bad_key(key) from None
-        try:
-            return table[point % self.table_size]
-        except IndexError:
-            raise NoAvailableEndpointError("Maglev") from None
+        return self._slot(hash_point(self._hash, key, self.seed))
 
     def pick(self, key: str | bytes | None = None) -> Endpoint:
         """Return `get(key)`; without a key, a random slot's endpoint.
@@ -170,24 +163,43 @@ class Maglev(HashBalancer):
             ConfigurationError: If `key` is neither None, `str` nor `bytes`.
             NoAvailableEndpointError: If no endpoint has weight > 0.
         """
-        table = self._snapshot.table
-        if not table:
-            raise NoAvailableEndpointError("Maglev")
         if key is None:
-            return table[random.randrange(self.table_size)]  # noqa: S311 - spreading, not secrecy
-        return table[self.hash_key(key) % self.table_size]
+            return self._slot(random.getrandbits(HASH_BITS))
+        return self._slot(hash_point(self._hash, key, self.seed))
 
     def update(self, endpoints: Iterable[Endpoint]) -> None:
         """Replace the endpoint set: fill a new table fully, then swap it in.
 
         Raises:
-            ConfigurationError: If the set holds duplicate addresses.
+            ConfigurationError: If the set holds duplicate addresses, or more endpoints of
+                weight > 0 than `table_size` (naming `table_size`); the table is then kept.
         """
         snapshot = check_endpoints(endpoints)
         with self._write_lock:
             self._snapshot = self._build(snapshot)
 
+    def _slot(self, point: int) -> Endpoint:
+        """Return the endpoint of the slot `point` falls in.
+
+        Raises:
+            NoAvailableEndpointError: If no endpoint has weight > 0.
+        """
+        try:
+            return self._snapshot.table[point % self.table_size]
+        except IndexError:
+            raise NoAvailableEndpointError("Maglev") from None
+
     def _build(self, endpoints: tuple[Endpoint, ...]) -> MaglevSnapshot:
+        """Fill the table for `endpoints`.
+
+        Raises:
+            ConfigurationError: If the table has fewer slots than endpoints of weight > 0,
+                which would leave some of them without a slot.
+        """
+        live = sum(1 for e in endpoints if e.weight > 0)
+        size = self.table_size
+        reason = f"must be at least the number of endpoints with weight > 0 ({live})"
+        require(size >= live, "table_size", size, reason)
         return MaglevSnapshot(
             endpoints, populate(endpoints, self.table_size, self.seed, self._hash)
         )

@@ -6,8 +6,6 @@ import math
 import threading
 from typing import TYPE_CHECKING, final
 
-import attrs
-
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import NoAvailableEndpointError
 from meshkit._validate import require
@@ -20,11 +18,14 @@ if TYPE_CHECKING:
 
 __all__ = ["OutlierDetector"]
 
+_MAX_INTERVALS = float(2**53)
+"""More intervals than any multiplier can need, and exact as a float."""
+
 
 class _Host:
     """Mutable per-address counters, touched only under the detector's lock."""
 
-    __slots__ = ("consecutive", "ejections", "failures", "gateway", "successes")
+    __slots__ = ("back", "consecutive", "ejections", "failures", "gateway", "successes")
 
     def __init__(self) -> None:
         self.consecutive = 0
@@ -32,13 +33,13 @@ class _Host:
         self.successes = 0
         self.failures = 0
         self.ejections = 0
+        self.back = -math.inf  # when its last ejection ended
 
     def reset(self) -> None:
         self.consecutive = self.gateway = self.successes = self.failures = 0
 
 
 @final
-@attrs.define(eq=False, init=False, repr=False)
 class OutlierDetector:
     """Wrap any `LoadBalancer` so that picks skip endpoints ejected for misbehaving.
 
@@ -46,9 +47,11 @@ class OutlierDetector:
     checks, as in Envoy's outlier detection and Istio's `outlierDetection`: consecutive errors
     and consecutive gateway errors eject at once; success-rate deviation and failure
     percentage are evaluated once per `interval` over the requests seen in it. An ejection
-    lasts `base_ejection_time` times the number of times the endpoint has been ejected (at
-    most `max_ejection_time`); that multiplier drops by one at each evaluation that finds the
-    endpoint healthy (except the one returning it from an ejection). At most
+    lasts `base_ejection_time` times a multiplier (at most `max_ejection_time`) that each
+    ejection raises by one until `base_ejection_time x multiplier` reaches
+    `max_ejection_time` (as Envoy caps it), and that drops by one at each scheduled
+    evaluation (one per `interval`) that finds the endpoint back for at least an `interval`,
+    counted even when nothing called the detector meanwhile. At most
     `max_ejection_percent` of the endpoints are ejected at once (at least one may be), and
     when fewer than `panic_threshold` percent are healthy every endpoint is used again.
 
@@ -72,6 +75,22 @@ class OutlierDetector:
         ConfigurationError: If `inner` is not a `LoadBalancer` or `config` not an
             `OutlierConfig`.
     """
+
+    __slots__ = (
+        "_all",
+        "_clock",
+        "_config",
+        "_ejected",
+        "_hosts",
+        "_inner",
+        "_lock",
+        "_next_check",
+        "_next_eval",
+        "_panic",
+        "_push_lock",
+        "_pushed",
+        "_target",
+    )
 
     _inner: LoadBalancer
     _config: OutlierConfig
@@ -174,11 +193,12 @@ class OutlierDetector:
             ConfigurationError: If an item is not an `Endpoint` or two share an address.
         """
         checked = check_endpoints(endpoints)
+        now = self._clock.now()
         with self._lock:
             self._all = checked
             self._hosts = carry(self._hosts, checked, _Host)
             self._ejected = {a: t for a, t in self._ejected.items() if a in self._hosts}
-            self._release_excess()
+            self._release_excess(now)
             self._retarget()
         self._push()
 
@@ -208,7 +228,7 @@ class OutlierDetector:
         now = self._clock.now()
         with self._lock:
             returned = self._expire(now)
-            changed = self._evaluate(now, returned) or bool(returned)
+            changed = self._evaluate(now, returned, explicit=True) or bool(returned)
             self._retarget() if changed else self._reschedule()
         if changed:
             self._push()
@@ -230,25 +250,29 @@ class OutlierDetector:
         returned = self._expire(now)
         changed = bool(returned)
         if now >= self._next_eval:
-            changed = self._evaluate(now, returned) or changed
+            changed = self._evaluate(now, returned, explicit=False) or changed
         self._reschedule()
         return changed
 
     def _expire(self, now: float) -> list[Address]:
+        """End the ejections that are due, noting when each ended; return their addresses."""
         due = [key for key, until in self._ejected.items() if until <= now]
         for key in due:
-            del self._ejected[key]
-            self._hosts[key].reset()
+            host = self._hosts[key]
+            host.back = self._ejected.pop(key)
+            host.reset()
         return due
 
-    def _release_excess(self) -> None:
-        """End the soonest-ending ejections beyond what `max_ejection_percent` allows."""
+    def _release_excess(self, now: float) -> None:
+        """End, at `now`, the soonest-ending ejections beyond what `max_ejection_percent` allows."""
         allowed = max(1, math.floor(self._config.max_ejection_percent * len(self._all) / 100))
         excess = len(self._ejected) - allowed
         if excess > 0:
             for key in sorted(self._ejected, key=self._ejected.__getitem__)[:excess]:
                 del self._ejected[key]
-                self._hosts[key].reset()
+                host = self._hosts[key]
+                host.back = now
+                host.reset()
 
     def _record(self, key: Address, host: _Host, outcome: Outcome, now: float) -> bool:
         if outcome is Outcome.SUCCESS:
@@ -278,23 +302,58 @@ class OutlierDetector:
         if ejected and (ejected + 1) * 100 > self._config.max_ejection_percent * len(self._all):
             return False
         host = self._hosts[key]
-        host.ejections += 1
         config = self._config
+        # Envoy stops raising the multiplier once base x multiplier reaches the maximum, so a
+        # host that flapped often is back to the base time after a few healthy intervals.
+        if config.base_ejection_time * host.ejections < config.max_ejection_time:
+            host.ejections += 1
         duration = min(config.base_ejection_time * host.ejections, config.max_ejection_time)
         self._ejected[key] = now + duration
         host.reset()
         return True
 
-    def _evaluate(self, now: float, returned: list[Address]) -> bool:
-        for key, host in self._hosts.items():
-            if host.ejections and key not in self._ejected and key not in returned:
-                host.ejections -= 1
+    def _evaluate(self, now: float, returned: list[Address], *, explicit: bool) -> bool:
+        self._decay(now, returned, explicit=explicit)
         changed = self._check_success_rate(now)
         changed = self._check_failure_percentage(now) or changed
         for host in self._hosts.values():
             host.successes = host.failures = 0
         self._next_eval = now + self._config.interval
         return changed
+
+    def _ticks(self, since: float, now: float) -> int:
+        """Return how many scheduled evaluation times fall in `[since, now]`.
+
+        Evaluations are due every `interval` from `_next_eval`; a lazy detector runs them in
+        one go when it is next touched, and this counts the ones it stands for.
+        """
+        due = self._next_eval
+        if now < due:
+            return 0
+        first = 0 if since <= due else self._intervals(since - due, up=True)
+        return max(0, self._intervals(now - due) - first + 1)
+
+    def _intervals(self, seconds: float, *, up: bool = False) -> int:
+        """Return `seconds / interval` rounded down (or up), capped: a multiplier is small."""
+        # A tiny interval (5e-324 s) makes the quotient infinite, which floor() cannot take.
+        quotient = min(seconds / self._config.interval, _MAX_INTERVALS)
+        return math.ceil(quotient) if up else math.floor(quotient)
+
+    def _decay(self, now: float, returned: list[Address], *, explicit: bool) -> None:
+        """Drop each healthy host's multiplier by one per evaluation due since the last check.
+
+        As in Envoy, an evaluation counts for a host only once an `interval` has passed since
+        its ejection ended; the end time is kept on the host, so this does not depend on
+        whether anything looked at the detector in between. `evaluate()` counts as at least
+        one evaluation for the hosts it does not itself return.
+        """
+        interval = self._config.interval
+        for key, host in self._hosts.items():
+            if host.ejections and key not in self._ejected:
+                steps = self._ticks(host.back + interval, now)
+                if explicit and key not in returned:
+                    steps = max(steps, 1)
+                host.ejections = max(0, host.ejections - steps)
 
     def _volumes(self, minimum: int) -> list[tuple[Address, _Host, int]]:
         hosts, ejected = self._hosts, self._ejected

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import attrs
 
-from meshkit._validate import finite, ge, gt, in_range, instance_of, optional, require
+from meshkit._validate import count, finite, ge, in_range, optional, positive_seconds, require
+from meshkit.balancing._snapshot import FITS_FLOAT
+
+_SECONDS = [positive_seconds, FITS_FLOAT]
 
 __all__ = ["OutlierConfig"]
-
-_count = attrs.validators.and_(instance_of(int), ge(1))
 
 
 @attrs.frozen(kw_only=True)
@@ -29,7 +30,8 @@ class OutlierConfig:
             by default) disables.
         interval: Seconds between evaluations of the success-rate and failure-percentage
             checks; also how often an ejection multiplier decays.
-        base_ejection_time: Seconds of the first ejection; the n-th lasts n times as long.
+        base_ejection_time: Seconds of the first ejection; the n-th lasts n times as long,
+            the multiplier growing no more once it reaches `max_ejection_time`.
         max_ejection_time: Upper bound of one ejection, in seconds (>= base_ejection_time).
         max_ejection_percent: Most endpoints ejected at once, in percent; one endpoint may
             always be ejected, whatever this value.
@@ -45,22 +47,22 @@ class OutlierConfig:
             and every endpoint is used (Envoy's healthy panic threshold); 0 disables.
     """
 
-    consecutive_errors: int | None = attrs.field(default=5, validator=optional(_count))
-    consecutive_gateway_errors: int | None = attrs.field(default=None, validator=optional(_count))
-    interval: float = attrs.field(default=10.0, validator=[finite, gt(0)])
-    base_ejection_time: float = attrs.field(default=30.0, validator=[finite, gt(0)])
-    max_ejection_time: float = attrs.field(default=300.0, validator=[finite, gt(0)])
+    consecutive_errors: int | None = attrs.field(default=5, validator=optional(count()))
+    consecutive_gateway_errors: int | None = attrs.field(default=None, validator=optional(count()))
+    interval: float = attrs.field(default=10.0, validator=_SECONDS)
+    base_ejection_time: float = attrs.field(default=30.0, validator=_SECONDS)
+    max_ejection_time: float = attrs.field(default=300.0, validator=_SECONDS)
     max_ejection_percent: float = attrs.field(default=10.0, validator=in_range(0, 100))
     success_rate_stdev_factor: float | None = attrs.field(
-        default=1.9, validator=optional(attrs.validators.and_(finite, ge(0)))
+        default=1.9, validator=optional([finite, ge(0), FITS_FLOAT])
     )
-    success_rate_minimum_hosts: int = attrs.field(default=5, validator=_count)
-    success_rate_request_volume: int = attrs.field(default=100, validator=_count)
+    success_rate_minimum_hosts: int = attrs.field(default=5, validator=count())
+    success_rate_request_volume: int = attrs.field(default=100, validator=count())
     failure_percentage_threshold: float | None = attrs.field(
         default=None, validator=optional(in_range(0, 100))
     )
-    failure_percentage_minimum_hosts: int = attrs.field(default=5, validator=_count)
-    failure_percentage_request_volume: int = attrs.field(default=50, validator=_count)
+    failure_percentage_minimum_hosts: int = attrs.field(default=5, validator=count())
+    failure_percentage_request_volume: int = attrs.field(default=50, validator=count())
     panic_threshold: float = attrs.field(default=50.0, validator=in_range(0, 100))
 
     def __attrs_post_init__(self) -> None:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import bisect
-import itertools
 from typing import TYPE_CHECKING, final
 
 import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit.balancing._endpoint import Endpoint, Outcome, check_endpoints
-from meshkit.balancing._slowstart import WARM, SlowStart, start_times, warm_until
-from meshkit.balancing._snapshot import Address, RampingStrategy, address, pickable, unavailable
+from meshkit.balancing._slowstart import WARM, SlowStart, ramped, start_times, warm_until
+from meshkit.balancing._snapshot import (
+    Address,
+    RampingStrategy,
+    address,
+    pickable,
+    unavailable,
+    weighted_choice,
+)
 
 if TYPE_CHECKING:
     import random
@@ -34,7 +39,6 @@ class _State:
 
 
 @final
-@attrs.define(eq=False, init=False, repr=False)
 class Random(RampingStrategy[_State]):
     """Pick an endpoint at random, in proportion to its weight.
 
@@ -53,6 +57,8 @@ class Random(RampingStrategy[_State]):
     Raises:
         ConfigurationError: If an item is not an `Endpoint` or two share an address.
     """
+
+    __slots__ = ()
 
     def __init__(
         self,
@@ -118,14 +124,7 @@ class Random(RampingStrategy[_State]):
         ramping = self._ramping(state)
         if ramping is None:
             return self.pick()
-        slow_start, now = ramping
-        factor = slow_start.factor
-        effective = [w * factor(now - t) for w, t in zip(state.weights, state.ramp, strict=True)]
-        if not any(effective):  # all at a zero floor together: their weights still apply
-            effective = list(state.weights)
-        cumulative = list(itertools.accumulate(effective))
-        i = bisect.bisect_right(cumulative, self._rand() * cumulative[-1])
-        return state.eps[min(i, state.n - 1)]
+        return state.eps[weighted_choice(self._rand, ramped(*ramping, state.weights, state.ramp))]
 
 
 def _alias_table(weights: tuple[int, ...]) -> tuple[tuple[float, ...], list[int]]:

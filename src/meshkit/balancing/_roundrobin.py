@@ -29,7 +29,6 @@ class _State:
     cycle: Iterator[Endpoint]
 
 
-@attrs.define(eq=False, init=False, repr=False)
 class _Cycler(Strategy[_State]):
     """Shared code: a snapshot is the endpoint tuple plus the iterator `pick()` advances.
 
@@ -38,9 +37,11 @@ class _Cycler(Strategy[_State]):
     assigns the one `_state` attribute.
     """
 
-    _rng: random.Random = attrs.field(init=False)
+    __slots__ = ("_rng",)
 
-    def __init__(self, endpoints: Iterable[Endpoint], rng: random.Random | None) -> None:
+    def __init__(
+        self, endpoints: Iterable[Endpoint] = (), *, rng: random.Random | None = None
+    ) -> None:
         self._rng = random.Random() if rng is None else rng  # noqa: S311 - not cryptography
         self._state = self._build(check_endpoints(endpoints), first=True)
 
@@ -78,7 +79,6 @@ class _Cycler(Strategy[_State]):
 
 
 @final
-@attrs.define(eq=False, init=False, repr=False)
 class RoundRobin(_Cycler):
     """Pick endpoints in turn, ignoring weights (except that weight 0 is never picked).
 
@@ -93,14 +93,10 @@ class RoundRobin(_Cycler):
         ConfigurationError: If an item is not an `Endpoint` or two share an address.
     """
 
-    def __init__(
-        self, endpoints: Iterable[Endpoint] = (), *, rng: random.Random | None = None
-    ) -> None:
-        super().__init__(endpoints, rng)
+    __slots__ = ()
 
 
 @final
-@attrs.define(eq=False, init=False, repr=False)
 class WeightedRoundRobin(_Cycler):
     """Smooth weighted round robin: exact proportions over any `sum(weights)` picks, no bursts.
 
@@ -125,10 +121,7 @@ class WeightedRoundRobin(_Cycler):
         ConfigurationError: If an item is not an `Endpoint` or two share an address.
     """
 
-    def __init__(
-        self, endpoints: Iterable[Endpoint] = (), *, rng: random.Random | None = None
-    ) -> None:
-        super().__init__(endpoints, rng)
+    __slots__ = ()
 
     def _order(self, endpoints: tuple[Endpoint, ...]) -> tuple[Endpoint, ...] | _HeapSchedule:
         divisor = math.gcd(*(e.weight for e in endpoints)) or 1

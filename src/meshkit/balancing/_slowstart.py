@@ -7,16 +7,16 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from meshkit._validate import finite, gt, in_range
-from meshkit.balancing._snapshot import address
+from meshkit._validate import finite, gt, in_range, positive_seconds
+from meshkit.balancing._snapshot import FITS_FLOAT, address
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from meshkit.balancing._endpoint import Endpoint
     from meshkit.balancing._snapshot import Address
 
-__all__ = ["SlowStart", "start_times", "warm_until"]
+__all__ = ["SlowStart", "ramped", "start_times", "warm_until"]
 
 WARM = -math.inf
 """The start time of an endpoint that is not ramping (present from the beginning)."""
@@ -32,7 +32,8 @@ class SlowStart:
         factor = max(min_weight_percent / 100, (elapsed / window) ** (1 / aggression))
 
     until `elapsed >= window`, when it gets its full weight. `aggression = 1` is a linear
-    ramp; a larger value ramps faster at first. Supported by `Random` and `LeastRequest`.
+    ramp; a larger value ramps faster at first. Supported by `Random` and `LeastRequest`,
+    which pick in proportion to the ramped weights while a ramp lasts.
 
     Attributes:
         window: Length of the ramp in seconds (> 0).
@@ -40,8 +41,8 @@ class SlowStart:
         min_weight_percent: Floor of the factor, in percent of the weight (0-100).
     """
 
-    window: float = attrs.field(validator=[finite, gt(0)])
-    aggression: float = attrs.field(default=1.0, validator=[finite, gt(0)])
+    window: float = attrs.field(validator=[positive_seconds, FITS_FLOAT])
+    aggression: float = attrs.field(default=1.0, validator=[finite, gt(0), FITS_FLOAT])
     min_weight_percent: float = attrs.field(default=10.0, validator=in_range(0, 100))
 
     def factor(self, elapsed: float) -> float:
@@ -67,3 +68,16 @@ def warm_until(slow_start: SlowStart | None, starts: tuple[float, ...], now: flo
         return None
     until = max(starts) + slow_start.window
     return until if until > now else None
+
+
+def ramped(
+    slow_start: SlowStart, now: float, weights: Sequence[float], starts: Sequence[float]
+) -> list[float]:
+    """Return each weight times its ramp factor at `now` (the weights if all come out 0).
+
+    Endpoints that all sit at a zero floor together still share by weight, instead of a
+    weighted draw over nothing giving every pick to the last one.
+    """
+    factor = slow_start.factor
+    effective = [w * factor(now - t) for w, t in zip(weights, starts, strict=True)]
+    return effective if any(effective) else list(weights)

@@ -2,36 +2,47 @@
 
 from __future__ import annotations
 
-import math
+import bisect
+import itertools
 import random
+import sys
 import threading
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 import attrs
 
 from meshkit._errors import NoAvailableEndpointError
-from meshkit._validate import require
+from meshkit._validate import le
 
 if TYPE_CHECKING:
+    import collections
     from collections.abc import Callable, Iterable, Mapping
 
     from meshkit._clock import Clock
+    from meshkit._validate import Validator
     from meshkit.balancing._endpoint import Endpoint
     from meshkit.balancing._slowstart import SlowStart
 
 __all__ = [
+    "FITS_FLOAT",
     "Address",
     "RampingStrategy",
     "RandomStrategy",
     "Strategy",
     "address",
     "carry",
-    "number",
+    "check",
+    "end_request",
     "pickable",
+    "two_choices",
     "unavailable",
+    "weighted_choice",
 ]
 
 _T = TypeVar("_T")
+
+FITS_FLOAT: Validator = le(sys.float_info.max)
+"""Refuse an int too large for a float: the strategies compute in floats, where it overflows."""
 
 
 class Snapshot(Protocol):
@@ -56,15 +67,12 @@ _S = TypeVar("_S", bound=Snapshot)
 _R = TypeVar("_R", bound=RampSnapshot)
 
 
-@attrs.define(eq=False, init=False, repr=False)
 class Strategy(Generic[_S]):
-    """Base of the strategies: one immutable `_state` that `update()` replaces in one store.
+    """Base of the strategies: one immutable `_state` that `update()` replaces in one store."""
 
-    Fields are `init=False` throughout (each strategy has its own `__init__`), which keeps
-    the attrs-generated `__attrs_init__` signatures compatible down the hierarchy.
-    """
+    __slots__ = ("_state",)
 
-    _state: _S = attrs.field(init=False)
+    _state: _S
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self._state.endpoints)} endpoints)"
@@ -75,25 +83,23 @@ class Strategy(Generic[_S]):
         return self._state.endpoints
 
 
-@attrs.define(eq=False, init=False, repr=False)
 class RandomStrategy(Strategy[_S]):
     """Base of the strategies that draw random numbers, read a clock and serialise updates."""
 
-    _rand: Callable[[], float] = attrs.field(init=False)
-    _clock: Clock = attrs.field(init=False)
-    _lock: threading.Lock = attrs.field(init=False)
+    __slots__ = ("_clock", "_lock", "_rand")
 
     def _setup(self, rng: random.Random | None, clock: Clock) -> None:
-        self._rand = (random.Random() if rng is None else rng).random  # noqa: S311
+        self._rand: Callable[[], float] = (random.Random() if rng is None else rng).random  # noqa: S311
         self._clock = clock
         self._lock = threading.Lock()
 
 
-@attrs.define(eq=False, init=False, repr=False)
 class RampingStrategy(RandomStrategy[_R]):
     """Base of the strategies with slow start, whose snapshots carry a `warm_until` time."""
 
-    _slow_start: SlowStart | None = attrs.field(init=False)
+    __slots__ = ("_slow_start",)
+
+    _slow_start: SlowStart | None
 
     def _ramping(self, state: _R) -> tuple[SlowStart, float] | None:
         """Return the slow start and the time if `state` is still ramping, else None.
@@ -161,18 +167,59 @@ def unavailable(balancer: str, endpoints: tuple[Endpoint, ...]) -> NoAvailableEn
     return NoAvailableEndpointError(balancer, f"all {len(endpoints)} endpoints have weight 0")
 
 
-def number(field: str, value: object, *, positive: bool) -> float:
-    """Return `value` as a float after checking it is finite and `> 0` (or `>= 0`).
+def two_choices(rand: Callable[[], float], n: int) -> tuple[int, int]:
+    """Draw two distinct indexes below `n` (>= 2) uniformly: the power of two choices' draw.
+
+    The first is `int(r1 * n)`; the second `int(r2 * (n - 1))`, moved one up when it is at or
+    past the first, where `r1, r2` are two successive `rand()` values.
+    """
+    i = int(rand() * n)
+    j = int(rand() * (n - 1))
+    return i, j + 1 if j >= i else j
+
+
+def weighted_choice(rand: Callable[[], float], weights: Iterable[float]) -> int:
+    """Draw an index with probability proportional to its weight (O(n): fresh weights).
+
+    A zero weight is never drawn while another is positive.
+    """
+    cumulative = list(itertools.accumulate(weights))
+    i = bisect.bisect_right(cumulative, rand() * cumulative[-1])
+    return min(i, len(cumulative) - 1)  # rand() * total may round up to the total
+
+
+def end_request(active: collections.deque[None]) -> None:
+    """Take one token off an endpoint's active-request deque; an empty one stays empty.
+
+    `pop()` on a deque is atomic, so concurrent reports need no lock: one that finds the
+    deque emptied by another since its check does nothing.
+    """
+    if active:
+        try:  # noqa: SIM105 - cheaper than contextlib.suppress on the report path
+            active.pop()
+        except IndexError:  # pragma: no cover - a concurrent report emptied it first
+            pass
+
+
+class _Argument:
+    """What a `meshkit._validate` validator reads of the attrs field it checks: the name."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def check(field: str, value: _T, *validators: Validator) -> _T:
+    """Return `value` after running `meshkit._validate` validators on it as the field `field`.
+
+    This applies the one validator vocabulary to a plain argument (a strategy's knob or a
+    reported latency), which has no attrs field to hang the validators on.
 
     Raises:
-        ConfigurationError: If `value` is not a number, not finite, or out of range.
+        ConfigurationError: If a validator rejects `value`; it names `field`.
     """
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    require(ok, field, value, "must be a number")
-    checked = float(value)  # type: ignore[arg-type]  # checked just above
-    require(math.isfinite(checked), field, value, "must be finite")
-    if positive:
-        require(checked > 0, field, value, "must be > 0")
-    else:
-        require(checked >= 0, field, value, "must be >= 0")
-    return checked
+    argument = cast("attrs.Attribute[Any]", _Argument(field))
+    for validator in validators:
+        validator(None, argument, value)
+    return value
