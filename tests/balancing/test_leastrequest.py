@@ -8,11 +8,11 @@ import threading
 from collections import Counter
 
 import pytest
-from balancing_helpers import Scripted, candidates, endpoints
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from balancing_helpers import Scripted, candidates, endpoints
 from meshkit import ConfigurationError, NoAvailableEndpointError
 from meshkit.balancing import (
     Endpoint,
