@@ -1,0 +1,208 @@
+"""The only place that touches the `consul` client: building it, calling it, translating errors.
+
+python-consul2 and its maintained fork py-consul install the same `consul` module; both are
+supported. Only their HTTP layer (`client.http.get/put`: session, TLS, URL building) is used,
+with meshkit's own response callback, because their high-level methods differ between the two
+(python-consul2's `register()` drops `Weights` and port 0; their exception classes differ), and
+one callback gives one status-to-error translation for both.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import warnings
+from typing import TYPE_CHECKING, Any, NamedTuple, final
+
+import attrs
+
+from meshkit._errors import (
+    ConfigurationError,
+    DiscoveryError,
+    RegistryAccessDeniedError,
+    RegistryNotFoundError,
+    RegistryRequestError,
+    RegistryUnavailableError,
+)
+from meshkit._validate import require
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+__all__ = ["Agent", "AgentCall", "Answer", "parse_agent"]
+
+_HTTP_OK_MIN, _HTTP_OK_MAX = 200, 299
+_HTTP_NOT_FOUND, _HTTP_CLIENT_MAX = 404, 499
+# Consul 1.8 answers a TTL update for a check it does not know with a 500 and this text
+# (newer agents answer 404); both mean "the agent forgot us", so both re-register.
+_FORGOTTEN_TTL = "does not have associated TTL"
+
+
+@attrs.frozen
+class Agent:
+    """One Consul agent's HTTP address."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        """Return `scheme://host:port`."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def parse_agent(text: object) -> Agent:
+    """Parse `host:port`, `http://host:port` or `https://host:port` (`[v6]:port` too).
+
+    Raises:
+        ConfigurationError: If `text` is not such an address.
+    """
+    require(isinstance(text, str), "addresses", text, "must be str")
+    value: str = text  # type: ignore[assignment]  # checked just above
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        scheme, rest = "http", value
+    host, _, port = rest.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    ok = (
+        scheme in {"http", "https"}
+        and bool(host)
+        and host.isascii()
+        and host.isprintable()
+        and not any(c in host for c in " /?#@")
+        and port.isascii()
+        and port.isdecimal()
+        and 0 < int(port) < 65536  # noqa: PLR2004 - the TCP port range
+    )
+    require(ok, "addresses", text, "must be host:port or http(s)://host:port")
+    return Agent(scheme, host, int(port))
+
+
+class Answer(NamedTuple):
+    """What the agent answered: the status, the `X-Consul-Index` header, the decoded body."""
+
+    status: int
+    consul_index: str | None
+    body: object
+
+
+def _blocking_timeout_parameter() -> str:
+    """Return the client's name for its request timeout, which differs between the forks.
+
+    python-consul2 takes `timeout=`, one value for every request (so a blocking query's wait
+    must fit under it); py-consul takes `connections_timeout=` and adds a blocking query's
+    wait and jitter to it by itself.
+    """
+    import consul  # noqa: PLC0415 - optional dependency, imported where it is needed
+
+    params = inspect.signature(consul.Consul.__init__).parameters
+    return "connections_timeout" if "connections_timeout" in params else "timeout"
+
+
+@final
+@attrs.define(eq=False)
+class AgentCall:
+    """Sync calls to a list of agents, one `consul.Consul` client per agent.
+
+    Built in the event loop's thread; its methods run in worker threads. Each watch and each
+    registration has its own, so no `requests` session is shared between threads.
+
+    Attributes:
+        agents: The agents, in failover order.
+        token: The ACL token sent as `X-Consul-Token`, or None.
+        timeout: Seconds for a plain request to connect and answer.
+        wait: The longest blocking-query wait this caller will send, in seconds.
+    """
+
+    agents: Sequence[Agent]
+    token: str | None
+    timeout: float
+    wait: float
+    verify: bool | str = True
+    cert: str | tuple[str, str] | None = None
+    _clients: list[Any] = attrs.field(init=False, factory=list)
+
+    def __attrs_post_init__(self) -> None:
+        try:
+            import consul  # noqa: PLC0415 - optional dependency
+        except ImportError as exc:  # pragma: no cover - the consul extra installs it
+            raise ConfigurationError(
+                "ConsulRegistry", "consul", "needs python-consul2: pip install 'meshkit[consul]'"
+            ) from exc
+        name = _blocking_timeout_parameter()
+        # Consul adds up to wait/16 of jitter to a blocking query; the read timeout must
+        # cover it, or every idle query would end in a timeout instead of an answer.
+        timeout = (
+            self.timeout if name == "connections_timeout" else self.timeout + self.wait * 17 / 16
+        )
+        with warnings.catch_warnings():
+            # python-consul2's constructor always warns twice about the legacy ACL API,
+            # which meshkit never calls; that is the only place its warnings are silenced.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._clients = [
+                consul.Consul(
+                    host=a.host,
+                    port=a.port,
+                    scheme=a.scheme,
+                    verify=self.verify,
+                    cert=self.cert,
+                    **{name: timeout},
+                )
+                for a in self.agents
+            ]
+
+    def get(self, agent: int, path: str, params: Sequence[tuple[str, str]] = ()) -> Answer:
+        """GET `path` from agent number `agent`.
+
+        Raises:
+            DiscoveryError: The agent failed, refused or answered an error (a subclass).
+        """
+        return self._call(agent, "get", path, params=list(params))
+
+    def put(self, agent: int, path: str, body: Mapping[str, object] | None = None) -> Answer:
+        """PUT `path` (with a JSON `body`) to agent number `agent`.
+
+        Raises:
+            DiscoveryError: The agent failed, refused or answered an error (a subclass).
+        """
+        data = "" if body is None else json.dumps(body)
+        return self._call(agent, "put", path, data=data)
+
+    def _call(self, agent: int, method: str, path: str, **kwargs: object) -> Answer:
+        url = self.agents[agent].url
+        headers = {} if self.token is None else {"X-Consul-Token": self.token}
+        call = getattr(self._clients[agent].http, method)
+        try:
+            answer: Answer = call(_decode, path, headers=headers, **kwargs)
+        except DiscoveryError:
+            raise
+        except Exception as exc:  # requests' and urllib3's errors: unreachable, timeout, TLS
+            raise RegistryUnavailableError(url, path, f"{type(exc).__name__}: {exc}") from exc
+        return _checked(url, path, answer)
+
+
+def _decode(response: Any) -> Answer:  # noqa: ANN401 - the two forks' Response types differ
+    """Turn the client's response tuple into an `Answer` (the client's callback)."""
+    index = response.headers.get("X-Consul-Index")
+    try:
+        body = json.loads(response.body) if response.body else None
+    except ValueError:
+        body = response.body
+    return Answer(int(response.code), index, body)
+
+
+def _checked(url: str, path: str, answer: Answer) -> Answer:
+    """Return `answer` if it is a success, else raise the matching `DiscoveryError`."""
+    status, body = answer.status, answer.body
+    if _HTTP_OK_MIN <= status <= _HTTP_OK_MAX:
+        return answer
+    text = f"HTTP {status}: {str(body).strip()[:200]}"
+    if status == _HTTP_NOT_FOUND or _FORGOTTEN_TTL in str(body):
+        raise RegistryNotFoundError(url, path, text)
+    if status in {401, 403}:
+        raise RegistryAccessDeniedError(url, path, text)
+    if status <= _HTTP_CLIENT_MAX:
+        raise RegistryRequestError(url, path, text)
+    raise RegistryUnavailableError(url, path, text)

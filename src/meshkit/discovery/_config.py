@@ -1,0 +1,297 @@
+"""What a service registers: its address, labels, weights and one health check; watch filters."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from meshkit._errors import ConfigurationError
+from meshkit._validate import in_range, instance_of, optional, require
+
+__all__ = [
+    "GrpcCheck",
+    "HttpCheck",
+    "ServiceRegistration",
+    "TtlCheck",
+    "WatchQuery",
+    "consul_duration",
+]
+
+# Consul's own rule for names that must also be valid DNS labels (agent/dns.go); ids may hold
+# more, but a NUL, a slash or a control character breaks the URL paths that carry them.
+_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+_MAX_PORT = 65535
+_MAX_DURATION = 86_400.0 * 365  # Go's time.Duration holds ~292 years; a year is plenty
+
+
+def _text(field: str, value: object, *, allow_empty: bool = True) -> str:
+    require(isinstance(value, str), field, value, "must be str")
+    text: str = value  # type: ignore[assignment]  # checked just above
+    require(allow_empty or bool(text), field, value, "must not be empty")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigurationError(field, value, "must be valid UTF-8 text") from None
+    require("\x00" not in text, field, value, "must not contain NUL")
+    return text
+
+
+def _service_name(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    text = _text(attribute.name, value, allow_empty=False)
+    require(bool(_NAME.fullmatch(text)), attribute.name, value, "must be a DNS label")
+
+
+def _service_id(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        text = _text(attribute.name, value, allow_empty=False)
+        ok = bool(_ID.fullmatch(text))
+        require(ok, attribute.name, value, "must be letters, digits and _ . : - (<= 128)")
+
+
+def _to_tags(value: object) -> tuple[str, ...]:
+    require(not isinstance(value, str | bytes), "tags", value, "must be a collection of str")
+    require(isinstance(value, Iterable), "tags", value, "must be a collection of str")
+    tags: tuple[object, ...] = tuple(value)  # type: ignore[arg-type]  # checked just above
+    for tag in tags:
+        _text("tags", tag, allow_empty=False)
+    return tuple(sorted({str(tag) for tag in tags}))
+
+
+def _to_meta(value: object) -> tuple[tuple[str, str], ...]:
+    require(isinstance(value, Mapping), "meta", value, "must be a mapping of str to str")
+    pairs = []
+    for key, item in value.items():  # type: ignore[attr-defined]  # a Mapping, checked above
+        _text("meta", key, allow_empty=False)
+        _text("meta", item)
+        pairs.append((key, item))
+    return tuple(sorted(pairs))
+
+
+def _address(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    text = _text(attribute.name, value)
+    require(not any(c.isspace() for c in text), attribute.name, value, "must not hold spaces")
+
+
+_SECONDS = [instance_of(int, float), in_range(0.001, _MAX_DURATION)]
+
+
+def consul_duration(seconds: float) -> str:
+    """Return `seconds` as a Go duration string in milliseconds (`1500ms`), Consul's format."""
+    return f"{max(1, math.ceil(seconds * 1000))}ms"
+
+
+@attrs.frozen(kw_only=True)
+class TtlCheck:
+    """The service reports its own health: meshkit marks the check passing every `ttl / 3`.
+
+    If the heartbeat stops (the process hangs or dies), Consul marks the check critical after
+    `ttl` seconds and watchers drop the instance.
+
+    Attributes:
+        ttl: Seconds without a heartbeat after which Consul marks the service critical.
+
+    Raises:
+        ConfigurationError: If `ttl` is not a finite number of seconds in `[0.001, 1 year]`.
+    """
+
+    ttl: float = attrs.field(validator=_SECONDS)
+
+    @property
+    def heartbeat(self) -> float:
+        """Seconds between two heartbeats: a third of the TTL, so two may be lost."""
+        return self.ttl / 3
+
+    def definition(self) -> dict[str, object]:
+        """Return the check as the agent's registration API spells it."""
+        return {"TTL": consul_duration(self.ttl)}
+
+
+@attrs.frozen(kw_only=True)
+class HttpCheck:
+    """Consul calls `url` every `interval`; a 2xx answer is passing, 429 warning, else critical.
+
+    Attributes:
+        url: The URL the agent calls (it must be reachable from the agent).
+        interval: Seconds between two checks.
+        timeout: Seconds the agent waits for an answer.
+        method: The HTTP method.
+        tls_skip_verify: Whether the agent skips verifying the server's certificate.
+
+    Raises:
+        ConfigurationError: If `url` is not an http(s) URL or a duration is not a positive
+            finite number of seconds.
+    """
+
+    url: str = attrs.field()
+    interval: float = attrs.field(default=10.0, validator=_SECONDS)
+    timeout: float = attrs.field(default=5.0, validator=_SECONDS)
+    method: str = attrs.field(default="GET", validator=attrs.validators.instance_of(str))
+    tls_skip_verify: bool = attrs.field(default=False, validator=instance_of(bool))
+
+    @url.validator
+    def _check_url(self, attribute: attrs.Attribute[str], value: object) -> None:
+        text = _text(attribute.name, value)
+        ok = text.startswith(("http://", "https://")) and not any(c.isspace() for c in text)
+        require(ok, attribute.name, value, "must be an http:// or https:// URL")
+
+    @method.validator
+    def _check_method(self, attribute: attrs.Attribute[str], value: str) -> None:
+        ok = value in {"GET", "HEAD", "POST", "PUT", "OPTIONS"}
+        require(ok, attribute.name, value, "must be GET, HEAD, POST, PUT or OPTIONS")
+
+    def definition(self) -> dict[str, object]:
+        """Return the check as the agent's registration API spells it."""
+        return {
+            "HTTP": self.url,
+            "Method": self.method,
+            "Interval": consul_duration(self.interval),
+            "Timeout": consul_duration(self.timeout),
+            "TLSSkipVerify": self.tls_skip_verify,
+        }
+
+
+@attrs.frozen(kw_only=True)
+class GrpcCheck:
+    """Consul calls the standard `grpc.health.v1.Health/Check` on `target` every `interval`.
+
+    Consul's gRPC check cannot present a client certificate, so a server that requires
+    mTLS needs a plaintext health port of its own (or a `TtlCheck`).
+
+    Attributes:
+        target: `host:port`, optionally followed by `/service` to check one service.
+        interval: Seconds between two checks.
+        timeout: Seconds the agent waits for an answer.
+        use_tls: Whether the agent connects with TLS (server authentication only).
+
+    Raises:
+        ConfigurationError: If `target` is not `host:port[/service]` or a duration is not a
+            positive finite number of seconds.
+    """
+
+    target: str = attrs.field()
+    interval: float = attrs.field(default=10.0, validator=_SECONDS)
+    timeout: float = attrs.field(default=5.0, validator=_SECONDS)
+    use_tls: bool = attrs.field(default=False, validator=instance_of(bool))
+
+    @target.validator
+    def _check_target(self, attribute: attrs.Attribute[str], value: object) -> None:
+        text = _text(attribute.name, value)
+        hostport = text.split("/", 1)[0]
+        host, _, port = hostport.rpartition(":")
+        ok = bool(host) and port.isdecimal() and port.isascii() and 0 < int(port) <= _MAX_PORT
+        require(ok, attribute.name, value, "must be host:port or host:port/service")
+
+    def definition(self) -> dict[str, object]:
+        """Return the check as the agent's registration API spells it."""
+        return {
+            "GRPC": self.target,
+            "GRPCUseTLS": self.use_tls,
+            "Interval": consul_duration(self.interval),
+            "Timeout": consul_duration(self.timeout),
+        }
+
+
+Check = TtlCheck | HttpCheck | GrpcCheck
+
+
+def _check(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    ok = value is None or isinstance(value, TtlCheck | HttpCheck | GrpcCheck)
+    require(ok, attribute.name, value, "must be a TtlCheck, HttpCheck, GrpcCheck or None")
+
+
+@attrs.frozen(kw_only=True)
+class ServiceRegistration:
+    """One instance of a service, as it is registered with the registry.
+
+    Attributes:
+        name: The service name, a DNS label (`orders`).
+        port: The TCP port the instance listens on, 1-65535.
+        address: The address clients connect to; empty means the agent's own address.
+        service_id: Unique per agent; defaults to `name-address-port`.
+        tags: Labels for filtering (`canary`, `v2`), kept sorted and unique.
+        meta: Key/value metadata; `zone` and `version` become endpoint fields for watchers.
+        weight: Relative share of traffic while passing (Consul's `Weights.Passing`).
+        warning_weight: Share while a check warns (Consul's `Weights.Warning`).
+        check: The health check, or None for none (the instance is then always passing).
+        deregister_critical_after: Seconds after which Consul removes an instance whose
+            check stays critical (Consul reaps at most every 30 s, and not below 1 minute);
+            None disables it. On by default so a crashed process does not linger.
+        resync_interval: For HTTP/gRPC checks (no heartbeat), seconds between two
+            verifications that the agent still knows the service (re-registered if not).
+
+    Raises:
+        ConfigurationError: If a field has the wrong type or is out of range (name not a
+            DNS label, port outside 1-65535, NaN or negative durations, unknown check type).
+    """
+
+    name: str = attrs.field(validator=_service_name)
+    port: int = attrs.field(validator=[instance_of(int), in_range(1, 65535)])
+    address: str = attrs.field(default="", validator=_address)
+    service_id: str | None = attrs.field(default=None, validator=_service_id)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=_to_tags)
+    meta: tuple[tuple[str, str], ...] = attrs.field(factory=dict, converter=_to_meta)
+    weight: int = attrs.field(default=1, validator=[instance_of(int), in_range(1, 65535)])
+    warning_weight: int = attrs.field(default=1, validator=[instance_of(int), in_range(0, 65535)])
+    check: Check | None = attrs.field(default=None, validator=_check)
+    deregister_critical_after: float | None = attrs.field(
+        default=60.0, validator=optional(attrs.validators.and_(*_SECONDS))
+    )
+    resync_interval: float = attrs.field(default=10.0, validator=_SECONDS)
+
+    @property
+    def id(self) -> str:
+        """The service id: `service_id`, or `name-address-port`."""
+        if self.service_id is not None:
+            return self.service_id
+        return f"{self.name}-{self.address or 'agent'}-{self.port}".replace("/", "_")
+
+    @property
+    def check_id(self) -> str:
+        """The id Consul gives the service's single check."""
+        return f"service:{self.id}"
+
+    def payload(self) -> dict[str, object]:
+        """Return the body of `PUT /v1/agent/service/register` for this instance."""
+        body: dict[str, object] = {
+            "Name": self.name,
+            "ID": self.id,
+            "Port": self.port,
+            "Tags": list(self.tags),
+            "Meta": dict(self.meta),
+            "Weights": {"Passing": self.weight, "Warning": self.warning_weight},
+        }
+        if self.address:
+            body["Address"] = self.address
+        if self.check is not None:
+            check = self.check.definition()
+            if self.deregister_critical_after is not None:
+                after = consul_duration(self.deregister_critical_after)
+                check["DeregisterCriticalServiceAfter"] = after
+            body["Check"] = check
+        return body
+
+
+@attrs.frozen(kw_only=True)
+class WatchQuery:
+    """Which instances of a service a watch keeps.
+
+    Attributes:
+        passing_only: Keep passing instances only (the default); otherwise warning instances
+            are kept too, with their warning weight. Critical instances are always dropped.
+        tags: Keep instances that carry every one of these tags.
+        meta: Keep instances whose metadata holds every one of these pairs.
+        zone_key: The metadata key that becomes `Endpoint.zone`.
+
+    Raises:
+        ConfigurationError: If a field has the wrong type.
+    """
+
+    passing_only: bool = attrs.field(default=True, validator=instance_of(bool))
+    tags: tuple[str, ...] = attrs.field(default=(), converter=_to_tags)
+    meta: tuple[tuple[str, str], ...] = attrs.field(factory=dict, converter=_to_meta)
+    zone_key: str = attrs.field(default="zone", validator=instance_of(str))
