@@ -45,9 +45,9 @@ def next_index(previous: int, returned: object) -> int:
         index = int(str(returned))
     except ValueError:
         return 1
-    if index < previous:
-        return 0
-    return max(index, 1)
+    if index <= 0:
+        return 1
+    return 0 if index < previous else index
 
 
 @attrs.frozen(kw_only=True)

@@ -95,16 +95,13 @@ class Watch:
             await self._changed.wait()
         return self._endpoints
 
-    async def __aiter__(self) -> AsyncIterator[tuple[Endpoint, ...]]:
+    def __aiter__(self) -> _Changes:
         """Yield the current snapshot (once there is one), then each new one.
 
-        A slow reader skips intermediate snapshots: it always gets the latest.
+        A slow reader skips intermediate snapshots: it always gets the latest. (An iterator
+        object rather than an async generator, so leaving the loop needs no `aclose()`.)
         """
-        seen = 0
-        while True:
-            endpoints = await self.wait_changed(seen)
-            seen = self._version
-            yield endpoints
+        return _Changes(self)
 
     def publish(self, endpoints: tuple[Endpoint, ...]) -> None:
         """Swap in a new snapshot and update the bound balancers (called by the registry)."""
@@ -119,6 +116,23 @@ class Watch:
     def mark_stale(self, *, stale: bool) -> None:
         """Record whether the registry is failing (called by the registry)."""
         self._stale = stale
+
+
+@final
+@attrs.define(eq=False)
+class _Changes:
+    """An `async for` over a watch's snapshots."""
+
+    watch: Watch
+    seen: int = 0
+
+    def __aiter__(self) -> _Changes:
+        return self
+
+    async def __anext__(self) -> tuple[Endpoint, ...]:
+        endpoints = await self.watch.wait_changed(self.seen)
+        self.seen = self.watch.version
+        return endpoints
 
 
 @runtime_checkable
