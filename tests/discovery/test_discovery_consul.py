@@ -18,7 +18,7 @@ from meshkit import (
 )
 from meshkit.balancing import Endpoint, RoundRobin
 from meshkit.discovery import (
-    Backoff,
+    AgentBackoff,
     ConsulRegistry,
     GrpcCheck,
     HttpCheck,
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.anyio, pytest.mark.consul]
 
-FAST = Backoff(base=0.05, cap=0.5)
+FAST = AgentBackoff(base=0.05, cap=0.5)
 
 
 def registry(*agents: ConsulAgent, **kwargs: object) -> ConsulRegistry:

@@ -11,7 +11,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from meshkit import ConfigurationError
 from meshkit.balancing import Endpoint
-from meshkit.discovery import Backoff, WatchQuery
+from meshkit.discovery import AgentBackoff, WatchQuery
 from meshkit.discovery._core import (
     LeaseAction,
     LeaseCore,
@@ -97,7 +97,7 @@ class TestBackoff:
     ) -> None:
         """Attempt n waits in [c/2, c) with c = min(cap, base * 2**n)."""
         ceiling = min(cap, base * 2.0 ** min(attempt, 64))
-        delay = Backoff(base=base, cap=cap).delay(attempt, draw)
+        delay = AgentBackoff(base=base, cap=cap).delay(attempt, draw)
         assert ceiling / 2 <= delay <= ceiling
 
     @pytest.mark.parametrize(
@@ -113,7 +113,7 @@ class TestBackoff:
     def test_bad_values(self, kwargs: dict[str, object]) -> None:
         """Bad bounds raise ConfigurationError naming the field."""
         with pytest.raises(ConfigurationError):
-            Backoff(**kwargs)  # type: ignore[arg-type]
+            AgentBackoff(**kwargs)  # type: ignore[arg-type]
 
 
 class TestEndpointsFromHealth:
@@ -166,7 +166,7 @@ class WatchMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.core = WatchCore(3, WatchQuery(), Backoff(base=0.1, cap=2.0), min_interval=0.5)
+        self.core = WatchCore(3, WatchQuery(), AgentBackoff(base=0.1, cap=2.0), min_interval=0.5)
         self.now = 0.0
         self.good: tuple[Endpoint, ...] | None = None
         self.last_index = 0
@@ -214,7 +214,7 @@ class LeaseMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.core = LeaseCore(2, 5.0, Backoff(base=0.1, cap=1.0))
+        self.core = LeaseCore(2, 5.0, AgentBackoff(base=0.1, cap=1.0))
         self.registrations = 0
 
     @rule()

@@ -10,11 +10,11 @@ from meshkit.discovery._config import (
     WatchQuery,
 )
 from meshkit.discovery._consul import ConsulRegistry, RegistryStatistics
-from meshkit.discovery._core import Backoff
+from meshkit.discovery._core import AgentBackoff
 from meshkit.discovery._registry import Registered, Registry, StaticRegistry, Watch
 
 __all__ = [
-    "Backoff",
+    "AgentBackoff",
     "ConsulRegistry",
     "GrpcCheck",
     "HttpCheck",

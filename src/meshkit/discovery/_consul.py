@@ -25,7 +25,7 @@ from meshkit._errors import (
 from meshkit._validate import in_range, instance_of, optional, require
 from meshkit.discovery._agent import Agent, AgentCall, parse_agent
 from meshkit.discovery._config import ServiceRegistration, TtlCheck, WatchQuery, consul_duration
-from meshkit.discovery._core import Backoff, LeaseAction, LeaseCore, WatchCore
+from meshkit.discovery._core import AgentBackoff, LeaseAction, LeaseCore, WatchCore
 from meshkit.discovery._registry import Registered, Watch
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ class ConsulRegistry:
     min_interval: float = attrs.field(
         default=0.1, validator=[instance_of(int, float), in_range(0, 60)]
     )
-    backoff: Backoff = attrs.field(factory=Backoff, validator=instance_of(Backoff))
+    backoff: AgentBackoff = attrs.field(factory=AgentBackoff, validator=instance_of(AgentBackoff))
     max_threads: int = attrs.field(default=64, validator=[instance_of(int), in_range(1, 10_000)])
     clock: Clock = attrs.field(default=SYSTEM_CLOCK)
     rng: random.Random = attrs.field(factory=random.Random, repr=False)

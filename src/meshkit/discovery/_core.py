@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from meshkit.discovery._config import WatchQuery
 
 __all__ = [
-    "Backoff",
+    "AgentBackoff",
     "LeaseAction",
     "LeaseCore",
     "WatchCore",
@@ -51,7 +51,7 @@ def next_index(previous: int, returned: object) -> int:
 
 
 @attrs.frozen(kw_only=True)
-class Backoff:
+class AgentBackoff:
     """Exponential backoff with equal jitter: attempt `n` waits in `[c/2, c)`, `c = base*2**n`.
 
     Half of the delay is random, so clients that failed together do not retry together, and
@@ -103,7 +103,7 @@ class WatchCore:
 
     agents: int = attrs.field(validator=[instance_of(int), ge(1)])
     query: WatchQuery
-    backoff: Backoff = attrs.field(factory=Backoff)
+    backoff: AgentBackoff = attrs.field(factory=AgentBackoff)
     min_interval: float = attrs.field(default=0.1, validator=[instance_of(int, float), ge(0)])
     index: int = attrs.field(default=0, init=False)
     agent: int = attrs.field(default=0, init=False)
@@ -159,7 +159,7 @@ class LeaseCore:
 
     agents: int = attrs.field(validator=[instance_of(int), ge(1)])
     interval: float
-    backoff: Backoff = attrs.field(factory=Backoff)
+    backoff: AgentBackoff = attrs.field(factory=AgentBackoff)
     agent: int = attrs.field(default=0, init=False)
     registered: bool = attrs.field(default=False, init=False)
     failures: int = attrs.field(default=0, init=False)
