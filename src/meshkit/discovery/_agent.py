@@ -9,9 +9,13 @@ one callback gives one status-to-error translation for both.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import json
+import socket
 import warnings
+import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple, final
 
 import attrs
@@ -153,6 +157,26 @@ class AgentCall:
                 for a in self.agents
             ]
 
+        for client in self._clients:
+            _track_connections(client.http.session)
+
+    def interrupt(self) -> None:
+        """Shut down every connection of these clients, from any thread.
+
+        A blocking query cannot be cancelled: its worker thread sits in `recv()` until the
+        agent answers, up to `wait` later. Shutting its socket down wakes it at once, so a
+        closed watch does not leave a thread behind (on asyncio, anyio's worker threads are
+        not daemons: a process would wait for them at exit).
+        """
+        for client in self._clients:
+            session = client.http.session
+            for adapter in session.adapters.values():
+                pools = adapter.poolmanager.pools
+                for key in list(pools.keys()):
+                    with contextlib.suppress(KeyError):
+                        _shutdown(pools[key])
+            session.close()
+
     def get(self, agent: int, path: str, params: Sequence[tuple[str, str]] = ()) -> Answer:
         """GET `path` from agent number `agent`.
 
@@ -181,6 +205,40 @@ class AgentCall:
         except Exception as exc:  # requests' and urllib3's errors: unreachable, timeout, TLS
             raise RegistryUnavailableError(url, path, f"{type(exc).__name__}: {exc}") from exc
         return _checked(url, path, answer)
+
+
+@functools.cache
+def _tracking_pools() -> dict[str, type]:
+    """Return urllib3 pool classes that remember the connections they opened."""
+    from urllib3.connectionpool import (  # noqa: PLC0415 - comes with the consul client
+        HTTPConnectionPool,
+        HTTPSConnectionPool,
+    )
+
+    def tracking(base: type[HTTPConnectionPool]) -> type:
+        class Tracking(base):  # type: ignore[valid-type,misc]  # a dynamic subclass
+            def _new_conn(self) -> Any:  # noqa: ANN401 - urllib3's connection classes
+                conn = super()._new_conn()
+                opened = self.__dict__.setdefault("meshkit_opened", weakref.WeakSet())
+                opened.add(conn)
+                return conn
+
+        return Tracking
+
+    return {"http": tracking(HTTPConnectionPool), "https": tracking(HTTPSConnectionPool)}
+
+
+def _track_connections(session: Any) -> None:  # noqa: ANN401 - a requests.Session
+    for adapter in session.adapters.values():
+        adapter.poolmanager.pool_classes_by_scheme = _tracking_pools()
+
+
+def _shutdown(pool: Any) -> None:  # noqa: ANN401 - a urllib3 pool
+    for conn in list(pool.__dict__.get("meshkit_opened", ())):
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def _decode(response: Any) -> Answer:  # noqa: ANN401 - the two forks' Response types differ

@@ -146,6 +146,7 @@ class ConsulRegistry:
         finally:
             with self._shielded(len(self.addresses)):
                 await self._release(call, core, registration.id)
+            call.interrupt()
 
     async def deregister(self, service_id: str) -> None:
         """Remove an instance from the first agent that answers (a no-op for an unknown id).
@@ -161,7 +162,10 @@ class ConsulRegistry:
         async def attempt() -> None:
             await self._run(call.put, core.agent, path)
 
-        await self._first(attempt, core.failed)
+        try:
+            await self._first(attempt, core.failed)
+        finally:
+            call.interrupt()
 
     async def _keep(self, call: AgentCall, core: LeaseCore, handle: Registered) -> None:
         delay = core.interval
@@ -226,11 +230,14 @@ class ConsulRegistry:
         def failed(draw: float) -> float:
             return core.failed(self.clock.now(), draw)
 
-        await self._first(lambda: self._query(call, core, watch), failed)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._follow, call, core, watch)
-            yield watch
-            tg.cancel_scope.cancel()
+        try:
+            await self._first(lambda: self._query(call, core, watch), failed)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._follow, call, core, watch)
+                yield watch
+                tg.cancel_scope.cancel()
+        finally:
+            call.interrupt()  # wakes the abandoned blocking query's thread
 
     async def _follow(self, call: AgentCall, core: WatchCore, watch: Watch) -> None:
         while True:
