@@ -14,6 +14,7 @@ from meshkit import (
     ConfigurationError,
     RegistryAccessDeniedError,
     RegistryNotFoundError,
+    RegistryRequestError,
     RegistryUnavailableError,
 )
 from meshkit.balancing import Endpoint, RoundRobin
@@ -345,6 +346,9 @@ class TestErrors:
             await anyio.to_thread.run_sync(call.get, 0, "/v1/agent/service/nope")
         with pytest.raises(RegistryNotFoundError, match="associated TTL"):
             await anyio.to_thread.run_sync(call.put, 0, "/v1/agent/check/pass/service:nope")
+        bogus = {"Name": "x", "Check": {"TTL": "not-a-duration"}}
+        with pytest.raises(RegistryRequestError, match="HTTP 400"):
+            await anyio.to_thread.run_sync(call.put, 0, "/v1/agent/service/register", bogus)
         reg = registry(consul)
         with pytest.raises(ConfigurationError):
             async with reg.register("orders"):  # type: ignore[arg-type]

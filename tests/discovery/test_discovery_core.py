@@ -159,6 +159,7 @@ class TestEndpointsFromHealth:
             host="10.0.0.9", port=80, weight=3, zone="z", metadata={"zone": "z", "version": "v3"}
         )
         assert endpoints_from_health([entry], WatchQuery()) == ()
+        assert endpoints_from_health([entry | {"Checks": "passing"}], WatchQuery()) == ()
 
 
 class WatchMachine(RuleBasedStateMachine):

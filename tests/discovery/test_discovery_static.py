@@ -93,7 +93,9 @@ class TestWatch:
         async with registry.watch("orders") as watch:
 
             async def follow() -> None:
-                async for endpoints in watch:
+                changes = aiter(watch)
+                assert aiter(changes) is changes
+                async for endpoints in changes:
                     seen.append(tuple(e.port for e in endpoints))
                     if len(seen) == 3:
                         return

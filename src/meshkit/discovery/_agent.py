@@ -22,7 +22,6 @@ import attrs
 
 from meshkit._errors import (
     ConfigurationError,
-    DiscoveryError,
     RegistryAccessDeniedError,
     RegistryNotFoundError,
     RegistryRequestError,
@@ -200,8 +199,6 @@ class AgentCall:
         call = getattr(self._clients[agent].http, method)
         try:
             answer: Answer = call(_decode, path, headers=headers, **kwargs)
-        except DiscoveryError:
-            raise
         except Exception as exc:  # requests' and urllib3's errors: unreachable, timeout, TLS
             raise RegistryUnavailableError(url, path, f"{type(exc).__name__}: {exc}") from exc
         return _checked(url, path, answer)

@@ -284,7 +284,9 @@ class ConsulRegistry:
 
     async def _first(self, attempt: Callable[[], Any], failed: Callable[[float], float]) -> None:
         """Run `attempt` against each agent in turn until one succeeds; raise the last error."""
-        for remaining in range(len(self.addresses) - 1, -1, -1):
+        remaining = len(self.addresses)
+        while True:
+            remaining -= 1
             try:
                 await attempt()
             except _PERMANENT:
