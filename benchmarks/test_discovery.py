@@ -8,7 +8,8 @@ Peers in the same run, on the same agent:
   what a watch without blocking queries costs and lags.
 
 Latency is measured from the moment a check's state change is sent to the agent
-(`PUT /v1/agent/check/fail|pass`) to the moment the bound balancer holds the new snapshot. Each figure goes to `extra_info` and is printed (`-s`).
+(`PUT /v1/agent/check/fail|pass`) to the moment the bound balancer holds the new snapshot.
+Each figure goes to `extra_info` and is printed (`-s`).
 
 Run: .venv/bin/pytest benchmarks/test_discovery.py --benchmark-only -s
 """
