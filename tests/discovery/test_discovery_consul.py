@@ -377,6 +377,41 @@ class TestErrors:
                 await until(watch, bool)
 
 
+class TestTls:
+    async def test_https_with_client_certificate(self, consul_bin: str, tmp_path: Path) -> None:
+        """verify (a CA bundle) and cert (client cert, key) reach an agent that requires mTLS."""
+        from consul_agents import dev_agent, free_ports  # noqa: PLC0415 - fixture helpers
+
+        for kind in (["ca"], ["cert", "-server"], ["cert", "-client"]):
+            args = [consul_bin, "tls", kind[0], "create", *kind[1:]]
+            await anyio.run_process(
+                [*args, *(["-dc", "dc1"] if kind[0] == "cert" else [])], cwd=tmp_path
+            )
+        ca = str(tmp_path / "consul-agent-ca.pem")
+        server = tmp_path / "dc1-server-consul-0"
+        client = (
+            str(tmp_path / "dc1-client-consul-0.pem"),
+            str(tmp_path / "dc1-client-consul-0-key.pem"),
+        )
+        (https,) = free_ports(1)
+        hcl = (
+            f'ports {{ https = {https} }} ca_file = "{ca}" cert_file = "{server}.pem" '
+            f'key_file = "{server}-key.pem" verify_incoming_https = true'
+        )
+        with dev_agent(consul_bin, tmp_path / "agent", ["-hcl", hcl]) as agent:
+            address = f"https://127.0.0.1:{https}"
+            reg = ConsulRegistry(addresses=[address], verify=ca, cert=client, wait=5, backoff=FAST)
+            service = ServiceRegistration(name="vault", port=9601, address="127.0.0.1")
+            async with reg.watch("vault") as watch, reg.register(service) as handle:
+                await until(watch, bool)
+                assert handle.agent == address
+            assert agent.get("/v1/agent/services") == {}  # deregistered on exit, over TLS
+            anonymous = ConsulRegistry(addresses=[address], verify=ca, request_timeout=2)
+            with pytest.raises(RegistryUnavailableError, match=r"SSLError|ConnectionError"):
+                async with anonymous.watch("vault"):
+                    pass  # pragma: no cover
+
+
 class TestCluster:
     async def test_leader_killed_watches_and_registrations_carry_on(
         self, consul_cluster: list[ConsulAgent]
