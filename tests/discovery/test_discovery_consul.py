@@ -356,7 +356,7 @@ class TestErrors:
         with pytest.raises(ConfigurationError):
             async with reg.watch("orders", query="passing"):  # type: ignore[arg-type]
                 pass  # pragma: no cover
-        with pytest.raises(ConfigurationError):
+        with pytest.raises(ConfigurationError, match="service"):
             async with reg.watch("not a name"):
                 pass  # pragma: no cover
 

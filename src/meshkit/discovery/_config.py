@@ -18,6 +18,7 @@ __all__ = [
     "ServiceRegistration",
     "TtlCheck",
     "WatchQuery",
+    "check_service_name",
     "consul_duration",
 ]
 
@@ -41,9 +42,19 @@ def _text(field: str, value: object, *, allow_empty: bool = True) -> str:
     return text
 
 
+def check_service_name(field: str, value: object) -> str:
+    """Return `value` if it is a service name (a DNS label).
+
+    Raises:
+        ConfigurationError: If it is not, naming `field`.
+    """
+    text = _text(field, value, allow_empty=False)
+    require(bool(_NAME.fullmatch(text)), field, value, "must be a DNS label")
+    return text
+
+
 def _service_name(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    text = _text(attribute.name, value, allow_empty=False)
-    require(bool(_NAME.fullmatch(text)), attribute.name, value, "must be a DNS label")
+    check_service_name(attribute.name, value)
 
 
 def _service_id(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:

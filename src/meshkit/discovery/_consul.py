@@ -24,7 +24,13 @@ from meshkit._errors import (
 )
 from meshkit._validate import in_range, instance_of, optional, require
 from meshkit.discovery._agent import Agent, AgentCall, parse_agent
-from meshkit.discovery._config import ServiceRegistration, TtlCheck, WatchQuery, consul_duration
+from meshkit.discovery._config import (
+    ServiceRegistration,
+    TtlCheck,
+    WatchQuery,
+    check_service_name,
+    consul_duration,
+)
 from meshkit.discovery._core import AgentBackoff, LeaseAction, LeaseCore, WatchCore
 from meshkit.discovery._registry import Registered, Watch
 
@@ -220,7 +226,7 @@ class ConsulRegistry:
             ConfigurationError: If `service` is not a DNS label or `query` not a `WatchQuery`.
             DiscoveryError: If no agent answers the first query (a subclass).
         """
-        ServiceRegistration(name=service, port=1)  # validates the name like a registration's
+        check_service_name("service", service)
         query = WatchQuery() if query is None else query
         require(isinstance(query, WatchQuery), "query", query, "must be a WatchQuery")
         call = self._caller(wait=self.wait)
