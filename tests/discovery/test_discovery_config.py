@@ -167,7 +167,7 @@ class TestRegistryConfig:
             {"addresses": ["\ud800:1"]}, {"addresses": [":80"]}, {"addresses": [None]},
             {"wait": 0}, {"wait": 601}, {"wait": float("nan")}, {"request_timeout": -1},
             {"min_interval": -0.1}, {"max_threads": 0}, {"token": "a\nb"}, {"token": 5},
-            {"verify": None}, {"cert": 5}, {"backoff": 1.0},
+            {"verify": None}, {"cert": 5}, {"backoff": 1.0}, {"clock": "now"}, {"rng": 4},
         ],
     )  # fmt: skip
     def test_bad_registry_config(self, kwargs: dict[str, Any]) -> None:

@@ -109,8 +109,10 @@ class ConsulRegistry:
     )
     backoff: AgentBackoff = attrs.field(factory=AgentBackoff, validator=instance_of(AgentBackoff))
     max_threads: int = attrs.field(default=64, validator=[instance_of(int), in_range(1, 10_000)])
-    clock: Clock = attrs.field(default=SYSTEM_CLOCK)
-    rng: random.Random = attrs.field(factory=random.Random, repr=False)
+    clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
+    rng: random.Random = attrs.field(
+        factory=random.Random, repr=False, validator=instance_of(random.Random)
+    )
     _limiter: anyio.CapacityLimiter = attrs.field(init=False)
     _counts: list[int] = attrs.field(init=False, factory=lambda: [0, 0, 0])
 
