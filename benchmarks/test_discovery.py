@@ -31,7 +31,7 @@ import pytest
 from meshkit.balancing import Endpoint, RoundRobin
 from meshkit.discovery import ConsulRegistry, ServiceRegistration, TtlCheck
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "discovery"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from consul_agents import ConsulAgent, consul_binary, dev_agent
 
 if TYPE_CHECKING:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 
+from consul_agents import ConsulAgent, dev_agent, free_ports, leader_of
 from meshkit import (
     ConfigurationError,
     RegistryAccessDeniedError,
@@ -34,8 +35,6 @@ from meshkit.testing import FakeClock
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
-
-    from consul_agents import ConsulAgent
 
 pytestmark = [pytest.mark.anyio, pytest.mark.consul]
 
@@ -362,8 +361,6 @@ class TestErrors:
 
     async def test_acl_denied(self, consul_bin: str, tmp_path: Path) -> None:
         """With ACLs on, a bad token is RegistryAccessDeniedError; the master token works."""
-        from consul_agents import dev_agent  # noqa: PLC0415 - fixture helper
-
         token = "root-token"  # noqa: S105 - the throwaway agent's own master token
         hcl = f'acl {{ enabled = true default_policy = "deny" tokens {{ master = "{token}" }} }}'
         with dev_agent(consul_bin, tmp_path, ["-hcl", hcl], token=token) as agent:
@@ -380,8 +377,6 @@ class TestErrors:
 class TestTls:
     async def test_https_with_client_certificate(self, consul_bin: str, tmp_path: Path) -> None:
         """verify (a CA bundle) and cert (client cert, key) reach an agent that requires mTLS."""
-        from consul_agents import dev_agent, free_ports  # noqa: PLC0415 - fixture helpers
-
         for kind in (["ca"], ["cert", "-server"], ["cert", "-client"]):
             args = [consul_bin, "tls", kind[0], "create", *kind[1:]]
             await anyio.run_process(
@@ -417,8 +412,6 @@ class TestCluster:
         self, consul_cluster: list[ConsulAgent]
     ) -> None:
         """SIGKILL the leader: the watch fails over, the registration moves to a survivor."""
-        from consul_agents import leader_of  # noqa: PLC0415 - fixture helper
-
         leader = leader_of(consul_cluster)
         order = [leader, *(a for a in consul_cluster if a is not leader)]
         reg = registry(*order, request_timeout=1.0)

@@ -1,5 +1,8 @@
 """Real Consul agents for the tests: a dev agent, or a three-server cluster, on loopback.
 
+The discovery tests get them through the fixtures of `tests/discovery/conftest.py`; the
+benchmarks import this module directly.
+
 Every agent gets its own free ports (HTTP, DNS, serf LAN/WAN on TCP and UDP, server RPC,
 gRPC) and its own data directory, and is stopped by its pid.
 """
@@ -16,15 +19,14 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import attrs
-import pytest
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PORT_NAMES = ("http", "dns", "serf_lan", "serf_wan", "server", "grpc")
 
 
@@ -228,52 +230,3 @@ def leader_of(agents: list[ConsulAgent]) -> ConsulAgent:
             if other.leader().endswith(f":{agent.ports['server']}"):
                 return agent
     raise LookupError("no leader")
-
-
-# ---------------------------------------------------------------- fixtures (see conftest.py)
-
-ROOT_CONFTEST = ROOT / "tests" / "conftest.py"
-
-
-class _MissingService(Protocol):
-    def __call__(self, reason: str) -> None: ...
-
-
-def _missing_service(config: pytest.Config) -> _MissingService:
-    """Return the root conftest's `missing_service` (skip, or fail under CI).
-
-    Several folders have a `conftest.py`, so `import conftest` is ambiguous; the plugin
-    manager knows each by its path.
-    """
-    for plugin in config.pluginmanager.get_plugins():
-        if getattr(plugin, "__file__", None) == str(ROOT_CONFTEST):
-            found: _MissingService = plugin.missing_service
-            return found
-    raise LookupError(ROOT_CONFTEST)  # pragma: no cover - the root conftest always loads
-
-
-@pytest.fixture(scope="session")
-def consul_bin(pytestconfig: pytest.Config) -> str:
-    """Return the Consul binary, or skip (fail under MESHKIT_REQUIRE_SERVICES=1)."""
-    binary = consul_binary()
-    if binary is None:
-        _missing_service(pytestconfig)(
-            "no consul binary: set MESHKIT_CONSUL_BIN or run "
-            "../shared/tools/install-consul .tools/consul"
-        )
-    assert binary is not None
-    return binary
-
-
-@pytest.fixture
-def consul(consul_bin: str, tmp_path: Path) -> Iterator[ConsulAgent]:
-    """Run a `consul agent -dev` of this test's own on free loopback ports."""
-    with dev_agent(consul_bin, tmp_path) as agent:
-        yield agent
-
-
-@pytest.fixture
-def consul_cluster(consul_bin: str, tmp_path: Path) -> Iterator[list[ConsulAgent]]:
-    """Run a three-server Consul cluster on loopback."""
-    with cluster(consul_bin, tmp_path) as agents:
-        yield agents
