@@ -79,6 +79,9 @@ class TestServiceRegistration:
             ("service_id", "a/b"), ("service_id", ""), ("tags", "abc"), ("tags", [1]),
             ("tags", [""]), ("tags", 5), ("meta", [("a", "b")]), ("meta", {"": "x"}),
             ("meta", {"k": 1}), ("meta", {"k": "\ud800"}), ("weight", 0), ("weight", -1),
+            ("meta", {"a b": "x"}), ("meta", {"zoné": "x"}), ("meta", {"k" * 129: "x"}),
+            ("meta", {"k": "v" * 513}), ("meta", {f"k{i}": "v" for i in range(65)}),
+            ("meta", {"consul-version": "x"}),
             ("warning_weight", -1), ("check", "ttl"), ("check", {"TTL": "10s"}),
             ("deregister_critical_after", -1), ("deregister_critical_after", float("nan")),
             ("resync_interval", float("inf")), ("resync_interval", 0),
@@ -123,7 +126,8 @@ class TestChecks:
         [
             {"url": "ftp://x"}, {"url": "http://a b"}, {"url": 3},
             {"url": "http://x", "method": "DROP"}, {"url": "http://x", "interval": 0},
-            {"url": "http://x", "tls_skip_verify": 1},
+            {"url": "http://x", "tls_skip_verify": 1}, {"url": "http://x", "method": 5},
+            {"url": "http://x", "method": None},
         ],
     )  # fmt: skip
     def test_bad_http(self, kwargs: dict[str, Any]) -> None:
@@ -131,7 +135,9 @@ class TestChecks:
         with pytest.raises(ConfigurationError):
             HttpCheck(**kwargs)
 
-    @pytest.mark.parametrize("target", ["host", ":80", "h:0", "h:70000", "h:x", "h:٣", 5])
+    @pytest.mark.parametrize(
+        "target", ["host", ":80", "h:0", "h:70000", "h:x", "h:٣", 5, "h:" + "9" * 5000]
+    )
     def test_bad_grpc_target(self, target: object) -> None:
         """A gRPC target is host:port[/service]."""
         with pytest.raises(ConfigurationError, match="target"):
@@ -168,6 +174,8 @@ class TestRegistryConfig:
             {"wait": 0}, {"wait": 601}, {"wait": float("nan")}, {"request_timeout": -1},
             {"min_interval": -0.1}, {"max_threads": 0}, {"token": "a\nb"}, {"token": 5},
             {"verify": None}, {"cert": 5}, {"backoff": 1.0}, {"clock": "now"}, {"rng": 4},
+            {"addresses": ["h:" + "9" * 5000]}, {"cert": ("a", "b", "c")}, {"cert": ("a",)},
+            {"cert": (1, 2)}, {"cert": "a\x00"}, {"verify": "\ud800"},
         ],
     )  # fmt: skip
     def test_bad_registry_config(self, kwargs: dict[str, Any]) -> None:
@@ -181,3 +189,10 @@ class TestRegistryConfig:
         assert (query.tags, query.meta) == (("a", "b"), (("zone", "z"),))
         with pytest.raises(ConfigurationError):
             WatchQuery(passing_only="yes")  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="zone_key"):
+            WatchQuery(zone_key="a\x00")
+
+    def test_meta_within_consul_limits(self) -> None:
+        """Meta at Consul's limits (64 pairs, 128-char keys, 512-char values) is accepted."""
+        meta = {f"k{i}_-" + "x" * 120: "v" * 512 for i in range(64)}
+        assert len(ServiceRegistration(name="a", port=1, meta=meta).meta) == 64

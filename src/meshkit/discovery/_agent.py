@@ -28,6 +28,7 @@ from meshkit._errors import (
     RegistryUnavailableError,
 )
 from meshkit._validate import require
+from meshkit.discovery._config import port_number
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -75,9 +76,7 @@ def parse_agent(text: object) -> Agent:
         and host.isascii()
         and host.isprintable()
         and not any(c in host for c in " /?#@")
-        and port.isascii()
-        and port.isdecimal()
-        and 0 < int(port) < 65536  # noqa: PLR2004 - the TCP port range
+        and port_number(port) is not None
     )
     require(ok, "addresses", text, "must be host:port or http(s)://host:port")
     return Agent(scheme, host, int(port))

@@ -19,7 +19,9 @@ __all__ = [
     "TtlCheck",
     "WatchQuery",
     "check_service_name",
+    "check_text",
     "consul_duration",
+    "port_number",
 ]
 
 # Consul's own rule for names that must also be valid DNS labels (agent/dns.go); ids may hold
@@ -27,10 +29,21 @@ __all__ = [
 _NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 _MAX_PORT = 65535
+# Consul's limits on service meta (structs.ValidateServiceMetadata); beyond them the agent
+# answers 400, which a registration would only meet at entry, or in a re-registration.
+_META_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_META_VALUE_BYTES = 512
+_META_PAIRS = 64
+_META_RESERVED = "consul-"
 _MAX_DURATION = 86_400.0 * 365  # Go's time.Duration holds ~292 years; a year is plenty
 
 
-def _text(field: str, value: object, *, allow_empty: bool = True) -> str:
+def check_text(field: str, value: object, *, allow_empty: bool = True) -> str:
+    """Return `value` if it is a str that can travel in a request: UTF-8, no NUL.
+
+    Raises:
+        ConfigurationError: If it is not, naming `field`.
+    """
     require(isinstance(value, str), field, value, "must be str")
     text: str = value  # type: ignore[assignment]  # checked just above
     require(allow_empty or bool(text), field, value, "must not be empty")
@@ -42,13 +55,21 @@ def _text(field: str, value: object, *, allow_empty: bool = True) -> str:
     return text
 
 
+def port_number(digits: str) -> int | None:
+    """Return `digits` as a TCP port (1-65535), or None if they are not one."""
+    # The length check comes first: int() refuses strings of more than 4300 digits.
+    ok = 0 < len(digits) <= len(str(_MAX_PORT)) and digits.isascii() and digits.isdecimal()
+    port = int(digits) if ok else 0
+    return port if 0 < port <= _MAX_PORT else None
+
+
 def check_service_name(field: str, value: object) -> str:
     """Return `value` if it is a service name (a DNS label).
 
     Raises:
         ConfigurationError: If it is not, naming `field`.
     """
-    text = _text(field, value, allow_empty=False)
+    text = check_text(field, value, allow_empty=False)
     require(bool(_NAME.fullmatch(text)), field, value, "must be a DNS label")
     return text
 
@@ -59,7 +80,7 @@ def _service_name(_inst: object, attribute: attrs.Attribute[Any], value: object)
 
 def _service_id(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None:
-        text = _text(attribute.name, value, allow_empty=False)
+        text = check_text(attribute.name, value, allow_empty=False)
         ok = bool(_ID.fullmatch(text))
         require(ok, attribute.name, value, "must be letters, digits and _ . : - (<= 128)")
 
@@ -69,22 +90,30 @@ def _to_tags(value: object) -> tuple[str, ...]:
     require(isinstance(value, Iterable), "tags", value, "must be a collection of str")
     tags: tuple[object, ...] = tuple(value)  # type: ignore[arg-type]  # checked just above
     for tag in tags:
-        _text("tags", tag, allow_empty=False)
+        check_text("tags", tag, allow_empty=False)
     return tuple(sorted({str(tag) for tag in tags}))
+
+
+def _meta_key(field: str, value: object) -> str:
+    key = check_text(field, value, allow_empty=False)
+    ok = bool(_META_KEY.fullmatch(key)) and not key.lower().startswith(_META_RESERVED)
+    require(ok, field, value, "must be 1-128 of A-Z a-z 0-9 _ - and not start with consul-")
+    return key
 
 
 def _to_meta(value: object) -> tuple[tuple[str, str], ...]:
     require(isinstance(value, Mapping), "meta", value, "must be a mapping of str to str")
-    pairs = []
-    for key, item in value.items():  # type: ignore[attr-defined]  # a Mapping, checked above
-        _text("meta", key, allow_empty=False)
-        _text("meta", item)
-        pairs.append((key, item))
-    return tuple(sorted(pairs))
+    pairs: dict[str, str] = dict(value)  # type: ignore[call-overload]  # a Mapping, see above
+    require(len(pairs) <= _META_PAIRS, "meta", value, f"must hold <= {_META_PAIRS} pairs")
+    for key, item in pairs.items():
+        _meta_key("meta", key)
+        size = len(check_text("meta", item).encode())
+        require(size <= _META_VALUE_BYTES, "meta", value, "values must be <= 512 bytes")
+    return tuple(sorted(pairs.items()))
 
 
 def _address(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    text = _text(attribute.name, value)
+    text = check_text(attribute.name, value)
     require(not any(c.isspace() for c in text), attribute.name, value, "must not hold spaces")
 
 
@@ -141,18 +170,18 @@ class HttpCheck:
     url: str = attrs.field()
     interval: float = attrs.field(default=10.0, validator=_SECONDS)
     timeout: float = attrs.field(default=5.0, validator=_SECONDS)
-    method: str = attrs.field(default="GET", validator=attrs.validators.instance_of(str))
+    method: str = attrs.field(default="GET")
     tls_skip_verify: bool = attrs.field(default=False, validator=instance_of(bool))
 
     @url.validator
     def _check_url(self, attribute: attrs.Attribute[str], value: object) -> None:
-        text = _text(attribute.name, value)
+        text = check_text(attribute.name, value)
         ok = text.startswith(("http://", "https://")) and not any(c.isspace() for c in text)
         require(ok, attribute.name, value, "must be an http:// or https:// URL")
 
     @method.validator
-    def _check_method(self, attribute: attrs.Attribute[str], value: str) -> None:
-        ok = value in {"GET", "HEAD", "POST", "PUT", "OPTIONS"}
+    def _check_method(self, attribute: attrs.Attribute[str], value: object) -> None:
+        ok = isinstance(value, str) and value in {"GET", "HEAD", "POST", "PUT", "OPTIONS"}
         require(ok, attribute.name, value, "must be GET, HEAD, POST, PUT or OPTIONS")
 
     def definition(self) -> dict[str, object]:
@@ -191,10 +220,10 @@ class GrpcCheck:
 
     @target.validator
     def _check_target(self, attribute: attrs.Attribute[str], value: object) -> None:
-        text = _text(attribute.name, value)
+        text = check_text(attribute.name, value)
         hostport = text.split("/", 1)[0]
         host, _, port = hostport.rpartition(":")
-        ok = bool(host) and port.isdecimal() and port.isascii() and 0 < int(port) <= _MAX_PORT
+        ok = bool(host) and port_number(port) is not None
         require(ok, attribute.name, value, "must be host:port or host:port/service")
 
     def definition(self) -> dict[str, object]:
@@ -305,4 +334,8 @@ class WatchQuery:
     passing_only: bool = attrs.field(default=True, validator=instance_of(bool))
     tags: tuple[str, ...] = attrs.field(default=(), converter=_to_tags)
     meta: tuple[tuple[str, str], ...] = attrs.field(factory=dict, converter=_to_meta)
-    zone_key: str = attrs.field(default="zone", validator=instance_of(str))
+    zone_key: str = attrs.field(default="zone")
+
+    @zone_key.validator
+    def _check_zone_key(self, attribute: attrs.Attribute[str], value: object) -> None:
+        _meta_key(attribute.name, value)

@@ -22,13 +22,14 @@ from meshkit._errors import (
     RegistryNotFoundError,
     RegistryRequestError,
 )
-from meshkit._validate import in_range, instance_of, optional, require
+from meshkit._validate import in_range, instance_of, require
 from meshkit.discovery._agent import Agent, AgentCall, parse_agent
 from meshkit.discovery._config import (
     ServiceRegistration,
     TtlCheck,
     WatchQuery,
     check_service_name,
+    check_text,
     consul_duration,
 )
 from meshkit.discovery._core import AgentBackoff, LeaseAction, LeaseCore, WatchCore
@@ -51,6 +52,21 @@ def _to_agents(value: object) -> tuple[Agent, ...]:
     agents = tuple(parse_agent(item) for item in items)
     require(bool(agents), "addresses", value, "must not be empty")
     return agents
+
+
+def _verify(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        check_text(attribute.name, value, allow_empty=False)
+
+
+def _cert(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    # requests takes a PEM path, or a (certificate, key) pair of paths.
+    paths: tuple[object, ...] = value if isinstance(value, tuple) else (value,)
+    if value is not None:
+        ok = not isinstance(value, tuple) or len(value) == 2  # noqa: PLR2004 - cert and key
+        require(ok, attribute.name, value, "must be a path or a (cert, key) pair")
+        for path in paths:
+            check_text(attribute.name, path, allow_empty=False)
 
 
 def _token(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -96,10 +112,8 @@ class ConsulRegistry:
 
     addresses: tuple[Agent, ...] = attrs.field(default=("127.0.0.1:8500",), converter=_to_agents)
     token: str | None = attrs.field(default=None, validator=_token, repr=False)
-    verify: bool | str = attrs.field(default=True, validator=instance_of(bool, str))
-    cert: str | tuple[str, str] | None = attrs.field(
-        default=None, validator=optional(instance_of(str, tuple))
-    )
+    verify: bool | str = attrs.field(default=True, validator=_verify)
+    cert: str | tuple[str, str] | None = attrs.field(default=None, validator=_cert)
     wait: float = attrs.field(default=60.0, validator=[instance_of(int, float), in_range(1, 600)])
     request_timeout: float = attrs.field(
         default=5.0, validator=[instance_of(int, float), in_range(0.01, 600)]
