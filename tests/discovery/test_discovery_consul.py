@@ -338,6 +338,14 @@ class TestErrors:
             async with reg.register(ServiceRegistration(name="orders", port=1)):
                 pass  # pragma: no cover
 
+    @pytest.mark.parametrize("service_id", ["", "../x", "a/b", "..", "\ud800", "a\x00", 5])
+    async def test_bad_service_id_is_refused_before_any_request(self, service_id: object) -> None:
+        """deregister() refuses an id that no registration has, naming the field."""
+        reg = ConsulRegistry(addresses=["127.0.0.1:1"], request_timeout=1)
+        with pytest.raises(ConfigurationError, match="service_id"):
+            await reg.deregister(service_id)  # type: ignore[arg-type]
+        assert reg.statistics().requests == 0
+
     async def test_not_found_and_bad_request(self, consul: ConsulAgent) -> None:
         """A 404 becomes RegistryNotFoundError; a rejected body a RegistryRequestError."""
         call = AgentCall([parse_agent(consul.address)], None, 2.0, 0.0)

@@ -18,6 +18,7 @@ __all__ = [
     "ServiceRegistration",
     "TtlCheck",
     "WatchQuery",
+    "check_service_id",
     "check_service_name",
     "check_text",
     "consul_duration",
@@ -71,6 +72,21 @@ def check_service_name(field: str, value: object) -> str:
     """
     text = check_text(field, value, allow_empty=False)
     require(bool(_NAME.fullmatch(text)), field, value, "must be a DNS label")
+    return text
+
+
+def check_service_id(field: str, value: object) -> str:
+    """Return `value` if it can name a registered instance in a URL path.
+
+    Looser than `ServiceRegistration.service_id`, since a default id holds the address; but a
+    slash or a dot segment would make the agent's path point elsewhere.
+
+    Raises:
+        ConfigurationError: If it cannot, naming `field`.
+    """
+    text = check_text(field, value, allow_empty=False)
+    ok = "/" not in text and text not in {".", ".."}
+    require(ok, field, value, "must not hold '/' nor be a dot segment")
     return text
 
 

@@ -28,6 +28,7 @@ from meshkit.discovery._config import (
     ServiceRegistration,
     TtlCheck,
     WatchQuery,
+    check_service_id,
     check_service_name,
     check_text,
     consul_duration,
@@ -174,9 +175,10 @@ class ConsulRegistry:
         """Remove an instance from the first agent that answers (a no-op for an unknown id).
 
         Raises:
+            ConfigurationError: If `service_id` is not text that fits in a URL path segment.
             DiscoveryError: If no agent answers (the last agent's error).
         """
-        require(isinstance(service_id, str), "service_id", service_id, "must be str")
+        check_service_id("service_id", service_id)
         call = self._caller(wait=0.0)
         path = f"/v1/agent/service/deregister/{service_id}"
         core = LeaseCore(len(self.addresses), 1.0, self.backoff)
