@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import socket
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -94,6 +96,46 @@ def health_server() -> Iterator[tuple[http.server.ThreadingHTTPServer, type[_Hea
         server.server_close()
 
 
+@contextlib.contextmanager
+def holding_relay(target: int) -> Iterator[tuple[int, threading.Event, threading.Event]]:
+    """Relay TCP to the agent on `target`, holding its answers on the first connection.
+
+    Yield the relay's port, an event set once the agent answered on that connection (the
+    request was handled), and the event that lets the held answer through.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    answered, release = threading.Event(), threading.Event()
+
+    def pipe(source: socket.socket, sink: socket.socket, *, hold: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if hold:
+                    answered.set()
+                    release.wait()
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        first = True
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                upstream = socket.create_connection(("127.0.0.1", target))
+                for source, sink, hold in ((client, upstream, False), (upstream, client, first)):
+                    threading.Thread(
+                        target=pipe, args=(source, sink), kwargs={"hold": hold}, daemon=True
+                    ).start()
+                first = False
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield listener.getsockname()[1], answered, release
+    finally:
+        release.set()
+        listener.close()
+
+
 class TestRegistration:
     async def test_register_watch_deregister(self, consul: ConsulAgent) -> None:
         """A registered instance appears with its weight and meta, and leaves on exit."""
@@ -120,6 +162,24 @@ class TestRegistration:
             await until(watch, lambda e: not e)
             assert list(balancer.endpoints) == []  # (a list: mypy narrowed the tuple above)
         assert reg.statistics().errors == 0
+
+    async def test_cancelled_during_entry_still_deregisters(self, consul: ConsulAgent) -> None:
+        """Cancelled while the agent's answer to the registration is on its way: no leftover."""
+        service = ServiceRegistration(name="late", port=9009, address="127.0.0.1")
+
+        async def hold_registration(reg: ConsulRegistry) -> None:
+            async with reg.register(service):
+                await anyio.sleep_forever()  # pragma: no cover - cancelled during entry
+
+        with holding_relay(consul.ports["http"]) as (port, answered, release):
+            reg = ConsulRegistry(addresses=[f"127.0.0.1:{port}"], request_timeout=30)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(hold_registration, reg)
+                assert await anyio.to_thread.run_sync(answered.wait, 30)
+                assert service.id in consul.get("/v1/agent/services")  # type: ignore[operator]
+                tg.cancel_scope.cancel()
+                release.set()
+        assert service.id not in consul.get("/v1/agent/services")  # type: ignore[operator]
 
     async def test_explicit_deregister(self, consul: ConsulAgent) -> None:
         """deregister() removes an instance by id; an unknown id is a no-op."""

@@ -217,12 +217,20 @@ class LeaseMachine(RuleBasedStateMachine):
         super().__init__()
         self.core = LeaseCore(2, 5.0, AgentBackoff(base=0.1, cap=1.0))
         self.registrations = 0
+        self.holders: set[int] = set()
+
+    def send(self) -> None:
+        """Send the next call: a registration makes its agent a holder."""
+        if self.core.action() is LeaseAction.REGISTER:
+            self.core.registering()
+            self.holders.add(self.core.agent)
 
     @rule()
     def ok(self) -> None:
         """The agent accepted the call."""
         if self.core.action() is LeaseAction.REGISTER:
             self.registrations += 1
+        self.send()
         assert self.core.succeeded() == 5.0
         assert self.core.action() is LeaseAction.REFRESH
         assert self.core.agent in self.core.holders
@@ -232,12 +240,14 @@ class LeaseMachine(RuleBasedStateMachine):
     def forgotten(self) -> None:
         """The agent answered 404: register again at once."""
         assert self.core.forgotten() == 0.0
+        self.holders.discard(self.core.agent)
         assert self.core.action() is LeaseAction.REGISTER
 
     @rule(draw=st.floats(0, 1, exclude_max=True))
     def error(self, draw: float) -> None:
         """The agent failed: switch agents, register there."""
         failures = self.core.failures
+        self.send()  # it may have landed: a timeout says nothing
         delay = self.core.failed(draw)
         assert (delay == 0.0) == (failures + 1 < 2)
         assert self.core.action() is LeaseAction.REGISTER
@@ -246,6 +256,11 @@ class LeaseMachine(RuleBasedStateMachine):
     def counts(self) -> None:
         """Registrations are counted once each."""
         assert self.core.registrations == self.registrations
+
+    @invariant()
+    def holders_known(self) -> None:
+        """Every agent sent a registration it was not known to forget is deregistered on exit."""
+        assert self.core.holders == self.holders
 
 
 TestWatchMachine = WatchMachine.TestCase

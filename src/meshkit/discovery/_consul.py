@@ -160,14 +160,16 @@ class ConsulRegistry:
         call = self._caller(wait=0.0)
         core = LeaseCore(len(self.addresses), interval, self.backoff)
         handle = Registered(registration)
-        await self._first(lambda: self._lease_attempt(call, core, handle), core.failed)
         try:
+            await self._first(lambda: self._lease_attempt(call, core, handle), core.failed)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._keep, call, core, handle)
                 yield handle
                 tg.cancel_scope.cancel()
         finally:
-            with self._shielded(len(self.addresses)):
+            # Shielded, and reached even when entry was cancelled or failed: every agent that
+            # was sent the registration may hold it. Each call ends within request_timeout.
+            with anyio.CancelScope(shield=True):
                 await self._release(call, core, registration.id)
             call.interrupt()
 
@@ -184,7 +186,7 @@ class ConsulRegistry:
         core = LeaseCore(len(self.addresses), 1.0, self.backoff)
 
         async def attempt() -> None:
-            await self._run(call.put, core.agent, path)
+            await self._lease_call(call.put, core.agent, path)
 
         try:
             await self._first(attempt, core.failed)
@@ -205,12 +207,15 @@ class ConsulRegistry:
 
     async def _lease_attempt(self, call: AgentCall, core: LeaseCore, handle: Registered) -> None:
         registration = handle.registration
+        agent = core.agent
         if core.action() is LeaseAction.REGISTER:
-            await self._run(call.put, core.agent, "/v1/agent/service/register", self._body(handle))
+            core.registering()
+            body = self._body(handle)
+            await self._lease_call(call.put, agent, "/v1/agent/service/register", body)
         elif isinstance(registration.check, TtlCheck):
-            await self._run(call.put, core.agent, f"/v1/agent/check/pass/{registration.check_id}")
+            await self._lease_call(call.put, agent, f"/v1/agent/check/pass/{registration.check_id}")
         else:
-            await self._run(call.get, core.agent, f"/v1/agent/service/{registration.id}")
+            await self._lease_call(call.get, agent, f"/v1/agent/service/{registration.id}")
         core.succeeded()
         handle.agent = self.addresses[core.agent].url
         handle.registrations = core.registrations
@@ -224,11 +229,13 @@ class ConsulRegistry:
         return body
 
     async def _release(self, call: AgentCall, core: LeaseCore, service_id: str) -> None:
-        # Deregister from every agent that took it (a failover may have left a copy behind);
-        # an agent that cannot be reached is left to DeregisterCriticalServiceAfter.
-        for agent in sorted(core.holders | ({core.agent} if core.registered else set())):
+        # Deregister from every agent that may hold it (a failover may have left a copy
+        # behind); an agent that cannot be reached is left to DeregisterCriticalServiceAfter.
+        for agent in sorted(core.holders):
             with contextlib.suppress(DiscoveryError):
-                await self._run(call.put, agent, f"/v1/agent/service/deregister/{service_id}")
+                await self._lease_call(
+                    call.put, agent, f"/v1/agent/service/deregister/{service_id}"
+                )
 
     # ------------------------------------------------------------ watches
 
@@ -294,13 +301,21 @@ class ConsulRegistry:
             self.addresses, self.token, self.request_timeout, wait, self.verify, self.cert
         )
 
-    async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
+    async def _lease_call(self, fn: Callable[..., _T], *args: object) -> _T:
+        # Not abandoned on cancel: a registration sent must be known to have landed (or not)
+        # before the deregistration that cleans it up is sent, or the two could cross. The
+        # call ends within request_timeout, so cancellation is delayed at most that long.
+        return await self._run(fn, *args, abandon_on_cancel=False)
+
+    async def _run(
+        self, fn: Callable[..., _T], *args: object, abandon_on_cancel: bool = True
+    ) -> _T:
         self._counts[0] += 1
         try:
-            # abandon_on_cancel: a blocking query cannot be interrupted; a cancelled watch
-            # leaves its thread to finish within `wait` (plus jitter) and drops the answer.
+            # A blocking query cannot be interrupted: a cancelled watch abandons its thread,
+            # and `AgentCall.interrupt()` shuts its socket down so that it ends at once.
             return await anyio.to_thread.run_sync(
-                fn, *args, limiter=self._limiter, abandon_on_cancel=True
+                fn, *args, limiter=self._limiter, abandon_on_cancel=abandon_on_cancel
             )
         except DiscoveryError:
             self._counts[2] += 1
@@ -321,8 +336,3 @@ class ConsulRegistry:
                     raise
             else:
                 return
-
-    def _shielded(self, calls: int) -> anyio.CancelScope:
-        scope = self.clock.deadline_scope(self.clock.now() + self.request_timeout * calls)
-        scope.shield = True
-        return scope

@@ -153,8 +153,9 @@ class LeaseAction(enum.Enum):
 class LeaseCore:
     """A registration's state: which agent holds it and whether that agent still knows it.
 
-    Use: `action()` -> call the agent -> `succeeded()`, `forgotten()` or `failed(draw)`,
-    each returning the pause before the next `action()`.
+    Use: `action()` (and `registering()` before a registration is sent) -> call the agent ->
+    `succeeded()`, `forgotten()` or `failed(draw)`, each returning the pause before the next
+    `action()`. `holders` are the agents to deregister from on exit.
     """
 
     agents: int = attrs.field(validator=[instance_of(int), ge(1)])
@@ -170,11 +171,18 @@ class LeaseCore:
         """Return what to ask the current agent."""
         return LeaseAction.REFRESH if self.registered else LeaseAction.REGISTER
 
+    def registering(self) -> None:
+        """Record that a registration is sent to the current agent.
+
+        From now on that agent may hold the service, even if its answer never arrives (a
+        timeout after the agent did register it), so it is deregistered there on exit.
+        """
+        self.holders.add(self.agent)
+
     def succeeded(self) -> float:
         """Record a successful call; the next refresh is one interval later."""
         if not self.registered:
             self.registrations += 1
-            self.holders.add(self.agent)
         self.registered = True
         self.failures = 0
         return self.interval
