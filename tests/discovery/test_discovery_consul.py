@@ -136,6 +136,19 @@ def holding_relay(target: int) -> Iterator[tuple[int, threading.Event, threading
         listener.close()
 
 
+@contextlib.contextmanager
+def blackhole() -> Iterator[str]:
+    """Yield the address of a listener whose accept queue is full: connecting there hangs."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    filler = socket.create_connection(listener.getsockname())  # takes the one queue slot
+    try:
+        yield address
+    finally:
+        filler.close()
+        listener.close()
+
+
 class TestRegistration:
     async def test_register_watch_deregister(self, consul: ConsulAgent) -> None:
         """A registered instance appears with its weight and meta, and leaves on exit."""
@@ -381,6 +394,20 @@ class TestWatches:
             await until(watch, bool)
             assert handle.agent == consul.url
         assert reg.statistics().errors >= 2
+
+    async def test_agent_that_never_accepts_costs_request_timeout(
+        self, consul: ConsulAgent
+    ) -> None:
+        """Connecting is bounded by request_timeout, not by the blocking query's wait."""
+        consul.put("/v1/agent/service/register", {"Name": "far", "Port": 9302})
+        with blackhole() as dead:
+            reg = ConsulRegistry(
+                addresses=[dead, consul.address], wait=120, request_timeout=1, backoff=FAST
+            )
+            # Failover after about 1 s; a connect bounded by the read timeout took 128 s.
+            with anyio.fail_after(60):
+                async with reg.watch("far") as watch:
+                    assert ports(watch.endpoints) == {9302}
 
 
 class TestErrors:

@@ -135,9 +135,13 @@ class AgentCall:
             ) from exc
         name = _blocking_timeout_parameter()
         # Consul adds up to wait/16 of jitter to a blocking query; the read timeout must
-        # cover it, or every idle query would end in a timeout instead of an answer.
-        timeout = (
-            self.timeout if name == "connections_timeout" else self.timeout + self.wait * 17 / 16
+        # cover it, or every idle query would end in a timeout instead of an answer. The
+        # connect timeout stays short (requests takes a pair), so that an agent that does not
+        # accept connections is failed over in `timeout`, not in a whole wait.
+        timeout: float | tuple[float, float] = (
+            self.timeout
+            if name == "connections_timeout"
+            else (self.timeout, self.timeout + self.wait * 17 / 16)
         )
         with warnings.catch_warnings():
             # python-consul2's constructor always warns twice about the legacy ACL API,
