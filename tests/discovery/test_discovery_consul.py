@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 import anyio
+import attrs
 import pytest
 
 from consul_agents import ConsulAgent, dev_agent, free_ports, leader_of
@@ -96,44 +97,61 @@ def health_server() -> Iterator[tuple[http.server.ThreadingHTTPServer, type[_Hea
         server.server_close()
 
 
-@contextlib.contextmanager
-def holding_relay(target: int) -> Iterator[tuple[int, threading.Event, threading.Event]]:
-    """Relay TCP to the agent on `target`, holding its answers on the first connection.
+@attrs.define(eq=False)
+class Relay:
+    """A TCP relay to an agent that can hold back the agent's answers on its first connection.
 
-    Yield the relay's port, an event set once the agent answered on that connection (the
-    request was handled), and the event that lets the held answer through.
+    `answered` is set once the agent answered there (so it handled the request); `release`
+    lets that answer through; `clients` holds the client connections still open.
     """
-    listener = socket.create_server(("127.0.0.1", 0))
-    answered, release = threading.Event(), threading.Event()
 
-    def pipe(source: socket.socket, sink: socket.socket, *, hold: bool) -> None:
+    target: int
+    hold_first: bool = False
+    answered: threading.Event = attrs.field(factory=threading.Event)
+    release: threading.Event = attrs.field(factory=threading.Event)
+    clients: set[socket.socket] = attrs.field(factory=set)
+    listener: socket.socket = attrs.field(factory=lambda: socket.create_server(("127.0.0.1", 0)))
+
+    @property
+    def address(self) -> str:
+        """The relay's address, as `ConsulRegistry(addresses=...)` takes it."""
+        return "127.0.0.1:{}".format(*self.listener.getsockname()[1:])
+
+    def serve(self) -> None:
+        """Accept and relay connections until the listener closes."""
+        hold = self.hold_first
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+                self.clients.add(client)
+                for source, sink, held in ((client, upstream, False), (upstream, client, hold)):
+                    threading.Thread(target=self.pipe, args=(source, sink, held)).start()
+                hold = False
+
+    def pipe(self, source: socket.socket, sink: socket.socket, held: bool) -> None:
+        """Copy `source` to `sink` until `source` ends; wait for `release` if `held`."""
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
-                if hold:
-                    answered.set()
-                    release.wait()
+                if held:
+                    self.answered.set()
+                    self.release.wait()
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
+        self.clients.discard(source)  # a no-op unless the client closed its side
 
-    def serve() -> None:
-        first = True
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = listener.accept()
-                upstream = socket.create_connection(("127.0.0.1", target))
-                for source, sink, hold in ((client, upstream, False), (upstream, client, first)):
-                    threading.Thread(
-                        target=pipe, args=(source, sink), kwargs={"hold": hold}, daemon=True
-                    ).start()
-                first = False
 
-    threading.Thread(target=serve, daemon=True).start()
+@contextlib.contextmanager
+def relay(target: int, *, hold_first: bool = False) -> Iterator[Relay]:
+    """Run a `Relay` to the agent's port `target` for the block."""
+    running = Relay(target, hold_first)
+    threading.Thread(target=running.serve, daemon=True).start()
     try:
-        yield listener.getsockname()[1], answered, release
+        yield running
     finally:
-        release.set()
-        listener.close()
+        running.release.set()
+        running.listener.close()
 
 
 @contextlib.contextmanager
@@ -184,14 +202,14 @@ class TestRegistration:
             async with reg.register(service):
                 await anyio.sleep_forever()  # pragma: no cover - cancelled during entry
 
-        with holding_relay(consul.ports["http"]) as (port, answered, release):
-            reg = ConsulRegistry(addresses=[f"127.0.0.1:{port}"], request_timeout=30)
+        with relay(consul.ports["http"], hold_first=True) as agent:
+            reg = ConsulRegistry(addresses=[agent.address], request_timeout=30)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(hold_registration, reg)
-                assert await anyio.to_thread.run_sync(answered.wait, 30)
+                assert await anyio.to_thread.run_sync(agent.answered.wait, 30)
                 assert service.id in consul.get("/v1/agent/services")  # type: ignore[operator]
                 tg.cancel_scope.cancel()
-                release.set()
+                agent.release.set()
         assert service.id not in consul.get("/v1/agent/services")  # type: ignore[operator]
 
     async def test_explicit_deregister(self, consul: ConsulAgent) -> None:
@@ -365,6 +383,17 @@ class TestWatches:
         # wait=1 s (Consul adds up to wait/16): one query per second; the agent's own
         # anti-entropy sync may wake one more.
         assert 1 <= sent <= elapsed / 1.0 + 2
+
+    async def test_closing_a_watch_ends_its_blocking_query(self, consul: ConsulAgent) -> None:
+        """Leaving the block closes the in-flight blocking query's connection, not `wait` later."""
+        consul.put("/v1/agent/service/register", {"Name": "quiet", "Port": 9202})
+        with relay(consul.ports["http"]) as agent:
+            reg = ConsulRegistry(addresses=[agent.address], wait=120, backoff=FAST)
+            async with reg.watch("quiet"):
+                await eventually(lambda: reg.statistics().queries >= 2)  # the blocking one
+                assert agent.clients
+            # The agent would answer in 120 s; the watch's socket is shut down at once.
+            await eventually(lambda: not agent.clients, limit=60)
 
     async def test_churn_is_rate_limited(self, consul: ConsulAgent) -> None:
         """Under constant churn a watch sends at most one query per `min_interval`."""
