@@ -438,6 +438,27 @@ class TestWatches:
                 async with reg.watch("far") as watch:
                     assert ports(watch.endpoints) == {9302}
 
+    async def test_ipv6_agent_address(self, consul_bin: str, tmp_path: Path) -> None:
+        """An agent given as `[::1]:port` is reached (the client's URL needs the brackets)."""
+        with dev_agent(consul_bin, tmp_path, ["-client", "127.0.0.1 ::1"]) as agent:
+            reg = ConsulRegistry(addresses=[f"[::1]:{agent.ports['http']}"], wait=5)
+            service = ServiceRegistration(name="six", port=9303, address="::1")
+            async with reg.watch("six") as watch, reg.register(service) as handle:
+                (endpoint,) = await until(watch, bool)
+            assert (endpoint.host, handle.agent) == ("::1", f"http://[::1]:{agent.ports['http']}")
+
+    @pytest.mark.parametrize("value", ["127.0.0.1:1", "[::1]:1", "https://127.0.0.1:1"])
+    async def test_consul_environment_does_not_override_addresses(
+        self, consul: ConsulAgent, monkeypatch: pytest.MonkeyPatch, value: str
+    ) -> None:
+        """CONSUL_HTTP_ADDR/SSL (read by python-consul2's constructor) leave `addresses` alone."""
+        monkeypatch.setenv("CONSUL_HTTP_ADDR", value)
+        monkeypatch.setenv("CONSUL_HTTP_SSL", "true")
+        monkeypatch.setenv("CONSUL_HTTP_SSL_VERIFY", "false")
+        consul.put("/v1/agent/service/register", {"Name": "env", "Port": 9304})
+        async with registry(consul).watch("env") as watch:
+            assert ports(watch.endpoints) == {9304}
+
 
 class TestErrors:
     async def test_unreachable_agent_names_agent_and_path(self) -> None:

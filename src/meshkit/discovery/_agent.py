@@ -1,10 +1,13 @@
 """The only place that touches the `consul` client: building it, calling it, translating errors.
 
 python-consul2 and its maintained fork py-consul install the same `consul` module; both are
-supported. Only their HTTP layer (`client.http.get/put`: session, TLS, URL building) is used,
-with meshkit's own response callback, because their high-level methods differ between the two
-(python-consul2's `register()` drops `Weights` and port 0; their exception classes differ), and
-one callback gives one status-to-error translation for both.
+supported. Only their HTTP layer (`consul.std.HTTPClient`: session, TLS, URL building) is
+used, with meshkit's own response callback, because their high-level methods differ between
+the two (python-consul2's `register()` drops `Weights` and port 0; their exception classes
+differ), and one callback gives one status-to-error translation for both. The HTTP client is
+built directly rather than through `consul.Consul`, whose python-consul2 constructor lets
+`CONSUL_HTTP_ADDR`/`CONSUL_HTTP_SSL`/`CONSUL_HTTP_SSL_VERIFY` override the address, scheme and
+verification it is given (and warns twice about an ACL API meshkit never calls).
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import functools
 import inspect
 import json
 import socket
-import warnings
 import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple, final
 
@@ -51,10 +53,14 @@ class Agent:
     port: int
 
     @property
+    def url_host(self) -> str:
+        """Return the host as a URL spells it: an IPv6 literal in brackets."""
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    @property
     def url(self) -> str:
         """Return `scheme://host:port`."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        return f"{self.scheme}://{self.url_host}:{self.port}"
 
 
 def parse_agent(text: object) -> Agent:
@@ -97,9 +103,9 @@ def _blocking_timeout_parameter() -> str:
     must fit under it); py-consul takes `connections_timeout=` and adds a blocking query's
     wait and jitter to it by itself.
     """
-    import consul  # noqa: PLC0415 - optional dependency, imported where it is needed
+    import consul.std  # noqa: PLC0415 - optional dependency, imported where it is needed
 
-    params = inspect.signature(consul.Consul.__init__).parameters
+    params = inspect.signature(consul.std.HTTPClient.__init__).parameters
     return "connections_timeout" if "connections_timeout" in params else "timeout"
 
 
@@ -128,7 +134,7 @@ class AgentCall:
 
     def __attrs_post_init__(self) -> None:
         try:
-            import consul  # noqa: PLC0415 - optional dependency
+            import consul.std  # noqa: PLC0415 - optional dependency
         except ImportError as exc:  # pragma: no cover - the consul extra installs it
             raise ConfigurationError(
                 "ConsulRegistry", "consul", "needs python-consul2: pip install 'meshkit[consul]'"
@@ -143,24 +149,14 @@ class AgentCall:
             if name == "connections_timeout"
             else (self.timeout, self.timeout + self.wait * 17 / 16)
         )
-        with warnings.catch_warnings():
-            # python-consul2's constructor always warns twice about the legacy ACL API,
-            # which meshkit never calls; that is the only place its warnings are silenced.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self._clients = [
-                consul.Consul(
-                    host=a.host,
-                    port=a.port,
-                    scheme=a.scheme,
-                    verify=self.verify,
-                    cert=self.cert,
-                    **{name: timeout},
-                )
-                for a in self.agents
-            ]
-
+        self._clients = [
+            consul.std.HTTPClient(
+                a.url_host, a.port, a.scheme, self.verify, self.cert, **{name: timeout}
+            )
+            for a in self.agents
+        ]
         for client in self._clients:
-            _track_connections(client.http.session)
+            _track_connections(client.session)
 
     def interrupt(self) -> None:
         """Shut down every connection of these clients, from any thread.
@@ -171,7 +167,7 @@ class AgentCall:
         not daemons: a process would wait for them at exit).
         """
         for client in self._clients:
-            session = client.http.session
+            session = client.session
             for adapter in session.adapters.values():
                 pools = adapter.poolmanager.pools
                 for key in list(pools.keys()):
@@ -199,7 +195,7 @@ class AgentCall:
     def _call(self, agent: int, method: str, path: str, **kwargs: object) -> Answer:
         url = self.agents[agent].url
         headers = {} if self.token is None else {"X-Consul-Token": self.token}
-        call = getattr(self._clients[agent].http, method)
+        call = getattr(self._clients[agent], method)
         try:
             answer: Answer = call(_decode, path, headers=headers, **kwargs)
         except Exception as exc:  # requests' and urllib3's errors: unreachable, timeout, TLS
