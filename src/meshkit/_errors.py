@@ -24,7 +24,7 @@ MeshkitError
     └── EventDecodeError                      a stored event cannot be read back
         └── UnknownEventTypeError             ... because its type is not registered
 DiscoveryError                                (under MeshkitError) a registry call failed
-├── RegistryUnavailableError                  agent unreachable, timed out, or answered 5xx
+├── RegistryUnavailableError                  agent unreachable, timed out, answered 429/5xx
 ├── RegistryAccessDeniedError                 the ACL token was refused (401/403)
 ├── RegistryRequestError                      the agent rejected the request (other 4xx)
 └── RegistryNotFoundError                     the agent does not know the service or check
@@ -343,7 +343,7 @@ class DiscoveryError(MeshkitError):
 
 
 class RegistryUnavailableError(DiscoveryError):
-    """The agent could not be reached, timed out, or answered with a server error (5xx)."""
+    """The agent could not be reached, timed out, or answered 429 (busy) or 5xx."""
 
 
 class RegistryAccessDeniedError(DiscoveryError):
@@ -351,7 +351,7 @@ class RegistryAccessDeniedError(DiscoveryError):
 
 
 class RegistryRequestError(DiscoveryError):
-    """The agent rejected the request as invalid (a 4xx other than 401, 403 and 404)."""
+    """The agent rejected the request as invalid (a 4xx other than 401, 403, 404 and 429)."""
 
 
 class RegistryNotFoundError(DiscoveryError):

@@ -16,6 +16,7 @@ import pytest
 from consul_agents import ConsulAgent, dev_agent, free_ports, leader_of
 from meshkit import (
     ConfigurationError,
+    DiscoveryError,
     RegistryAccessDeniedError,
     RegistryNotFoundError,
     RegistryRequestError,
@@ -32,7 +33,7 @@ from meshkit.discovery import (
     Watch,
     WatchQuery,
 )
-from meshkit.discovery._agent import AgentCall, parse_agent
+from meshkit.discovery._agent import AgentCall, Answer, _checked, parse_agent
 from meshkit.testing import FakeClock
 
 if TYPE_CHECKING:
@@ -482,6 +483,22 @@ class TestErrors:
         with pytest.raises(ConfigurationError, match="service_id"):
             await reg.deregister(service_id)  # type: ignore[arg-type]
         assert reg.statistics().requests == 0
+
+    @pytest.mark.parametrize(
+        ("status", "error"),
+        [
+            (400, RegistryRequestError), (401, RegistryAccessDeniedError),
+            (403, RegistryAccessDeniedError), (404, RegistryNotFoundError),
+            (405, RegistryRequestError), (429, RegistryUnavailableError),
+            (500, RegistryUnavailableError), (503, RegistryUnavailableError),
+        ],
+    )  # fmt: skip
+    def test_status_to_error(self, status: int, error: type[DiscoveryError]) -> None:
+        """429 (Consul's rate limit: retry later, elsewhere) is unavailable, not a bad request."""
+        with pytest.raises(error) as info:
+            _checked("http://a:1", "/v1/x", Answer(status, None, "text"))
+        assert type(info.value) is error
+        assert (info.value.agent, info.value.path) == ("http://a:1", "/v1/x")
 
     async def test_not_found_and_bad_request(self, consul: ConsulAgent) -> None:
         """A 404 becomes RegistryNotFoundError; a rejected body a RegistryRequestError."""

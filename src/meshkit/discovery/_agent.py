@@ -39,6 +39,8 @@ __all__ = ["Agent", "AgentCall", "Answer", "parse_agent"]
 
 _HTTP_OK_MIN, _HTTP_OK_MAX = 200, 299
 _HTTP_NOT_FOUND, _HTTP_CLIENT_MAX = 404, 499
+# Consul's rate limits answer 429: the request was fine, the agent is busy; retry (elsewhere).
+_HTTP_TOO_MANY_REQUESTS = 429
 # Consul 1.8 answers a TTL update for a check it does not know with a 500 and this text
 # (newer agents answer 404); both mean "the agent forgot us", so both re-register.
 _FORGOTTEN_TTL = "does not have associated TTL"
@@ -257,6 +259,6 @@ def _checked(url: str, path: str, answer: Answer) -> Answer:
         raise RegistryNotFoundError(url, path, text)
     if status in {401, 403}:
         raise RegistryAccessDeniedError(url, path, text)
-    if status <= _HTTP_CLIENT_MAX:
+    if status <= _HTTP_CLIENT_MAX and status != _HTTP_TOO_MANY_REQUESTS:
         raise RegistryRequestError(url, path, text)
     raise RegistryUnavailableError(url, path, text)
