@@ -82,6 +82,13 @@ class AgentBackoff:
         ceiling = min(self.cap, self.base * 2.0 ** min(attempt, 64))
         return ceiling / 2 + ceiling / 2 * draw
 
+    def failover(self, failures: int, agents: int, draw: float) -> float:
+        """Return the pause after `failures` failed calls in a row, rotating over `agents`.
+
+        None while some agent has not been tried in this round, then the backoff.
+        """
+        return 0.0 if failures < agents else self.delay(failures - agents, draw)
+
 
 @attrs.frozen
 class WatchPlan:
@@ -133,9 +140,7 @@ class WatchCore:
         """Record a failed query; return the pause before the next one (next agent first)."""
         self.failures += 1
         self.agent = (self.agent + 1) % self.agents
-        delay = 0.0
-        if self.failures >= self.agents:
-            delay = self.backoff.delay(self.failures - self.agents, draw)
+        delay = self.backoff.failover(self.failures, self.agents, draw)
         self._not_before = max(self._not_before, now + delay)
         return delay
 
@@ -198,9 +203,7 @@ class LeaseCore:
         self.failures += 1
         self.registered = False
         self.agent = (self.agent + 1) % self.agents
-        if self.failures < self.agents:
-            return 0.0
-        return self.backoff.delay(self.failures - self.agents, draw)
+        return self.backoff.failover(self.failures, self.agents, draw)
 
 
 def _status(checks: object) -> str:

@@ -153,6 +153,7 @@ class Registry(Protocol):
         """Remove an instance by id (a no-op for an unknown id).
 
         Raises:
+            ConfigurationError: If `service_id` cannot be an instance's id.
             DiscoveryError: If the registry refuses or cannot be reached.
         """
         ...
