@@ -213,6 +213,21 @@ class TestRegistration:
                 agent.release.set()
         assert service.id not in consul.get("/v1/agent/services")  # type: ignore[operator]
 
+    async def test_watches_do_not_starve_heartbeats(self, consul: ConsulAgent) -> None:
+        """With every thread of max_threads in a blocking query, the TTL still gets its beats."""
+        reg = registry(consul, max_threads=1, wait=60)
+        service = ServiceRegistration(
+            name="busy", port=9010, address="127.0.0.1", check=TtlCheck(ttl=3)
+        )
+        consul.put("/v1/agent/service/register", {"Name": "other", "Port": 9011})
+        async with reg.register(service), reg.watch("other"):
+            await eventually(lambda: reg.statistics().queries >= 2)  # the blocking one runs
+            for _ in range(30):  # three TTLs: a starved heartbeat lets the check go critical
+                checks = await anyio.to_thread.run_sync(consul.get, "/v1/health/checks/busy")
+                assert isinstance(checks, list)
+                assert [c["Status"] for c in checks] == ["passing"]
+                await anyio.sleep(0.3)
+
     async def test_explicit_deregister(self, consul: ConsulAgent) -> None:
         """deregister() removes an instance by id; an unknown id is a no-op."""
         reg = registry(consul)

@@ -1,8 +1,10 @@
 """`ConsulRegistry`: registrations and watches on Consul agents, driven by the pure cores.
 
 The `consul` client is synchronous; every call runs in an anyio worker thread (asyncio and
-trio alike) under the registry's own `CapacityLimiter`, so hundreds of long blocking queries
-never starve `anyio.to_thread`'s default pool that the rest of the process uses.
+trio alike). Blocking queries run under the registry's own `CapacityLimiter`, so hundreds of
+long queries never starve `anyio.to_thread`'s default pool that the rest of the process uses;
+registration calls (short, and due on time for a TTL) run in that default pool, so that a
+full `max_threads` never delays a heartbeat.
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ class ConsulRegistry:
         request_timeout: Seconds for a non-blocking request (and the connect of any request).
         min_interval: Least seconds between two queries of one watch (the rate limit).
         backoff: The pause after errors, once every agent failed in a row.
-        max_threads: The registry's worker threads: one per running query or call.
+        max_threads: Worker threads for the watches' queries (one per watch); registration
+            calls are short and use anyio's default thread pool.
         clock: The clock (sleeps, rate limit, deadlines).
         rng: Random source of the backoff jitter.
 
@@ -286,9 +289,8 @@ class ConsulRegistry:
             params += [("index", str(plan.index)), ("wait", consul_duration(self.wait))]
         core.started(self.clock.now())
         self._counts[1] += 1
-        answer = await self._run(
-            call.get, plan.agent, f"/v1/health/service/{watch.service}", params
-        )
+        path = f"/v1/health/service/{watch.service}"
+        answer = await self._query_call(call.get, plan.agent, path, params)
         snapshot = core.succeeded(answer.consul_index, answer.body)
         watch.mark_stale(stale=False)
         if snapshot is not None:
@@ -305,17 +307,26 @@ class ConsulRegistry:
         # Not abandoned on cancel: a registration sent must be known to have landed (or not)
         # before the deregistration that cleans it up is sent, or the two could cross. The
         # call ends within request_timeout, so cancellation is delayed at most that long.
-        return await self._run(fn, *args, abandon_on_cancel=False)
+        # anyio's default limiter, not the watches' one: a heartbeat queued behind
+        # `max_threads` blocking queries would wait up to `wait` and let its TTL expire.
+        return await self._run(fn, *args, limiter=None, abandon_on_cancel=False)
+
+    async def _query_call(self, fn: Callable[..., _T], *args: object) -> _T:
+        # A blocking query cannot be interrupted: a cancelled watch abandons its thread, and
+        # `AgentCall.interrupt()` shuts its socket down so that it ends at once.
+        return await self._run(fn, *args, limiter=self._limiter, abandon_on_cancel=True)
 
     async def _run(
-        self, fn: Callable[..., _T], *args: object, abandon_on_cancel: bool = True
+        self,
+        fn: Callable[..., _T],
+        *args: object,
+        limiter: anyio.CapacityLimiter | None,
+        abandon_on_cancel: bool,
     ) -> _T:
         self._counts[0] += 1
         try:
-            # A blocking query cannot be interrupted: a cancelled watch abandons its thread,
-            # and `AgentCall.interrupt()` shuts its socket down so that it ends at once.
             return await anyio.to_thread.run_sync(
-                fn, *args, limiter=self._limiter, abandon_on_cancel=abandon_on_cancel
+                fn, *args, limiter=limiter, abandon_on_cancel=abandon_on_cancel
             )
         except DiscoveryError:
             self._counts[2] += 1
