@@ -84,6 +84,15 @@ class TestStaticRegistry:
             async with registry.watch("orders", "all"):  # type: ignore[arg-type]
                 pass  # pragma: no cover
 
+    @pytest.mark.parametrize("service", ["not a name", "\ud800", "", 5])
+    async def test_refuses_what_consul_refuses(self, service: object) -> None:
+        """A service name ConsulRegistry refuses is refused here too, so tests do not lie."""
+        with pytest.raises(ConfigurationError, match="service"):
+            async with StaticRegistry().watch(service):  # type: ignore[arg-type]
+                pass  # pragma: no cover
+        with pytest.raises(ConfigurationError, match="service_id"):
+            await StaticRegistry().deregister("../x")
+
 
 class TestWatch:
     async def test_iteration_follows_changes(self) -> None:

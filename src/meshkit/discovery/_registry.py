@@ -10,7 +10,12 @@ import attrs
 
 from meshkit._validate import require
 from meshkit.balancing import Endpoint, LoadBalancer
-from meshkit.discovery._config import ServiceRegistration, WatchQuery
+from meshkit.discovery._config import (
+    ServiceRegistration,
+    WatchQuery,
+    check_service_id,
+    check_service_name,
+)
 from meshkit.discovery._core import endpoints_from_health
 
 if TYPE_CHECKING:
@@ -228,7 +233,12 @@ class StaticRegistry:
         self.add(self._services[service_id][0], status)
 
     async def deregister(self, service_id: str) -> None:
-        """Remove an instance (a no-op for an unknown id)."""
+        """Remove an instance (a no-op for an unknown id).
+
+        Raises:
+            ConfigurationError: If `service_id` is one `ConsulRegistry` would refuse.
+        """
+        check_service_id("service_id", service_id)
         if self._services.pop(service_id, None) is not None:
             self._notify()
         await anyio.lowlevel.checkpoint()
@@ -238,8 +248,10 @@ class StaticRegistry:
         """Follow `service`: the watch holds its first snapshot on entry.
 
         Raises:
-            ConfigurationError: If `query` is not a `WatchQuery`.
+            ConfigurationError: If `service` is not a DNS label or `query` not a `WatchQuery`
+                (as `ConsulRegistry` would refuse them).
         """
+        check_service_name("service", service)
         query = WatchQuery() if query is None else query
         require(isinstance(query, WatchQuery), "query", query, "must be a WatchQuery")
         watch = Watch(service)
