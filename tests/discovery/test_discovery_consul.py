@@ -549,6 +549,7 @@ class TestErrors:
             allowed = ConsulRegistry(addresses=[agent.address], token=token, wait=5)
             async with allowed.watch("secure") as watch, allowed.register(service):
                 await until(watch, bool)
+            await allowed.deregister("never-registered")  # 404 with ACLs on: still a no-op
 
 
 class TestTls:

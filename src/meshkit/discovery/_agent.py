@@ -41,9 +41,10 @@ _HTTP_OK_MIN, _HTTP_OK_MAX = 200, 299
 _HTTP_NOT_FOUND, _HTTP_CLIENT_MAX = 404, 499
 # Consul's rate limits answer 429: the request was fine, the agent is busy; retry (elsewhere).
 _HTTP_TOO_MANY_REQUESTS = 429
-# Consul 1.8 answers a TTL update for a check it does not know with a 500 and this text
-# (newer agents answer 404); both mean "the agent forgot us", so both re-register.
-_FORGOTTEN_TTL = "does not have associated TTL"
+# Consul 1.8 answers a TTL update for a check it does not know, and (with ACLs on) the
+# deregistration of a service it does not know, with a 500 and one of these texts; newer
+# agents answer 404. Both mean "the agent does not know it".
+_UNKNOWN_TEXTS = ("does not have associated TTL", "Unknown service")
 
 
 @attrs.frozen
@@ -114,7 +115,7 @@ def _blocking_timeout_parameter() -> str:
 @final
 @attrs.define(eq=False)
 class AgentCall:
-    """Sync calls to a list of agents, one `consul.Consul` client per agent.
+    """Sync calls to a list of agents, one `consul.std.HTTPClient` per agent.
 
     Built in the event loop's thread; its methods run in worker threads. Each watch and each
     registration has its own, so no `requests` session is shared between threads.
@@ -255,7 +256,7 @@ def _checked(url: str, path: str, answer: Answer) -> Answer:
     if _HTTP_OK_MIN <= status <= _HTTP_OK_MAX:
         return answer
     text = f"HTTP {status}: {str(body).strip()[:200]}"
-    if status == _HTTP_NOT_FOUND or _FORGOTTEN_TTL in str(body):
+    if status == _HTTP_NOT_FOUND or any(known in str(body) for known in _UNKNOWN_TEXTS):
         raise RegistryNotFoundError(url, path, text)
     if status in {401, 403}:
         raise RegistryAccessDeniedError(url, path, text)

@@ -189,7 +189,10 @@ class ConsulRegistry:
         core = LeaseCore(len(self.addresses), 1.0, self.backoff)
 
         async def attempt() -> None:
-            await self._lease_call(call.put, core.agent, path)
+            # An agent that does not know the id answers 404 (500 on Consul 1.8) when ACLs
+            # are on, and nothing otherwise: either way, there is nothing to remove.
+            with contextlib.suppress(RegistryNotFoundError):
+                await self._lease_call(call.put, core.agent, path)
 
         try:
             await self._first(attempt, core.failed)
