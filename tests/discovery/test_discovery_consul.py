@@ -127,7 +127,9 @@ class Relay:
                 upstream = socket.create_connection(("127.0.0.1", self.target))
                 self.clients.add(client)
                 for source, sink, held in ((client, upstream, False), (upstream, client, hold)):
-                    threading.Thread(target=self.pipe, args=(source, sink, held)).start()
+                    threading.Thread(
+                        target=self.pipe, args=(source, sink, held), daemon=True
+                    ).start()
                 hold = False
 
     def pipe(self, source: socket.socket, sink: socket.socket, held: bool) -> None:
