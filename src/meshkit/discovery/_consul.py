@@ -150,7 +150,9 @@ class ConsulRegistry:
         An owned task keeps it alive: a TTL check is marked passing every `ttl / 3`; other
         checks verify every `resync_interval` that the agent still knows the service. An
         agent that forgot it (restarted) gets it again; an unreachable agent is replaced by
-        the next address.
+        the next address. Exit (even by cancellation, even during entry) waits for a call in
+        flight (bounded by `request_timeout`), then deregisters from every agent sent
+        the registration, shielded from cancellation.
 
         Raises:
             ConfigurationError: If `registration` is not a `ServiceRegistration`.
