@@ -210,11 +210,11 @@ def dev_agent(
 def cluster(binary: str, tmp: Path, size: int = 3) -> Iterator[list[ConsulAgent]]:
     """Run `size` servers (`-bootstrap-expect`, `-retry-join` each other) on loopback."""
     agents = [ConsulAgent(binary, tmp / f"server{i}", f"server{i}", dev=False) for i in range(size)]
-    for agent in agents:
-        joins = [f"-retry-join={o.serf_lan}" for o in agents if o is not agent]
-        agent.extra = ["-server", f"-bootstrap-expect={size}", "-retry-interval=1s", *joins]
-        agent.start()
     try:
+        for agent in agents:  # inside the try: a failed start must stop those already running
+            joins = [f"-retry-join={o.serf_lan}" for o in agents if o is not agent]
+            agent.extra = ["-server", f"-bootstrap-expect={size}", "-retry-interval=1s", *joins]
+            agent.start()
         for agent in agents:
             agent.wait_ready()
         yield agents
