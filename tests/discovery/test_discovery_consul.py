@@ -436,6 +436,10 @@ class TestWatches:
         """A dead first address is skipped: the watch and the registration use the next one."""
         dead = "127.0.0.1:1"
         reg = ConsulRegistry(addresses=[dead, consul.address], wait=5, backoff=FAST)
+        anywhere = ServiceRegistration(name="geo", port=9301)  # the agent's node address
+        with pytest.raises(ConfigurationError, match="address"):
+            async with reg.register(anywhere):
+                pass  # pragma: no cover
         service = ServiceRegistration(
             name="geo", port=9301, address="127.0.0.1", check=TtlCheck(ttl=5)
         )

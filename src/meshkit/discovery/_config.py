@@ -267,7 +267,8 @@ class ServiceRegistration:
     Attributes:
         name: The service name, a DNS label (`orders`).
         port: The TCP port the instance listens on, 1-65535.
-        address: The address clients connect to; empty means the agent's own address.
+        address: The address clients connect to; empty means the node address of the agent
+            that holds the registration (so `ConsulRegistry` requires it with several agents).
         service_id: Unique per agent; defaults to `name-address-port`.
         tags: Labels for filtering (`canary`, `v2`), kept sorted and unique.
         meta: Key/value metadata; `zone` and `version` become endpoint fields for watchers.

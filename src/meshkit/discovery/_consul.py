@@ -107,7 +107,7 @@ class ConsulRegistry:
         backoff: The pause after errors, once every agent failed in a row.
         max_threads: Worker threads for the watches' queries (one per watch); registration
             calls are short and use anyio's default thread pool.
-        clock: The clock (sleeps, rate limit, deadlines).
+        clock: The clock (sleeps, rate limit).
         rng: Random source of the backoff jitter.
 
     Raises:
@@ -155,11 +155,16 @@ class ConsulRegistry:
         the registration, shielded from cancellation.
 
         Raises:
-            ConfigurationError: If `registration` is not a `ServiceRegistration`.
+            ConfigurationError: If `registration` is not a `ServiceRegistration`, or has no
+                `address` while `addresses` lists several agents.
             DiscoveryError: If no agent accepts the registration on entry (a subclass).
         """
         ok = isinstance(registration, ServiceRegistration)
         require(ok, "registration", registration, "must be a ServiceRegistration")
+        # An empty address is filled in by the agent with its node's address: after a
+        # failover to another agent, clients would be sent to that other node.
+        ok = bool(registration.address) or len(self.addresses) == 1
+        require(ok, "address", registration.address, "must be set when several agents serve")
         check = registration.check
         interval = check.heartbeat if isinstance(check, TtlCheck) else registration.resync_interval
         call = self._caller(wait=0.0)
