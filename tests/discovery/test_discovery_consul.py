@@ -111,6 +111,7 @@ class Relay:
     answered: threading.Event = attrs.field(factory=threading.Event)
     release: threading.Event = attrs.field(factory=threading.Event)
     clients: set[socket.socket] = attrs.field(factory=set)
+    sockets: list[socket.socket] = attrs.field(factory=list)
     listener: socket.socket = attrs.field(factory=lambda: socket.create_server(("127.0.0.1", 0)))
 
     @property
@@ -126,6 +127,7 @@ class Relay:
                 client, _ = self.listener.accept()
                 upstream = socket.create_connection(("127.0.0.1", self.target))
                 self.clients.add(client)
+                self.sockets += [client, upstream]
                 for source, sink, held in ((client, upstream, False), (upstream, client, hold)):
                     threading.Thread(
                         target=self.pipe, args=(source, sink, held), daemon=True
@@ -155,6 +157,8 @@ def relay(target: int, *, hold_first: bool = False) -> Iterator[Relay]:
     finally:
         running.release.set()
         running.listener.close()
+        for sock in running.sockets:
+            sock.close()
 
 
 @contextlib.contextmanager
