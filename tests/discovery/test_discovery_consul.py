@@ -497,6 +497,7 @@ class TestErrors:
                 pass  # pragma: no cover
         assert info.value.agent == "http://127.0.0.1:1"
         assert info.value.path == "/v1/health/service/orders"
+        assert "HTTPConnectionPool(host='127.0.0.1', port=1)" in info.value.reason
         with pytest.raises(RegistryUnavailableError):
             await reg.deregister("x")
         with pytest.raises(RegistryUnavailableError):

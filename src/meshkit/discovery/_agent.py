@@ -222,6 +222,8 @@ def _tracking_pools() -> dict[str, type]:
                 opened.add(conn)
                 return conn
 
+        # urllib3 names the pool's class in its errors: keep the name users know.
+        Tracking.__name__ = Tracking.__qualname__ = base.__name__
         return Tracking
 
     return {"http": tracking(HTTPConnectionPool), "https": tracking(HTTPSConnectionPool)}
