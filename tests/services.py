@@ -1,7 +1,7 @@
-"""Real services in tests: skip when one is missing, fail instead under CI.
+"""Real services in tests: skip with a reason on a user's machine, fail under CI.
 
-A plain module (not a conftest) so that fixtures in any test folder can import it by its bare
-name: `from services import missing_service`.
+Test modules and folder conftests import `missing_service` from here by bare name (the tests/
+folder is on `sys.path`), since `conftest` itself is ambiguous once folders have their own.
 """
 
 from __future__ import annotations
