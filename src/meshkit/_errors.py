@@ -23,6 +23,11 @@ MeshkitError
     ├── EventStoreUnavailableError            the database behind a store failed
     └── EventDecodeError                      a stored event cannot be read back
         └── UnknownEventTypeError             ... because its type is not registered
+DiscoveryError                                (under MeshkitError) a registry call failed
+├── RegistryUnavailableError                  agent unreachable, timed out, answered 429/5xx
+├── RegistryAccessDeniedError                 the ACL token was refused (401/403)
+├── RegistryRequestError                      the agent rejected the request (other 4xx)
+└── RegistryNotFoundError                     the agent does not know the service or check
 ```
 """
 
@@ -34,6 +39,7 @@ __all__ = [
     "CircuitOpenError",
     "ConfigurationError",
     "DeadlineExceededError",
+    "DiscoveryError",
     "EventDecodeError",
     "EventSourcingError",
     "EventStoreUnavailableError",
@@ -42,6 +48,10 @@ __all__ = [
     "PublishError",
     "RateLimitExceededError",
     "RateLimiterUnavailableError",
+    "RegistryAccessDeniedError",
+    "RegistryNotFoundError",
+    "RegistryRequestError",
+    "RegistryUnavailableError",
     "ResilienceError",
     "StreamNotFoundError",
     "UnhandledEventError",
@@ -309,3 +319,40 @@ class UnknownEventTypeError(EventDecodeError):
 
     def __init__(self, stream_id: str, version: int, event_type: str) -> None:
         super().__init__(stream_id, version, event_type, "unknown event type")
+
+
+# ---------------------------------------------------------------- discovery
+
+
+class DiscoveryError(MeshkitError):
+    """A call to a service registry (a Consul agent) failed.
+
+    The client library's own exception is chained as `__cause__`.
+
+    Attributes:
+        agent: The agent's address (`http://127.0.0.1:8500`), or the registry's name.
+        path: The HTTP path that failed (`/v1/health/service/orders`).
+        reason: What went wrong (the agent's answer or the transport's message).
+    """
+
+    def __init__(self, agent: str, path: str, reason: str) -> None:
+        self.agent = agent
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{agent} {path}: {reason}")
+
+
+class RegistryUnavailableError(DiscoveryError):
+    """The agent could not be reached, timed out, or answered 429 (busy) or 5xx."""
+
+
+class RegistryAccessDeniedError(DiscoveryError):
+    """The agent refused the ACL token (HTTP 401 or 403)."""
+
+
+class RegistryRequestError(DiscoveryError):
+    """The agent rejected the request as invalid (a 4xx other than 401, 403, 404 and 429)."""
+
+
+class RegistryNotFoundError(DiscoveryError):
+    """The agent does not know the service or check (HTTP 404), e.g. after it restarted."""
