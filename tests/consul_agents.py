@@ -39,7 +39,7 @@ def consul_binary() -> str | None:
     ]
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
-            return candidate
+            return str(Path(candidate).resolve())
     return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from meshkit._public import publish as _publish
 from meshkit.discovery._config import (
     GrpcCheck,
     HttpCheck,
@@ -27,3 +28,5 @@ __all__ = [
     "Watch",
     "WatchQuery",
 ]
+
+_publish(__name__, globals())
