@@ -21,8 +21,9 @@ MeshkitError
     ├── UnhandledEventError                   an aggregate has no `apply` for an event
     ├── PublishError                          an outbox publisher could not send an event
     ├── EventStoreUnavailableError            the database behind a store failed
-    └── EventDecodeError                      a stored event cannot be read back
-        └── UnknownEventTypeError             ... because its type is not registered
+    ├── EventDecodeError                      a stored event cannot be read back
+    │   └── UnknownEventTypeError             ... because its type is not registered
+    └── LeaseLostError                        a subscription runner's lease was taken over
 ```
 """
 
@@ -37,6 +38,7 @@ __all__ = [
     "EventDecodeError",
     "EventSourcingError",
     "EventStoreUnavailableError",
+    "LeaseLostError",
     "MeshkitError",
     "NoAvailableEndpointError",
     "PublishError",
@@ -309,3 +311,27 @@ class UnknownEventTypeError(EventDecodeError):
 
     def __init__(self, stream_id: str, version: int, event_type: str) -> None:
         super().__init__(stream_id, version, event_type, "unknown event type")
+
+
+# ---------------------------------------------------------------- subscription leases
+
+
+class LeaseLostError(EventSourcingError):
+    """A subscription runner no longer holds its name's lease: it must not commit progress.
+
+    Raised by a lease store's fence inside the checkpoint transaction, which then rolls back;
+    the `Subscription` catches it and stands by.
+
+    Attributes:
+        subscription: The subscription name.
+        owner: The runner that lost the lease.
+        token: The fencing token it held.
+    """
+
+    def __init__(self, subscription: str, owner: str, token: int) -> None:
+        self.subscription = subscription
+        self.owner = owner
+        self.token = token
+        super().__init__(
+            f"subscription {subscription!r}: runner {owner!r} lost its lease (token {token})"
+        )

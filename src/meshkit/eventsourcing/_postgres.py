@@ -16,6 +16,7 @@ from meshkit._errors import EventStoreUnavailableError
 from meshkit._validate import ge, gt, instance_of, require
 from meshkit.eventsourcing._checks import check_name, check_stream_id
 from meshkit.eventsourcing._event import JSONSerializer, Serializer
+from meshkit.eventsourcing._lease import SQLLeaseStore
 from meshkit.eventsourcing._sql_common import (
     Wakeup,
     check_append_args,
@@ -359,6 +360,15 @@ class PostgresEventStore:
             tx._ended = True  # noqa: SLF001 - the store owns its transactions
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(pool.putconn, conn)
+
+    # ------------------------------------------------------------------ subscription leases
+
+    def leases(self) -> SQLLeaseStore:
+        """Return the subscription leases kept in this schema (see `Subscription`)."""
+        from meshkit.eventsourcing._postgres_lease_sql import PostgresLeaseSQL  # noqa: PLC0415 - imports psycopg
+
+        lease_sql = PostgresLeaseSQL(self.schema)
+        return SQLLeaseStore(backend="postgres", sql=lease_sql, call=self._call, ready=self._module)
 
     async def aclose(self) -> None:
         """Close the connection pool; the store cannot be used afterwards."""

@@ -18,6 +18,7 @@ from meshkit._validate import ge, gt, in_range, instance_of, require
 from meshkit.eventsourcing import _sqlite_sql as sql
 from meshkit.eventsourcing._checks import check_name, check_stream_id
 from meshkit.eventsourcing._event import JSONSerializer, Serializer
+from meshkit.eventsourcing._lease import SQLLeaseStore
 from meshkit.eventsourcing._sql_common import (
     Wakeup,
     check_append_args,
@@ -359,6 +360,16 @@ class SQLiteEventStore:
         finally:
             tx._ended = True  # noqa: SLF001 - the store owns its transactions
             await self._release(conn)
+
+    # ------------------------------------------------------------------ subscription leases
+
+    def leases(self) -> SQLLeaseStore:
+        """Return the subscription leases kept in this database (see `Subscription`)."""
+        from meshkit.eventsourcing._sqlite_lease_sql import SQLiteLeaseSQL  # noqa: PLC0415
+
+        return SQLLeaseStore(
+            backend="sqlite", sql=SQLiteLeaseSQL(), call=self._call, ready=self._ready
+        )
 
     async def aclose(self) -> None:
         """Close every connection and end the writer thread; the store is unusable afterwards.

@@ -1,0 +1,534 @@
+"""Subscription leases: one active runner per subscription name, across processes.
+
+A lease is one row per subscription name in the checkpoint store's database: who holds it
+(`holder`, empty once released), a fencing `token` that grows by one at every takeover, a
+heartbeat counter `beat` that every renewal (and every fenced checkpoint) bumps, and the
+holder's lease `duration`.
+
+Time is never compared across processes. Like Kubernetes' leader election, each candidate
+measures on its *own* clock how long the record has stayed unchanged: a standby takes the
+lease over (a compare-and-swap on the exact record it saw) only once the record has not
+changed for the holder's `duration` since the standby first saw it. The holder counts its
+lease as valid until `duration` after the *start* of its last successful renewal, which is
+before the write that observers see, so its own deadline always passes first (assuming the
+clocks tick at the same rate, which monotonic clocks do to a few parts per million).
+
+Time only decides who *runs*. What makes effects exactly-once is the fence: every checkpoint
+write first bumps the lease row where `holder` and `token` are still the runner's own, in
+the same transaction as the projection's writes, and raises `LeaseLostError` (rolling the
+batch back) when the row says otherwise. A runner paused past its deadline (a stopped VM, a
+handler that ignores cancellation) can therefore never commit progress after a takeover.
+
+`LeaseCore` holds every decision and does no I/O (hypothesis drives it directly);
+`LeaseKeeper` is the thin async shell a `Subscription` runs; `MemoryLeaseStore` is the
+in-process store for tests; `SQLLeaseStore` runs a dialect's SQL (`_sqlite_lease_sql`,
+`_postgres_lease_sql`) through the SQL stores' own connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import uuid
+from typing import TYPE_CHECKING, Any, Protocol, final, runtime_checkable
+
+import anyio
+import anyio.lowlevel
+import attrs
+
+from meshkit._errors import ConfigurationError, EventStoreUnavailableError, LeaseLostError
+from meshkit.eventsourcing._checks import check_name
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from meshkit._clock import Clock
+
+__all__ = [
+    "LeaseCore",
+    "LeaseKeeper",
+    "LeaseRecord",
+    "LeaseStore",
+    "LeasingCheckpointStore",
+    "MemoryLeaseStore",
+    "SQLLeaseStore",
+    "Standby",
+    "TakeOver",
+    "new_owner",
+]
+
+_LOG = logging.getLogger("meshkit.eventsourcing")
+
+
+def new_owner() -> str:
+    """Return a fresh runner identity: host, process id and a random suffix."""
+    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+
+
+@attrs.frozen(kw_only=True)
+class LeaseRecord:
+    """The lease of one subscription name, as the store holds it.
+
+    Attributes:
+        holder: The runner holding it (`""` once released).
+        token: The fencing token, one more at every takeover.
+        beat: Bumped by every renewal and fenced checkpoint (a sign of life).
+        duration: Seconds the holder promised to renew within.
+    """
+
+    holder: str
+    token: int
+    beat: int
+    duration: float
+
+
+# ---------------------------------------------------------------- the pure core
+
+
+@attrs.frozen
+class Standby:
+    """Decision: someone else holds a live lease; read the record again at `until`."""
+
+    until: float
+
+
+@attrs.frozen
+class TakeOver:
+    """Decision: try to take the lease with a compare-and-swap on the record `seen`."""
+
+    seen: LeaseRecord | None
+
+
+@final
+@attrs.define(eq=False, kw_only=True)
+class LeaseCore:
+    """One candidate's lease decisions, driven by the times it is given (no I/O).
+
+    Attributes:
+        owner: This candidate's identity.
+        duration: Seconds a lease lasts without renewal.
+        renew_interval: Seconds between renewals, and between a standby's reads.
+    """
+
+    owner: str
+    duration: float
+    renew_interval: float
+    _seen: LeaseRecord | None = attrs.field(init=False, default=None)
+    _seen_at: float = attrs.field(init=False, default=0.0)
+    _token: int | None = attrs.field(init=False, default=None)
+    _renewed_at: float = attrs.field(init=False, default=-math.inf)
+    _next_renewal: float = attrs.field(init=False, default=math.inf)
+
+    @property
+    def token(self) -> int | None:
+        """The fencing token of the lease held, or `None`."""
+        return self._token
+
+    @property
+    def deadline(self) -> float:
+        """When the lease held runs out unless renewed (-inf when none is held)."""
+        return self._renewed_at + self.duration if self._token is not None else -math.inf
+
+    @property
+    def next_renewal(self) -> float:
+        """When the holder should renew next."""
+        return self._next_renewal
+
+    def holding(self, now: float) -> bool:
+        """Return whether this candidate may act as the runner at `now`."""
+        return now < self.deadline
+
+    def observe(self, record: LeaseRecord | None, now: float) -> Standby | TakeOver:
+        """Decide, as a standby, from the record read at `now`."""
+        if record is None or record.holder in {"", self.owner}:
+            return TakeOver(record)  # free, released, or ours from before: no one to wait for
+        if record != self._seen:
+            self._seen, self._seen_at = record, now
+        expires = self._seen_at + record.duration
+        if now >= expires:
+            return TakeOver(record)
+        return Standby(min(now + self.renew_interval, expires))
+
+    def acquired(self, record: LeaseRecord | None, started: float) -> bool:
+        """Record the outcome of a takeover begun at `started`; return whether it won."""
+        if record is None:
+            return False
+        self._token, self._seen = record.token, None
+        self._confirm(started)
+        return True
+
+    def renewed(self, ok: bool, started: float) -> bool:  # noqa: FBT001 - an outcome
+        """Record the outcome of a renewal begun at `started`; return whether still held."""
+        if not ok:
+            self.drop()
+            return False
+        self._confirm(started)
+        return True
+
+    def renew_failed(self, now: float) -> None:
+        """A renewal could not reach the store: try again after `renew_interval`."""
+        self._next_renewal = now + self.renew_interval
+
+    def drop(self) -> None:
+        """Stop holding (lost, run out, or released)."""
+        self._token = None
+        self._next_renewal = math.inf
+
+    def _confirm(self, started: float) -> None:
+        self._renewed_at = max(self._renewed_at, started)
+        self._next_renewal = started + self.renew_interval
+
+
+# ---------------------------------------------------------------- stores
+
+
+@runtime_checkable
+class LeaseStore(Protocol):
+    """Where subscription leases live: the checkpoint store's own database.
+
+    `fence` runs inside the checkpoint transaction, so it must use that transaction.
+    """
+
+    async def read_lease(self, name: str) -> LeaseRecord | None:
+        """Return the lease of `name`, or `None` if there never was one."""
+        ...
+
+    async def acquire_lease(
+        self, name: str, seen: LeaseRecord | None, owner: str, duration: float
+    ) -> LeaseRecord | None:
+        """Take the lease if it is still exactly `seen`; return the new record, else `None`."""
+        ...
+
+    async def renew_lease(self, name: str, owner: str, token: int) -> bool:
+        """Bump the beat if `owner` still holds `token`; return whether it does."""
+        ...
+
+    async def release_lease(self, name: str, owner: str, token: int) -> None:
+        """Give the lease up if `owner` still holds `token`."""
+        ...
+
+    async def fence(self, tx: object, name: str, owner: str, token: int) -> None:
+        """In the checkpoint transaction `tx`: bump the beat, or raise `LeaseLostError`."""
+        ...
+
+
+@runtime_checkable
+class LeasingCheckpointStore(Protocol):
+    """A checkpoint store that also holds leases (the SQLite and PostgreSQL stores)."""
+
+    def leases(self) -> LeaseStore:
+        """Return the lease store living in this checkpoint store's database."""
+        ...
+
+
+@final
+@attrs.define(eq=False)
+class MemoryLeaseStore:
+    """An in-process `LeaseStore` for tests: pass it as `Subscription(leases=...)`.
+
+    Several subscriptions sharing one instance (and one clock, such as a `FakeClock`) contend
+    for their names as replicas in several processes would. The `_nowait` methods are the
+    synchronous core the async ones wrap.
+    """
+
+    _records: dict[str, LeaseRecord] = attrs.field(init=False, factory=dict)
+
+    def read_nowait(self, name: str) -> LeaseRecord | None:
+        """Return the lease of `name` (see `read_lease`)."""
+        check_name(name)
+        return self._records.get(name)
+
+    def acquire_nowait(
+        self, name: str, seen: LeaseRecord | None, owner: str, duration: float
+    ) -> LeaseRecord | None:
+        """Take the lease if it is still `seen` (see `acquire_lease`)."""
+        if self.read_nowait(name) != seen:
+            return None
+        token = 1 if seen is None else seen.token + 1
+        record = LeaseRecord(holder=owner, token=token, beat=0, duration=duration)
+        self._records[name] = record
+        return record
+
+    def renew_nowait(self, name: str, owner: str, token: int) -> bool:
+        """Bump the beat if `owner` holds `token` (see `renew_lease`)."""
+        record = self.read_nowait(name)
+        if record is None or (record.holder, record.token) != (owner, token):
+            return False
+        self._records[name] = attrs.evolve(record, beat=record.beat + 1)
+        return True
+
+    def release_nowait(self, name: str, owner: str, token: int) -> None:
+        """Give the lease up (see `release_lease`)."""
+        if self.renew_nowait(name, owner, token):
+            self._records[name] = attrs.evolve(self._records[name], holder="")
+
+    async def read_lease(self, name: str) -> LeaseRecord | None:
+        """Return the lease of `name`, or `None`.
+
+        Raises:
+            ConfigurationError: If `name` is not a non-empty str.
+        """
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return self.read_nowait(name)
+
+    async def acquire_lease(
+        self, name: str, seen: LeaseRecord | None, owner: str, duration: float
+    ) -> LeaseRecord | None:
+        """Take the lease if it is still exactly `seen`; return the new record, else `None`.
+
+        Raises:
+            ConfigurationError: If `name` is not a non-empty str.
+        """
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return self.acquire_nowait(name, seen, owner, duration)
+
+    async def renew_lease(self, name: str, owner: str, token: int) -> bool:
+        """Bump the beat if `owner` still holds `token`; return whether it does.
+
+        Raises:
+            ConfigurationError: If `name` is not a non-empty str.
+        """
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return self.renew_nowait(name, owner, token)
+
+    async def release_lease(self, name: str, owner: str, token: int) -> None:
+        """Give the lease up if `owner` still holds `token`.
+
+        Raises:
+            ConfigurationError: If `name` is not a non-empty str.
+        """
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        self.release_nowait(name, owner, token)
+
+    async def fence(self, tx: object, name: str, owner: str, token: int) -> None:
+        """Bump the beat, or raise `LeaseLostError` (memory has no transaction to join).
+
+        Raises:
+            LeaseLostError: If `owner` no longer holds `token`.
+        """
+        del tx
+        # No await before the check: the checkpoint save that follows runs in the same step.
+        if not self.renew_nowait(name, owner, token):
+            raise LeaseLostError(name, owner, token)
+
+
+class LeaseSQL(Protocol):
+    """A dialect's lease statements (run with `connection.execute(statement, params)`).
+
+    `read` selects `holder, token, beat, duration` by name; `insert` creates the record
+    (name, owner, duration) unless one exists; `take` swaps (owner, duration) in where
+    (name, holder, token, beat) still match; `beat` and `release` bump the beat (and
+    `release` clears the holder) where (name, holder, token) match.
+    """
+
+    read: Any
+    insert: Any
+    take: Any
+    beat: Any
+    release: Any
+
+    def create(self, conn: Any) -> None:  # noqa: ANN401 - a sqlite3 or psycopg connection
+        """Create the lease table if it does not exist."""
+        ...
+
+
+def _read(conn: Any, sql: LeaseSQL, name: str) -> LeaseRecord | None:  # noqa: ANN401 - a driver connection
+    row = conn.execute(sql.read, (name,)).fetchone()
+    if row is None:
+        return None
+    holder, token, beat, duration = row
+    return LeaseRecord(holder=holder, token=token, beat=beat, duration=duration)
+
+
+def _acquire(
+    conn: Any,  # noqa: ANN401 - a driver connection
+    sql: LeaseSQL,
+    name: str,
+    seen: LeaseRecord | None,
+    wanted: LeaseRecord,
+) -> bool:
+    if seen is None:
+        cursor = conn.execute(sql.insert, (name, wanted.holder, wanted.duration))
+    else:
+        params = (wanted.holder, wanted.duration, name, seen.holder, seen.token, seen.beat)
+        cursor = conn.execute(sql.take, params)
+    return bool(cursor.rowcount == 1)
+
+
+def _beat(conn: Any, statement: Any, name: str, owner: str, token: int) -> bool:  # noqa: ANN401 - a driver connection and its statement
+    return bool(conn.execute(statement, (name, owner, token)).rowcount == 1)
+
+
+@final
+@attrs.define(eq=False, kw_only=True)
+class SQLLeaseStore:
+    """The `LeaseStore` of a SQL event store, made by its `leases()` method.
+
+    Attributes:
+        backend: `"sqlite"` or `"postgres"` (for error messages).
+        sql: The backend's lease statements.
+        call: The store's `call(operation, function, *args)`, which runs
+            `function(connection, *args)` in a worker thread and translates driver errors.
+        ready: Opens the store if it is not open yet.
+    """
+
+    backend: str
+    sql: LeaseSQL
+    call: Callable[..., Awaitable[Any]]
+    ready: Callable[[], Awaitable[object]]
+    _created: bool = attrs.field(init=False, default=False)
+
+    async def read_lease(self, name: str) -> LeaseRecord | None:
+        """Return the lease of `name`, or `None`.
+
+        Raises:
+            ConfigurationError: If `name` is not a non-empty str.
+            EventStoreUnavailableError: If the database fails.
+        """
+        check_name(name)
+        record: LeaseRecord | None = await self._run("read_lease", _read, self.sql, name)
+        return record
+
+    async def acquire_lease(
+        self, name: str, seen: LeaseRecord | None, owner: str, duration: float
+    ) -> LeaseRecord | None:
+        """Take the lease if it is still exactly `seen`; return the new record, else `None`.
+
+        Raises:
+            ConfigurationError: If `name` is not a non-empty str.
+            EventStoreUnavailableError: If the database fails.
+        """
+        check_name(name)
+        token = 1 if seen is None else seen.token + 1
+        wanted = LeaseRecord(holder=owner, token=token, beat=0, duration=duration)
+        taken = await self._run("acquire_lease", _acquire, self.sql, name, seen, wanted)
+        return wanted if taken else None
+
+    async def renew_lease(self, name: str, owner: str, token: int) -> bool:
+        """Bump the beat if `owner` still holds `token`; return whether it does.
+
+        Raises:
+            EventStoreUnavailableError: If the database fails.
+        """
+        statement = self.sql.beat
+        return bool(await self._run("renew_lease", _beat, statement, name, owner, token))
+
+    async def release_lease(self, name: str, owner: str, token: int) -> None:
+        """Give the lease up if `owner` still holds `token`.
+
+        Raises:
+            EventStoreUnavailableError: If the database fails.
+        """
+        await self._run("release_lease", _beat, self.sql.release, name, owner, token)
+
+    async def fence(self, tx: object, name: str, owner: str, token: int) -> None:
+        """Bump the beat inside the checkpoint transaction `tx`, or raise `LeaseLostError`.
+
+        Raises:
+            ConfigurationError: If `tx` is not a transaction of a SQL store.
+            LeaseLostError: If `owner` no longer holds `token`; the caller's transaction
+                must roll back.
+            EventStoreUnavailableError: If the database fails.
+        """
+        run_sync = getattr(tx, "run_sync", None)
+        if run_sync is None:
+            reason = (
+                f"a {self.backend} lease needs the checkpoints of the same {self.backend} store"
+            )
+            raise ConfigurationError("leases", self, reason)
+        statement = self.sql.beat
+        if not await run_sync(lambda conn: _beat(conn, statement, name, owner, token)):
+            raise LeaseLostError(name, owner, token)
+
+    async def _run(self, operation: str, function: Callable[..., Any], *args: Any) -> Any:  # noqa: ANN401 - forwarded
+        await self.ready()
+        if not self._created:
+            await self.call("create_leases", self.sql.create)
+            self._created = True
+        return await self.call(operation, function, *args)
+
+
+# ---------------------------------------------------------------- the async shell
+
+
+@final
+@attrs.define(eq=False, kw_only=True)
+class LeaseKeeper:
+    """Acquires, renews and releases one subscription name's lease for a `Subscription`.
+
+    Attributes:
+        store: Where the lease lives.
+        name: The subscription name.
+        core: The decisions.
+        clock: Time for the waits and the deadlines.
+    """
+
+    store: LeaseStore
+    name: str
+    core: LeaseCore
+    clock: Clock
+
+    async def acquire(self, on_standby: Callable[[], object]) -> int:
+        """Wait until this runner holds the lease; return its fencing token.
+
+        `on_standby()` is called before each wait (a standby is up and running).
+
+        Raises:
+            EventStoreUnavailableError: If the store fails.
+        """
+        self.core.drop()
+        while True:
+            record = await self.store.read_lease(self.name)
+            decision = self.core.observe(record, self.clock.now())
+            if isinstance(decision, TakeOver):
+                started = self.clock.now()
+                owner, duration = self.core.owner, self.core.duration
+                won = await self.store.acquire_lease(self.name, decision.seen, owner, duration)
+                if self.core.acquired(won, started):
+                    assert won is not None  # noqa: S101 - acquired() said so
+                    return won.token
+                continue  # another standby won the race: it is the holder to watch now
+            on_standby()
+            await self.clock.sleep(decision.until - self.clock.now())
+
+    async def hold(self, lost: anyio.CancelScope) -> None:
+        """Renew the lease until it is lost or runs out, then cancel `lost`."""
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._watch, lost)
+            await self._renew(lost)
+
+    async def release(self) -> None:
+        """Give the lease up, if held (a failure is logged: the lease then runs out)."""
+        token = self.core.token
+        self.core.drop()
+        if token is None:
+            return
+        try:
+            await self.store.release_lease(self.name, self.core.owner, token)
+        except EventStoreUnavailableError:
+            _LOG.warning("subscription %r: could not release its lease", self.name, exc_info=True)
+
+    async def _watch(self, lost: anyio.CancelScope) -> None:
+        while self.core.holding(now := self.clock.now()):
+            await self.clock.sleep(self.core.deadline - now)
+        _LOG.warning("subscription %r: lease ran out before a renewal; standing by", self.name)
+        lost.cancel()
+
+    async def _renew(self, lost: anyio.CancelScope) -> None:
+        token = self.core.token
+        assert token is not None  # noqa: S101 - hold() runs after acquire()
+        while True:
+            await self.clock.sleep(self.core.next_renewal - self.clock.now())
+            started = self.clock.now()
+            try:
+                ok = await self.store.renew_lease(self.name, self.core.owner, token)
+            except EventStoreUnavailableError:
+                _LOG.warning("subscription %r: lease renewal failed", self.name, exc_info=True)
+                self.core.renew_failed(self.clock.now())
+                continue
+            if not self.core.renewed(ok, started):
+                _LOG.warning("subscription %r: lease taken over; standing by", self.name)
+                lost.cancel()
+                return
