@@ -500,15 +500,26 @@ class LeaseKeeper:
             await self._renew(lost)
 
     async def release(self) -> None:
-        """Give the lease up, if held (a failure is logged: the lease then runs out)."""
+        """Give the lease up, if held, shielded from cancellation for one renew interval.
+
+        A failure (or a store that hangs past the interval) is logged: the lease then runs
+        out by itself after its duration.
+        """
         token = self.core.token
         self.core.drop()
         if token is None:
             return
-        try:
-            await self.store.release_lease(self.name, self.core.owner, token)
-        except EventStoreUnavailableError:
-            _LOG.warning("subscription %r: could not release its lease", self.name, exc_info=True)
+        scope = self.clock.deadline_scope(self.clock.now() + self.core.renew_interval)
+        scope.shield = True
+        with scope:
+            try:
+                await self.store.release_lease(self.name, self.core.owner, token)
+            except EventStoreUnavailableError:
+                _LOG.warning(
+                    "subscription %r: could not release its lease", self.name, exc_info=True
+                )
+        if scope.cancelled_caught:
+            _LOG.warning("subscription %r: releasing its lease timed out", self.name)
 
     async def _watch(self, lost: anyio.CancelScope) -> None:
         while self.core.holding(now := self.clock.now()):

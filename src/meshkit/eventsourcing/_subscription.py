@@ -340,8 +340,7 @@ class Subscription(Generic[_TxT]):
                         finally:
                             self._fence = None
         finally:
-            with anyio.CancelScope(shield=True):
-                await keeper.release()
+            await keeper.release()
 
     async def _save(self, tx: Any, position: int) -> None:  # noqa: ANN401 - the store's transaction
         """Save the checkpoint in `tx`, fenced by the lease token when there is a lease."""
