@@ -234,6 +234,38 @@ class TestOneRunner:
         assert record is not None
         assert (record.holder, record.token) == ("thief", 2)  # not released by the loser
 
+    async def test_a_takeover_is_noticed_at_the_next_renewal(self, clock: FakeClock) -> None:
+        """A runner whose lease was taken while it idled stands by at its next renewal."""
+        store, checkpoints, leases = MemoryEventStore(), MemoryCheckpointStore(), MemoryLeaseStore()
+        a = _replica(store, checkpoints, leases, clock)
+        async with a.subscription:
+            leases.acquire_nowait("p", leases.read_nowait("p"), "thief", DURATION)
+            states = [a.subscription.active]
+            await clock.advance_stepwise(INTERVAL)
+            states.append(a.subscription.active)
+            assert states == [True, False]
+            _fill(store, 1)
+            await anyio.wait_all_tasks_blocked()
+        assert a.seen == []
+
+    async def test_a_lost_takeover_race_means_standing_by(self, clock: FakeClock) -> None:
+        """When another replica wins the compare-and-swap, this one stands by behind it."""
+
+        class Raced(_Freezable):
+            async def acquire_lease(
+                self, name: str, seen: LeaseRecord | None, owner: str, duration: float
+            ) -> LeaseRecord | None:
+                self.inner.acquire_nowait(name, seen, "rival", duration)  # gets there first
+                return await self.inner.acquire_lease(name, seen, owner, duration)
+
+        leases = MemoryLeaseStore()
+        a = _replica(MemoryEventStore(), MemoryCheckpointStore(), Raced(leases), clock)
+        async with a.subscription:
+            assert not a.subscription.active
+        record = leases.read_nowait("p")
+        assert record is not None
+        assert (record.holder, record.token) == ("rival", 1)
+
     async def test_renewal_errors_are_retried_until_the_deadline(
         self, clock: FakeClock, caplog: pytest.LogCaptureFixture
     ) -> None:
