@@ -23,7 +23,7 @@ from meshkit.eventsourcing import (
     SQLiteTransaction,
     Subscription,
 )
-from meshkit.eventsourcing._lease import SQLLeaseStore
+from meshkit.eventsourcing._sql_lease import SQLLeaseStore
 from meshkit.eventsourcing._subscription import _position
 from meshkit.testing._eventstore_conformance import make_events
 

@@ -16,7 +16,6 @@ from meshkit._errors import EventStoreUnavailableError
 from meshkit._validate import ge, gt, instance_of, require
 from meshkit.eventsourcing._checks import check_name, check_stream_id
 from meshkit.eventsourcing._event import JSONSerializer, Serializer
-from meshkit.eventsourcing._lease import SQLLeaseStore
 from meshkit.eventsourcing._sql_common import (
     Wakeup,
     check_append_args,
@@ -30,6 +29,7 @@ from meshkit.eventsourcing._sql_common import (
     transaction_scope,
     translate_errors,
 )
+from meshkit.eventsourcing._sql_lease import SQLLeaseStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence

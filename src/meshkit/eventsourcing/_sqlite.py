@@ -18,7 +18,6 @@ from meshkit._validate import ge, gt, in_range, instance_of, require
 from meshkit.eventsourcing import _sqlite_sql as sql
 from meshkit.eventsourcing._checks import check_name, check_stream_id
 from meshkit.eventsourcing._event import JSONSerializer, Serializer
-from meshkit.eventsourcing._lease import SQLLeaseStore
 from meshkit.eventsourcing._sql_common import (
     Wakeup,
     check_append_args,
@@ -32,6 +31,7 @@ from meshkit.eventsourcing._sql_common import (
     transaction_scope,
     translate_errors,
 )
+from meshkit.eventsourcing._sql_lease import SQLLeaseStore
 from meshkit.eventsourcing._sqlite_group import AppendRequest, GroupCommitter, WriterThread
 
 if TYPE_CHECKING:
