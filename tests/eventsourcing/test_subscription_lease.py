@@ -342,6 +342,27 @@ class TestConfiguration:
                 )
             assert info.value.field == field
 
+    def test_names_and_callables_are_checked(self) -> None:
+        """A name SQL could not store, or a handler that is not callable, is refused at once."""
+        store = MemoryEventStore()
+        bad: list[tuple[str, dict[str, Any]]] = [
+            ("name", {"name": "bad-\ud800"}),
+            ("name", {"name": "nul\x00"}),
+            ("name", {"name": 7}),
+            ("handler", {"handler": "not callable"}),
+            ("on_dead_letter", {"on_dead_letter": 3}),
+        ]
+        for field, knobs in bad:
+            arguments: dict[str, Any] = {
+                "name": "p",
+                "store": store,
+                "handler": _noop,
+                "checkpoints": MemoryCheckpointStore(),
+            }
+            with pytest.raises(ConfigurationError) as info:
+                Subscription(**(arguments | knobs))
+            assert info.value.field == field
+
     async def test_sql_stores_lease_by_default(self, db: str) -> None:
         """A SQL checkpoint store brings its leases; memory or `leases=None` run without."""
         async with SQLiteEventStore(path=db) as store:

@@ -47,7 +47,16 @@ import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import ConfigurationError, LeaseLostError
-from meshkit._validate import finite, ge, in_range, instance_of, optional, require
+from meshkit._validate import (
+    finite,
+    ge,
+    in_range,
+    instance_of,
+    is_callable,
+    non_empty_str,
+    optional,
+    require,
+)
 from meshkit.eventsourcing._deadletter import DeadLetter, DeadLetterStore, MemoryDeadLetterStore
 from meshkit.eventsourcing._lease import (
     LeaseCore,
@@ -166,14 +175,16 @@ class Subscription(Generic[_TxT]):
             looks at the lease; less than `lease_duration`.
     """
 
-    name: str = attrs.field(validator=instance_of(str))
+    name: str = attrs.field(validator=non_empty_str)
     store: EventStore = attrs.field(validator=instance_of(EventStore))
-    handler: Handler[_TxT]
+    handler: Handler[_TxT] = attrs.field(validator=is_callable)
     checkpoints: CheckpointStore = attrs.field(validator=instance_of(CheckpointStore))
     dead_letters: DeadLetterStore = attrs.field(
         factory=MemoryDeadLetterStore, validator=instance_of(DeadLetterStore)
     )
-    on_dead_letter: Callable[[DeadLetter], Awaitable[None]] | None = None
+    on_dead_letter: Callable[[DeadLetter], Awaitable[None]] | None = attrs.field(
+        default=None, validator=optional(is_callable)
+    )
     batch_size: int = attrs.field(default=100, validator=[instance_of(int), ge(1)])
     max_attempts: int | None = attrs.field(
         default=5, validator=[optional(instance_of(int)), optional(ge(1))]
@@ -196,8 +207,6 @@ class Subscription(Generic[_TxT]):
     _active: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
-        if self.name == "":
-            raise ConfigurationError("name", self.name, "must not be empty")
         require(
             self.renew_interval < self.lease_duration,
             "renew_interval",
