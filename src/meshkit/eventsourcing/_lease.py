@@ -19,6 +19,14 @@ the same transaction as the projection's writes, and raises `LeaseLostError` (ro
 batch back) when the row says otherwise. A runner paused past its deadline (a stopped VM, a
 handler that ignores cancellation) can therefore never commit progress after a takeover.
 
+Why a row and not PostgreSQL's session advisory lock: an advisory lock lives on one
+connection, which the store would have to keep out of its pool for the whole run (and which
+a transaction-mode pooler such as PgBouncer does not preserve), and the checkpoint
+transactions, on other pooled connections, could not be fenced by it. A row is fenced by an
+`UPDATE` in the checkpoint's own transaction, and the same design serves SQLite, PostgreSQL
+and memory. The price is a handover of `lease_duration` after a crash instead of the moment
+the server notices the dead connection.
+
 `LeaseCore` holds every decision and does no I/O (hypothesis drives it directly);
 `LeaseKeeper` is the thin async shell a `Subscription` runs; `MemoryLeaseStore` is the
 in-process store for tests; `SQLLeaseStore` (`_sql_lease.py`) runs a dialect's SQL
