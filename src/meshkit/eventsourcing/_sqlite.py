@@ -365,7 +365,7 @@ class SQLiteEventStore:
 
     def leases(self) -> SQLLeaseStore:
         """Return the subscription leases kept in this database (see `Subscription`)."""
-        from meshkit.eventsourcing._sqlite_lease_sql import SQLiteLeaseSQL  # noqa: PLC0415
+        from meshkit.eventsourcing._sqlite_lease_sql import SQLiteLeaseSQL  # noqa: PLC0415 - the hook stays one block
 
         return SQLLeaseStore(
             backend="sqlite", sql=SQLiteLeaseSQL(), call=self._call, ready=self._ready
