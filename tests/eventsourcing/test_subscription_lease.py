@@ -394,11 +394,11 @@ class TestSameProcessSQLite:
 
                 return Subscription(name="p", store=store, handler=project, checkpoints=store)
 
-            for n in range(1, 21):
-                await one.append(f"s-{n}", make_events(f"s-{n}", 1, 1), 0)
             async with replica(one, "one") as first, replica(two, "two") as second:
-                runner = first if first.active else second
-                await runner.wait_for_position(20)
+                for n in range(1, 21):  # one at a time: a second runner would apply each too
+                    await one.append(f"s-{n}", make_events(f"s-{n}", 1, 1), 0)
+                    while await one.load_checkpoint("p") < n:  # noqa: ASYNC110 - another store's progress
+                        await anyio.sleep(0.005)
                 running = [first.active, second.active]
             async with one.transaction() as tx:
                 rows = await tx.execute("SELECT position, count(*) FROM effects GROUP BY position")
