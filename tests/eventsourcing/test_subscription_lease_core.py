@@ -167,6 +167,17 @@ class TestLeaseCore:
         for record in (None, mine, released):
             assert core.observe(record, 0.0) == TakeOver(record)
 
+    @given(duration=st.sampled_from([math.nan, math.inf, -1.0, 0.0, 1e300]))
+    def test_a_damaged_duration_means_waiting_our_own(self, duration: float) -> None:
+        """A record whose duration makes no sense is waited out for the standby's duration."""
+        core = LeaseCore(owner="me", duration=3.0, renew_interval=1.0)
+        record = LeaseRecord(holder="other", token=1, beat=0, duration=duration)
+        assert core.observe(record, 0.0) == Standby(1.0)
+        assert core.observe(record, 2.5) == Standby(3.0)
+        decision = core.observe(record, 3.0)
+        assert isinstance(decision, TakeOver)
+        assert decision.seen is record
+
     def test_renewal_outcomes(self) -> None:
         """A renewal moves the deadline from its start; a refused one drops the lease."""
         core = LeaseCore(owner="me", duration=1.0, renew_interval=0.25)

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from meshkit._clock import Clock
 
 __all__ = [
+    "MAX_LEASE_SECONDS",
     "LeaseCore",
     "LeaseKeeper",
     "LeaseRecord",
@@ -67,6 +68,9 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger("meshkit.eventsourcing")
+
+MAX_LEASE_SECONDS = 86_400.0
+"""The longest lease (a day): beyond it, a dead runner would block its name for too long."""
 
 
 def new_owner() -> str:
@@ -89,6 +93,11 @@ class LeaseRecord:
     token: int
     beat: int
     duration: float
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        """What a compare-and-swap compares: holder, token and beat (never repeated)."""
+        return (self.holder, self.token, self.beat)
 
 
 # ---------------------------------------------------------------- the pure core
@@ -151,9 +160,9 @@ class LeaseCore:
         """Decide, as a standby, from the record read at `now`."""
         if record is None or record.holder in {"", self.owner}:
             return TakeOver(record)  # free, released, or ours from before: no one to wait for
-        if record != self._seen:
+        if self._seen is None or record.key != self._seen.key:
             self._seen, self._seen_at = record, now
-        expires = self._seen_at + record.duration
+        expires = self._seen_at + self._trusted(record.duration)
         if now >= expires:
             return TakeOver(record)
         return Standby(min(now + self.renew_interval, expires))
@@ -182,6 +191,11 @@ class LeaseCore:
         """Stop holding (lost, run out, or released)."""
         self._token = None
         self._next_renewal = math.inf
+
+    def _trusted(self, duration: float) -> float:
+        # A holder's duration outside (0, MAX_LEASE_SECONDS] (a damaged row, NaN) would make
+        # standbys wait forever or not at all: they wait their own duration instead.
+        return duration if 0 < duration <= MAX_LEASE_SECONDS else self.duration
 
     def _confirm(self, started: float) -> None:
         self._renewed_at = max(self._renewed_at, started)
@@ -251,7 +265,8 @@ class MemoryLeaseStore:
         self, name: str, seen: LeaseRecord | None, owner: str, duration: float
     ) -> LeaseRecord | None:
         """Take the lease if it is still `seen` (see `acquire_lease`)."""
-        if self.read_nowait(name) != seen:
+        current = self.read_nowait(name)
+        if (current and current.key) != (seen and seen.key):
             return None
         token = 1 if seen is None else seen.token + 1
         record = LeaseRecord(holder=owner, token=token, beat=0, duration=duration)

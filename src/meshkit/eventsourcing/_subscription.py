@@ -59,6 +59,7 @@ from meshkit._validate import (
 )
 from meshkit.eventsourcing._deadletter import DeadLetter, DeadLetterStore, MemoryDeadLetterStore
 from meshkit.eventsourcing._lease import (
+    MAX_LEASE_SECONDS,
     LeaseCore,
     LeaseKeeper,
     LeaseStore,
@@ -196,8 +197,8 @@ class Subscription(Generic[_TxT]):
         default=attrs.Factory(_default_leases, takes_self=True),
         validator=optional(instance_of(LeaseStore)),
     )
-    lease_duration: float = attrs.field(default=10.0, validator=in_range(0.01, 86_400.0))
-    renew_interval: float = attrs.field(default=2.0, validator=in_range(0.005, 86_400.0))
+    lease_duration: float = attrs.field(default=10.0, validator=in_range(0.01, MAX_LEASE_SECONDS))
+    renew_interval: float = attrs.field(default=2.0, validator=in_range(0.005, MAX_LEASE_SECONDS))
     _position: int = attrs.field(init=False, default=0)
     _progress: anyio.Event | None = attrs.field(init=False, default=None)
     _waiters: int = attrs.field(init=False, default=0)
