@@ -349,6 +349,7 @@ class TestConfiguration:
             ("name", {"name": "bad-\ud800"}),
             ("name", {"name": "nul\x00"}),
             ("name", {"name": 7}),
+            ("name", {"name": "é" * 501}),
             ("handler", {"handler": "not callable"}),
             ("on_dead_letter", {"on_dead_letter": 3}),
         ]

@@ -85,6 +85,9 @@ __all__ = [
 
 _LOG = logging.getLogger("meshkit.eventsourcing")
 
+MAX_NAME_BYTES = 1_000
+"""The longest subscription name (UTF-8 bytes) that every backend can key a row by."""
+
 
 @runtime_checkable
 class Transaction(Protocol):
@@ -208,6 +211,10 @@ class Subscription(Generic[_TxT]):
     _active: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
+        # The name keys a checkpoint row and a lease row: PostgreSQL refuses an index entry
+        # past ~2,700 bytes, which would surface only at the first write, as "unavailable".
+        size = len(self.name.encode())
+        require(size <= MAX_NAME_BYTES, "name", self.name, f"must be <= {MAX_NAME_BYTES} bytes")
         require(
             self.renew_interval < self.lease_duration,
             "renew_interval",
