@@ -180,6 +180,21 @@ class TestOneRunner:
         assert (a.seen, b.seen) == ([1, 2, 3], [4, 5])
         assert await checkpoints.load_checkpoint("p") == 5
 
+    async def test_a_failing_body_releases_the_lease(self, clock: FakeClock) -> None:
+        """An error in the `async with` body comes out as is, and the lease is released."""
+        leases = MemoryLeaseStore()
+        a = _replica(MemoryEventStore(), MemoryCheckpointStore(), leases, clock)
+
+        async def fail() -> None:
+            async with a.subscription:
+                raise LookupError("no such order")
+
+        with pytest.raises(LookupError, match="no such order"):
+            await fail()
+        record = leases.read_nowait("p")
+        assert record is not None
+        assert (record.holder, a.subscription.active) == ("", False)
+
     async def test_a_stopped_runner_is_replaced_after_one_lease(self, clock: FakeClock) -> None:
         """A runner that stops renewing stops itself at its deadline; the standby then runs."""
         store, checkpoints, leases = MemoryEventStore(), MemoryCheckpointStore(), MemoryLeaseStore()
