@@ -84,6 +84,7 @@ class _Freezable:
     inner: MemoryLeaseStore
     frozen: bool = False
     renew_errors: int = 0
+    locking_transactions: bool = False
 
     async def _gate(self) -> None:
         if self.frozen:
@@ -436,3 +437,36 @@ async def _serve(
 
 async def _noop(_event: Event, _tx: object) -> None:
     """Handle nothing."""
+
+
+class TestSQLiteLongBatch:
+    async def test_a_batch_longer_than_the_lease_commits_once(
+        self, db: str, clock: FakeClock
+    ) -> None:
+        """SQLite: a batch outlasting the lease is not cancelled (its write lock holds it)."""
+        calls: list[int] = []
+        gate = anyio.Event()
+
+        async def slow(event: Event, _tx: object) -> None:
+            calls.append(_position(event))
+            await gate.wait()
+
+        async with SQLiteEventStore(path=db, busy_timeout=0.05) as store:
+            await store.append("s", make_events("s", 1, 2), 0)
+            subscription = Subscription(
+                name="p",
+                store=store,
+                handler=slow,
+                checkpoints=store,
+                clock=clock,
+                lease_duration=DURATION,
+                renew_interval=INTERVAL,
+            )
+            async with subscription:
+                while not calls:  # noqa: ASYNC110 - the batch starts in SQLite's threads
+                    await anyio.sleep(0.001)
+                await clock.advance_stepwise(3 * DURATION)  # renewals are locked out meanwhile
+                gate.set()
+                await subscription.wait_for_position(2)
+                assert subscription.active
+        assert calls == [1, 2]

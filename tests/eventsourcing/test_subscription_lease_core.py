@@ -2,8 +2,9 @@
 
 Candidates read the record, decide, and write later (a delayed compare-and-swap or
 renewal), time moves in arbitrary steps, runners crash, pause and come back, release, and
-commit fenced checkpoints. Whatever happens: at most one candidate believes it may run at
-any instant, fencing tokens only grow, and only the latest token can commit.
+commit fenced checkpoints, some inside a transaction that locks every other writer out (as
+SQLite's does) for as long as it likes. Whatever happens: at most one candidate believes it
+may run at any instant, fencing tokens only grow, and only the latest token can commit.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class LeaseMachine(RuleBasedStateMachine):
         self.granted: list[int] = []
         self.commits: list[int] = []
         self.terms: list[list[int]] = [[], [], []]
+        self.locked_by: int | None = None
 
     def _core(self, i: int) -> LeaseCore:
         owner = f"runner-{i}.{self.generation[i]}"
@@ -71,8 +73,8 @@ class LeaseMachine(RuleBasedStateMachine):
     @rule(i=CANDIDATES)
     def land(self, i: int) -> None:
         """A begun takeover or renewal reaches the store, and its outcome the candidate."""
-        if i not in self.pending:
-            return
+        if i not in self.pending or self.locked_by is not None:
+            return  # no pending write, or it waits for the writer lock
         kind, started, seen, token = self.pending.pop(i)
         core = self.cores[i]
         if kind == "take":
@@ -89,13 +91,40 @@ class LeaseMachine(RuleBasedStateMachine):
         """A runner commits a fenced checkpoint (or a paused one tries to, with a stale view)."""
         core = self.cores[i]
         token = core.token
-        if token is None or (believed and not core.holding(self.now)):
+        if token is None or (believed and not core.holding(self.now)) or self.locked_by is not None:
             return
         if self.store.renew_nowait(NAME, core.owner, token):
             assert token == self.granted[-1]  # only the latest takeover can commit
             self.commits.append(token)
         else:
             core.drop()
+
+    @rule(i=CANDIDATES, believed=st.booleans())
+    def lock(self, i: int, believed: bool) -> None:
+        """A runner (or a paused one) begins a transaction that locks every other writer out."""
+        core = self.cores[i]
+        waits = self.locked_by is not None
+        if core.token is None or (believed and not core.holding(self.now)) or waits:
+            return
+        self.locked_by = i
+        core.transaction_locked(self.now)
+
+    @rule(commit=st.booleans())
+    def unlock(self, commit: bool) -> None:
+        """The locked transaction commits its fenced checkpoint, or rolls back."""
+        i, self.locked_by = self.locked_by, None
+        if i is None:
+            return
+        core = self.cores[i]
+        fenced_at = None
+        if commit and core.token is not None:
+            if self.store.renew_nowait(NAME, core.owner, core.token):
+                assert core.token == self.granted[-1]
+                self.commits.append(core.token)
+                fenced_at = self.now
+            else:
+                core.drop()
+        core.transaction_ended(fenced_at)
 
     @rule(i=CANDIDATES)
     def stale_term_commit(self, i: int) -> None:
@@ -115,6 +144,8 @@ class LeaseMachine(RuleBasedStateMachine):
     def crash(self, i: int) -> None:
         """A candidate dies (its pending write is lost) and restarts as a new runner."""
         self.pending.pop(i, None)
+        if self.locked_by == i:
+            self.locked_by = None  # the lock dies with the process
         self.generation[i] += 1
         self.cores[i] = self._core(i)
         self.terms[i] = []
@@ -194,3 +225,17 @@ class TestLeaseCore:
         assert not core.renewed(ok=False, started=1.0)
         assert core.token is None
         assert core.next_renewal == math.inf
+
+    def test_a_locking_transaction_keeps_a_live_lease_only(self) -> None:
+        """A transaction that locks writers out keeps a live lease held, never a lapsed one."""
+        core = LeaseCore(owner="me", duration=1.0, renew_interval=0.25)
+        assert core.acquired(LeaseRecord(holder="me", token=1, beat=0, duration=1.0), 0.0)
+        core.transaction_locked(0.5)
+        assert core.holding(5.0)  # no one else can write, so no one can take over
+        assert core.recheck_at(5.0) == 5.25  # past the deadline: look again soon
+        core.transaction_ended(fenced_at=4.0)  # its committed fence renewed the lease
+        assert (core.deadline, core.next_renewal) == (5.0, 4.25)
+        core.transaction_locked(6.0)  # the lease lapsed at 5.0: a standby may hold it now
+        assert not core.holding(6.0)
+        core.transaction_ended(fenced_at=None)
+        assert not core.holding(6.0)

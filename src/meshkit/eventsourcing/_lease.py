@@ -136,6 +136,7 @@ class LeaseCore:
     _token: int | None = attrs.field(init=False, default=None)
     _renewed_at: float = attrs.field(init=False, default=-math.inf)
     _next_renewal: float = attrs.field(init=False, default=math.inf)
+    _locked: bool = attrs.field(init=False, default=False)
 
     @property
     def token(self) -> int | None:
@@ -154,7 +155,32 @@ class LeaseCore:
 
     def holding(self, now: float) -> bool:
         """Return whether this candidate may act as the runner at `now`."""
-        return now < self.deadline
+        return self._locked or now < self.deadline
+
+    def recheck_at(self, now: float) -> float:
+        """When a holder at `now` should look again whether it still holds the lease."""
+        # Past the deadline only inside a locked transaction: its end decides, so poll.
+        return self.deadline if now < self.deadline else now + self.renew_interval
+
+    def transaction_locked(self, now: float) -> None:
+        """A checkpoint transaction holds, since before `now`, a lock that keeps out writers.
+
+        SQLite's `BEGIN IMMEDIATE` does: until the transaction ends no other process can
+        write, so no one can take the lease over, and a lease held at `now` stays held. The
+        holder's renewals wait for that lock too, so without this a batch longer than the
+        lease would be cancelled at the deadline, and retried, and cancelled, forever.
+        """
+        self._locked = self.holding(now)
+
+    def transaction_ended(self, fenced_at: float | None) -> None:
+        """A checkpoint transaction ended: committed with a fence begun at `fenced_at`, or not.
+
+        A committed fence bumped the beat where the holder still held the token, so it is a
+        renewal begun at `fenced_at`.
+        """
+        self._locked = False
+        if fenced_at is not None and self._token is not None:
+            self._confirm(fenced_at)
 
     def observe(self, record: LeaseRecord | None, now: float) -> Standby | TakeOver:
         """Decide, as a standby, from the record read at `now`."""
@@ -190,6 +216,7 @@ class LeaseCore:
     def drop(self) -> None:
         """Stop holding (lost, run out, or released)."""
         self._token = None
+        self._locked = False
         self._next_renewal = math.inf
 
     def _trusted(self, duration: float) -> float:
@@ -211,6 +238,15 @@ class LeaseStore(Protocol):
 
     `fence` runs inside the checkpoint transaction, so it must use that transaction.
     """
+
+    @property
+    def locking_transactions(self) -> bool:
+        """Whether a checkpoint transaction, once begun, keeps every other writer out.
+
+        SQLite's `BEGIN IMMEDIATE` does: no takeover can happen until it ends, so the runner
+        keeps its lease through a batch longer than the lease (see `LeaseCore`).
+        """
+        ...
 
     async def read_lease(self, name: str) -> LeaseRecord | None:
         """Return the lease of `name`, or `None` if there never was one."""
@@ -255,6 +291,11 @@ class MemoryLeaseStore:
     """
 
     _records: dict[str, LeaseRecord] = attrs.field(init=False, factory=dict)
+
+    @property
+    def locking_transactions(self) -> bool:
+        """`False`: memory holds no lock across a checkpoint transaction."""
+        return False
 
     def read_nowait(self, name: str) -> LeaseRecord | None:
         """Return the lease of `name` (see `read_lease`)."""
@@ -407,9 +448,18 @@ class LeaseKeeper:
         if scope.cancelled_caught:
             _LOG.warning("subscription %r: releasing its lease timed out", self.name)
 
+    def transaction_began(self) -> None:
+        """Note that a checkpoint transaction began (and holds its lock, if it takes one)."""
+        if self.store.locking_transactions:
+            self.core.transaction_locked(self.clock.now())
+
+    def transaction_ended(self, fenced_at: float | None) -> None:
+        """Note that it ended: committed with a fence begun at `fenced_at`, or not."""
+        self.core.transaction_ended(fenced_at)
+
     async def _watch(self, lost: anyio.CancelScope) -> None:
         while self.core.holding(now := self.clock.now()):
-            await self.clock.sleep(self.core.deadline - now)
+            await self.clock.sleep(self.core.recheck_at(now) - now)
         _LOG.warning("subscription %r: lease ran out before a renewal; standing by", self.name)
         lost.cancel()
 

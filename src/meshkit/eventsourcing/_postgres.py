@@ -368,7 +368,13 @@ class PostgresEventStore:
         from meshkit.eventsourcing._postgres_lease_sql import PostgresLeaseSQL  # noqa: PLC0415 - imports psycopg
 
         lease_sql = PostgresLeaseSQL(self.schema)
-        return SQLLeaseStore(backend="postgres", sql=lease_sql, call=self._call, ready=self._module)
+        return SQLLeaseStore(
+            backend="postgres",
+            locking_transactions=False,  # row locks: a takeover may commit mid-transaction
+            sql=lease_sql,
+            call=self._call,
+            ready=self._module,
+        )
 
     async def aclose(self) -> None:
         """Close the connection pool; the store cannot be used afterwards."""

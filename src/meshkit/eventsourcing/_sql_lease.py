@@ -76,6 +76,8 @@ class SQLLeaseStore:
 
     Attributes:
         backend: `"sqlite"` or `"postgres"` (for error messages).
+        locking_transactions: Whether the store's checkpoint transactions keep every other
+            writer out until they end (SQLite's `BEGIN IMMEDIATE`), see `LeaseStore`.
         sql: The backend's lease statements.
         call: The store's `call(operation, function, *args)`, which runs
             `function(connection, *args)` in a worker thread and translates driver errors.
@@ -83,6 +85,7 @@ class SQLLeaseStore:
     """
 
     backend: str
+    locking_transactions: bool
     sql: LeaseSQL
     call: Callable[..., Awaitable[Any]]
     ready: Callable[[], Awaitable[object]]

@@ -368,7 +368,11 @@ class SQLiteEventStore:
         from meshkit.eventsourcing._sqlite_lease_sql import SQLiteLeaseSQL  # noqa: PLC0415 - the hook stays one block
 
         return SQLLeaseStore(
-            backend="sqlite", sql=SQLiteLeaseSQL(), call=self._call, ready=self._ready
+            backend="sqlite",
+            locking_transactions=True,  # `transaction()` begins with BEGIN IMMEDIATE
+            sql=SQLiteLeaseSQL(),
+            call=self._call,
+            ready=self._ready,
         )
 
     async def aclose(self) -> None:

@@ -208,6 +208,8 @@ class Subscription(Generic[_TxT]):
     _context: AbstractAsyncContextManager[Self] | None = attrs.field(init=False, default=None)
     _owner: str = attrs.field(init=False, factory=new_owner)
     _fence: int | None = attrs.field(init=False, default=None)
+    _keeper: LeaseKeeper | None = attrs.field(init=False, default=None)
+    _fenced_at: float | None = attrs.field(init=False, default=None)
     _active: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
@@ -348,24 +350,41 @@ class Subscription(Generic[_TxT]):
                 with anyio.CancelScope() as lost:  # cancelled by the keeper when lost
                     async with anyio.create_task_group() as group:
                         group.start_soon(keeper.hold, lost)
-                        self._fence = token
+                        self._fence, self._keeper = token, keeper
                         try:
                             await self._follow(started)
                         except LeaseLostError:
                             _LOG.warning("subscription %r: lease taken over", self.name)
                             lost.cancel()
                         finally:
-                            self._fence = None
+                            self._fence = self._keeper = None
         finally:
             await keeper.release()
 
     async def _save(self, tx: Any, position: int) -> None:  # noqa: ANN401 - the store's transaction
         """Save the checkpoint in `tx`, fenced by the lease token when there is a lease."""
         if self.leases is not None and self._fence is not None:
+            started = self.clock.now()
             await self.leases.fence(tx, self.name, self._owner, self._fence)
+            self._fenced_at = started
         await cast("Transaction", tx).save_checkpoint(self.name, position)
 
-    def _transaction(self) -> AbstractAsyncContextManager[_TxT]:
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[_TxT]:
+        """Run one unit of work, telling the lease keeper when it begins and how it ends."""
+        keeper, fenced_at = self._keeper, None
+        try:
+            async with self._begin() as tx:
+                if keeper is not None:
+                    keeper.transaction_began()
+                yield tx
+            fenced_at = self._fenced_at  # committed: its fence renewed the lease
+        finally:
+            self._fenced_at = None
+            if keeper is not None:
+                keeper.transaction_ended(fenced_at)
+
+    def _begin(self) -> AbstractAsyncContextManager[_TxT]:
         store = self.checkpoints
         if isinstance(store, TransactionalCheckpointStore):
             return cast("AbstractAsyncContextManager[_TxT]", store.transaction())
