@@ -19,6 +19,7 @@ from meshkit.eventsourcing import (
     MemoryCheckpointStore,
     MemoryEventStore,
     MemoryLeaseStore,
+    PostgresEventStore,
     SQLiteEventStore,
     SQLiteTransaction,
     Subscription,
@@ -470,3 +471,41 @@ class TestSQLiteLongBatch:
                 await subscription.wait_for_position(2)
                 assert subscription.active
         assert calls == [1, 2]
+
+
+class TestPostgresIsolation:
+    async def test_a_renewal_during_a_batch_under_repeatable_read(
+        self, postgres_dsn: str, pg_schema: str, clock: FakeClock
+    ) -> None:
+        """A server defaulting to REPEATABLE READ: the fence still sees the runner's renewal."""
+        import psycopg  # noqa: PLC0415 - optional dependency
+
+        repeatable = psycopg.conninfo.make_conninfo(
+            postgres_dsn, options="-c default_transaction_isolation=repeatable\\ read"
+        )
+        calls: list[int] = []
+        gate = anyio.Event()
+
+        async def slow(event: Event, tx: Any) -> None:
+            await tx.execute("SELECT 1")  # the snapshot of the batch is taken here
+            calls.append(_position(event))
+            await gate.wait()
+
+        async with await PostgresEventStore.open(repeatable, schema=pg_schema) as store:
+            await store.append("s", make_events("s", 1, 1), 0)
+            subscription = Subscription(
+                name="p",
+                store=store,
+                handler=slow,
+                checkpoints=store,
+                clock=clock,
+                lease_duration=DURATION,
+                renew_interval=INTERVAL,
+            )
+            async with subscription:
+                while not calls:  # noqa: ASYNC110 - the batch starts in PostgreSQL's threads
+                    await anyio.sleep(0.001)
+                await clock.advance_stepwise(INTERVAL)  # a renewal commits mid-batch
+                gate.set()
+                await subscription.wait_for_position(1)
+        assert calls == [1]

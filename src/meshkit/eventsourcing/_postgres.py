@@ -47,6 +47,11 @@ _T = TypeVar("_T")
 Statement = Any  # a psycopg.sql.Composed; psycopg is imported lazily
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
+# Pinned, not the server's default: under REPEATABLE READ or SERIALIZABLE, the lease fence's
+# UPDATE fails with a serialization error whenever the runner's own renewal (or a takeover)
+# committed after the batch's snapshot; READ COMMITTED re-checks the row and decides.
+_BEGIN = b"BEGIN ISOLATION LEVEL READ COMMITTED"
+
 
 def _check_schema(_inst: object, _attribute: object, value: object) -> None:
     ok = isinstance(value, str) and _IDENTIFIER.match(value) is not None
@@ -334,7 +339,9 @@ class PostgresEventStore:
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
         """Open a transaction for a projection's tables and its checkpoint.
 
-        It commits when the block exits normally and rolls back when it raises.
+        It commits when the block exits normally and rolls back when it raises. It runs at
+        READ COMMITTED whatever the server's default isolation level, as the subscription
+        lease's fence needs (see `_postgres_lease_sql`).
 
         Yields:
             The transaction.
@@ -353,7 +360,7 @@ class PostgresEventStore:
         try:
             # A dead connection cannot roll back (nor commit): the block's error matters.
             async with transaction_scope(
-                "postgres", self._driver_error(), anyio.to_thread.run_sync, conn, b"BEGIN"
+                "postgres", self._driver_error(), anyio.to_thread.run_sync, conn, _BEGIN
             ):
                 yield tx
         finally:
