@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import sqlite3
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -17,6 +19,7 @@ from meshkit.eventsourcing import (
     PostgresEventStore,
     SQLiteEventStore,
 )
+from meshkit.eventsourcing._lease import LeaseCore, Standby, TakeOver
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -132,6 +135,21 @@ class TestSQLiteLeaseStore(LeaseStoreContract):
         async with self.backend() as (leases, _):
             with pytest.raises(ConfigurationError, match="leases"):
                 await leases.fence(object(), "p", "a", 1)
+
+    async def test_a_damaged_duration_is_waited_out(self) -> None:
+        """SQLite keeps text in a REAL column: such a duration reads as NaN, not a crash."""
+        async with self.backend() as (leases, _):
+            await leases.acquire_lease("p", None, "dead", 1.0)
+            with sqlite3.connect(self.path) as conn:
+                conn.execute("UPDATE meshkit_leases SET duration = 'garbage'")
+            record = await leases.read_lease("p")
+            assert record is not None
+            assert math.isnan(record.duration)
+            core = LeaseCore(owner="standby", duration=2.0, renew_interval=1.0)
+            assert core.observe(record, 0.0) == Standby(1.0)
+            decision = core.observe(record, 2.0)  # after its own duration
+            assert isinstance(decision, TakeOver)
+            assert decision.seen is record
 
 
 class TestPostgresLeaseStore(LeaseStoreContract):

@@ -8,6 +8,7 @@ table is created on first use. See `_lease.py` for the protocol and the reasonin
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Protocol, final
 
 import attrs
@@ -47,6 +48,10 @@ def _read(conn: Any, sql: LeaseSQL, name: str) -> LeaseRecord | None:  # noqa: A
     if row is None:
         return None
     holder, token, beat, duration = row
+    # SQLite keeps any value in a REAL column: a damaged duration reads as NaN, which
+    # standbys wait out for their own duration (see LeaseCore) instead of crashing on it.
+    if not isinstance(duration, int | float) or isinstance(duration, bool):
+        duration = math.nan
     return LeaseRecord(holder=holder, token=token, beat=beat, duration=duration)
 
 
