@@ -2,13 +2,14 @@
 
 It runs the subscription `projection` with a transactional checkpoint; the handler records
 each event in the `effects` table in the checkpoint's transaction. It exits once the
-checkpoint reaches TOTAL (or when the test kills it).
+checkpoint reaches TOTAL, when the test kills it, or when the test process is gone.
 
 Usage: python _lease_worker.py BACKEND TARGET SCHEMA WORKER TOTAL
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
@@ -43,9 +44,12 @@ async def main(backend: str, target: str, schema: str, worker: int, total: int) 
         lease_duration=LEASE_DURATION,
         renew_interval=RENEW_INTERVAL,
     )
+    parent = os.getppid()
     try:
         async with subscription:
-            while await store.load_checkpoint("projection") < total:  # noqa: ASYNC110 - polls another process's progress
+            while await store.load_checkpoint("projection") < total:
+                if os.getppid() != parent:  # the test process died: do not outlive it
+                    return
                 await anyio.sleep(0.05)
     finally:
         await store.aclose()
