@@ -396,6 +396,24 @@ class TestConfiguration:
         assert memory.leases is None
 
 
+class TestLeasesMatchCheckpoints:
+    async def test_sql_leases_need_their_stores_checkpoints(self, tmp_path: Path) -> None:
+        """SQL leases fence inside the checkpoints' transactions: other checkpoints are refused."""
+        one = SQLiteEventStore(path=str(tmp_path / "one.db"))
+        two = SQLiteEventStore(path=str(tmp_path / "two.db"))
+        async with one, two:
+            for checkpoints in (two, MemoryCheckpointStore()):
+                with pytest.raises(ConfigurationError) as info:
+                    Subscription(
+                        name="p",
+                        store=one,
+                        handler=_noop,
+                        checkpoints=checkpoints,
+                        leases=one.leases(),
+                    )
+                assert info.value.field == "leases"
+
+
 class TestSameProcessSQLite:
     async def test_two_subscriptions_of_one_name_apply_each_event_once(
         self, tmp_path: Path

@@ -376,6 +376,7 @@ class PostgresEventStore:
 
         lease_sql = PostgresLeaseSQL(self.schema)
         return SQLLeaseStore(
+            store=self,
             backend="postgres",
             locking_transactions=False,  # row locks: a takeover may commit mid-transaction
             sql=lease_sql,

@@ -80,6 +80,7 @@ class SQLLeaseStore:
     """The `LeaseStore` of a SQL event store, made by its `leases()` method.
 
     Attributes:
+        store: The event store that made it: the fence runs in its transactions only.
         backend: `"sqlite"` or `"postgres"` (for error messages).
         locking_transactions: Whether the store's checkpoint transactions keep every other
             writer out until they end (SQLite's `BEGIN IMMEDIATE`), see `LeaseStore`.
@@ -89,6 +90,7 @@ class SQLLeaseStore:
         ready: Opens the store if it is not open yet.
     """
 
+    store: object
     backend: str
     locking_transactions: bool
     sql: LeaseSQL

@@ -368,6 +368,7 @@ class SQLiteEventStore:
         from meshkit.eventsourcing._sqlite_lease_sql import SQLiteLeaseSQL  # noqa: PLC0415 - the hook stays one block
 
         return SQLLeaseStore(
+            store=self,
             backend="sqlite",
             locking_transactions=True,  # `transaction()` begins with BEGIN IMMEDIATE
             sql=SQLiteLeaseSQL(),

@@ -66,6 +66,7 @@ from meshkit.eventsourcing._lease import (
     LeasingCheckpointStore,
     new_owner,
 )
+from meshkit.eventsourcing._sql_lease import SQLLeaseStore
 from meshkit.eventsourcing._store import CheckpointStore, EventStore
 
 if TYPE_CHECKING:
@@ -217,6 +218,11 @@ class Subscription(Generic[_TxT]):
         # past ~2,700 bytes, which would surface only at the first write, as "unavailable".
         size = len(self.name.encode())
         require(size <= MAX_NAME_BYTES, "name", self.name, f"must be <= {MAX_NAME_BYTES} bytes")
+        # A SQL lease is fenced inside the checkpoint's transaction, so it must be that
+        # database's: another store's transaction would fence (or miss) another table.
+        if isinstance(self.leases, SQLLeaseStore):
+            reason = "must be checkpoints.leases(): the fence runs in its transactions"
+            require(self.leases.store is self.checkpoints, "leases", self.leases, reason)
         require(
             self.renew_interval < self.lease_duration,
             "renew_interval",
