@@ -527,3 +527,29 @@ class TestPostgresIsolation:
                 gate.set()
                 await subscription.wait_for_position(1)
         assert calls == [1]
+
+    async def test_lease_writes_under_repeatable_read(
+        self, postgres_dsn: str, pg_schema: str
+    ) -> None:
+        """A renewal that waited for a fenced commit re-checks the row, as a takeover does."""
+        import psycopg  # noqa: PLC0415 - optional dependency
+
+        repeatable = psycopg.conninfo.make_conninfo(
+            postgres_dsn, options="-c default_transaction_isolation=repeatable\\ read"
+        )
+        async with await PostgresEventStore.open(repeatable, schema=pg_schema) as store:
+            leases = store.leases()
+            held = await leases.acquire_lease("p", None, "me", DURATION)
+            assert held is not None
+            renewed: list[bool] = []
+
+            async def renew() -> None:
+                renewed.append(await leases.renew_lease("p", "me", held.token))
+
+            async with anyio.create_task_group() as group, store.transaction() as tx:
+                await leases.fence(tx, "p", "me", held.token)  # locks the row
+                group.start_soon(renew)
+                await anyio.sleep(0.2)  # the renewal waits for the row lock
+            stolen = await leases.acquire_lease("p", held, "thief", DURATION)
+        assert renewed == [True]
+        assert stolen is None  # the beat moved twice since `held`

@@ -2,7 +2,8 @@
 
 Imported lazily by `PostgresEventStore.leases()`, so `import meshkit` needs no psycopg.
 
-Each statement runs alone on an autocommit connection. Under READ COMMITTED, an `UPDATE`
+Each statement runs alone in a READ COMMITTED transaction, whatever the server's default
+(as the store's own transactions do). Under READ COMMITTED, an `UPDATE`
 that finds its row changed by a transaction that committed meanwhile re-checks its `WHERE`
 on the new row version, so of two racing compare-and-swaps only one matches. The fence's
 `UPDATE` inside the checkpoint transaction keeps the row locked until that transaction ends:
@@ -71,3 +72,16 @@ class PostgresLeaseSQL:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LEASE_SCHEMA_LOCK_KEY,))
             conn.execute(self._create)
+
+    def execute(
+        self, conn: psycopg.Connection[Any], statement: sql.Composed, params: tuple[Any, ...]
+    ) -> psycopg.Cursor[Any]:
+        """Run one statement in a READ COMMITTED transaction of its own.
+
+        Under REPEATABLE READ or SERIALIZABLE, a compare-and-swap that waited for another
+        transaction's commit on the row would fail with a serialization error instead of
+        re-checking the row: a renewal after the runner's own fenced commit, every time.
+        """
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            return conn.execute(statement, params)

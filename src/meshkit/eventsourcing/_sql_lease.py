@@ -42,9 +42,13 @@ class LeaseSQL(Protocol):
         """Create the lease table if it does not exist."""
         ...
 
+    def execute(self, conn: Any, statement: Any, params: tuple[Any, ...]) -> Any:  # noqa: ANN401 - a driver connection, its statement and cursor
+        """Run one statement outside the checkpoint transactions; return its cursor."""
+        ...
+
 
 def _read(conn: Any, sql: LeaseSQL, name: str) -> LeaseRecord | None:  # noqa: ANN401 - a driver connection
-    row = conn.execute(sql.read, (name,)).fetchone()
+    row = sql.execute(conn, sql.read, (name,)).fetchone()
     if row is None:
         return None
     holder, token, beat, duration = row
@@ -63,15 +67,15 @@ def _acquire(
     wanted: LeaseRecord,
 ) -> bool:
     if seen is None:
-        cursor = conn.execute(sql.insert, (name, wanted.holder, wanted.duration))
+        cursor = sql.execute(conn, sql.insert, (name, wanted.holder, wanted.duration))
     else:
         params = (wanted.holder, wanted.duration, name, seen.holder, seen.token, seen.beat)
-        cursor = conn.execute(sql.take, params)
+        cursor = sql.execute(conn, sql.take, params)
     return bool(cursor.rowcount == 1)
 
 
-def _beat(conn: Any, statement: Any, name: str, owner: str, token: int) -> bool:  # noqa: ANN401 - a driver connection and its statement
-    return bool(conn.execute(statement, (name, owner, token)).rowcount == 1)
+def _beat(conn: Any, sql: LeaseSQL, statement: Any, params: tuple[str, str, int]) -> bool:  # noqa: ANN401 - a driver connection and its statement
+    return bool(sql.execute(conn, statement, params).rowcount == 1)
 
 
 @final
@@ -130,8 +134,8 @@ class SQLLeaseStore:
         Raises:
             EventStoreUnavailableError: If the database fails.
         """
-        statement = self.sql.beat
-        return bool(await self._run("renew_lease", _beat, statement, name, owner, token))
+        params = (name, owner, token)
+        return bool(await self._run("renew_lease", _beat, self.sql, self.sql.beat, params))
 
     async def release_lease(self, name: str, owner: str, token: int) -> None:
         """Give the lease up if `owner` still holds `token`.
@@ -139,7 +143,8 @@ class SQLLeaseStore:
         Raises:
             EventStoreUnavailableError: If the database fails.
         """
-        await self._run("release_lease", _beat, self.sql.release, name, owner, token)
+        params = (name, owner, token)
+        await self._run("release_lease", _beat, self.sql, self.sql.release, params)
 
     async def fence(self, tx: object, name: str, owner: str, token: int) -> None:
         """Bump the beat inside the checkpoint transaction `tx`, or raise `LeaseLostError`.
@@ -156,8 +161,8 @@ class SQLLeaseStore:
                 f"a {self.backend} lease needs the checkpoints of the same {self.backend} store"
             )
             raise ConfigurationError("leases", self, reason)
-        statement = self.sql.beat
-        if not await run_sync(lambda conn: _beat(conn, statement, name, owner, token)):
+        statement, params = self.sql.beat, (name, owner, token)
+        if not await run_sync(lambda conn: conn.execute(statement, params).rowcount == 1):
             raise LeaseLostError(name, owner, token)
 
     async def _run(self, operation: str, function: Callable[..., Any], *args: Any) -> Any:  # noqa: ANN401 - forwarded

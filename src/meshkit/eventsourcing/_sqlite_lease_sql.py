@@ -8,7 +8,7 @@ which `BEGIN IMMEDIATE` already holds the write lock for, until its commit.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Any, final
 
 if TYPE_CHECKING:
     import sqlite3
@@ -53,3 +53,9 @@ class SQLiteLeaseSQL:
     def create(self, conn: sqlite3.Connection) -> None:
         """Create the lease table if it does not exist."""
         conn.execute(_CREATE)
+
+    def execute(
+        self, conn: sqlite3.Connection, statement: str, params: tuple[Any, ...]
+    ) -> sqlite3.Cursor:
+        """Run one statement in autocommit mode (SQLite transactions are serializable)."""
+        return conn.execute(statement, params)
