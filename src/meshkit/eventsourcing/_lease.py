@@ -396,9 +396,11 @@ class LeaseKeeper:
     name: str
     core: LeaseCore
     clock: Clock
+    _token: int = attrs.field(init=False, default=0)
+    _fenced_at: float | None = attrs.field(init=False, default=None)
 
     async def acquire(self, on_standby: Callable[[], object]) -> int:
-        """Wait until this runner holds the lease; return its fencing token.
+        """Wait until this runner holds the lease; return its fencing token (kept for `fence`).
 
         `on_standby()` is called before each wait (a standby is up and running).
 
@@ -415,6 +417,7 @@ class LeaseKeeper:
                 won = await self.store.acquire_lease(self.name, decision.seen, owner, duration)
                 if self.core.acquired(won, started):
                     assert won is not None  # noqa: S101 - acquired() said so
+                    self._token = won.token
                     return won.token
                 continue  # another standby won the race: it is the holder to watch now
             on_standby()
@@ -453,9 +456,21 @@ class LeaseKeeper:
         if self.store.locking_transactions:
             self.core.transaction_locked(self.clock.now())
 
-    def transaction_ended(self, fenced_at: float | None) -> None:
-        """Note that it ended: committed with a fence begun at `fenced_at`, or not."""
-        self.core.transaction_ended(fenced_at)
+    async def fence(self, tx: object) -> None:
+        """Fence the checkpoint saved next in `tx` with the token `acquire` returned.
+
+        Raises:
+            LeaseLostError: If the lease was taken over; `tx` must roll back.
+            EventStoreUnavailableError: If the store fails.
+        """
+        started = self.clock.now()
+        await self.store.fence(tx, self.name, self.core.owner, self._token)
+        self._fenced_at = started
+
+    def transaction_ended(self, *, committed: bool) -> None:
+        """Note that it ended; a committed fence renewed the lease from when it began."""
+        fenced_at, self._fenced_at = self._fenced_at, None
+        self.core.transaction_ended(fenced_at if committed else None)
 
     async def _watch(self, lost: anyio.CancelScope) -> None:
         while self.core.holding(now := self.clock.now()):

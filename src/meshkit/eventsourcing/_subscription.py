@@ -208,9 +208,7 @@ class Subscription(Generic[_TxT]):
     _waiters: int = attrs.field(init=False, default=0)
     _context: AbstractAsyncContextManager[Self] | None = attrs.field(init=False, default=None)
     _owner: str = attrs.field(init=False, factory=new_owner)
-    _fence: int | None = attrs.field(init=False, default=None)
     _keeper: LeaseKeeper | None = attrs.field(init=False, default=None)
-    _fenced_at: float | None = attrs.field(init=False, default=None)
     _active: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
@@ -352,43 +350,40 @@ class Subscription(Generic[_TxT]):
         keeper = LeaseKeeper(store=leases, name=self.name, core=core, clock=self.clock)
         try:
             while True:
-                token = await keeper.acquire(on_standby=started)
+                await keeper.acquire(on_standby=started)
                 with anyio.CancelScope() as lost:  # cancelled by the keeper when lost
                     async with anyio.create_task_group() as group:
                         group.start_soon(keeper.hold, lost)
-                        self._fence, self._keeper = token, keeper
+                        self._keeper = keeper  # fences every checkpoint while following
                         try:
                             await self._follow(started)
                         except LeaseLostError:
                             _LOG.warning("subscription %r: lease taken over", self.name)
                             lost.cancel()
                         finally:
-                            self._fence = self._keeper = None
+                            self._keeper = None
         finally:
             await keeper.release()
 
     async def _save(self, tx: Any, position: int) -> None:  # noqa: ANN401 - the store's transaction
         """Save the checkpoint in `tx`, fenced by the lease token when there is a lease."""
-        if self.leases is not None and self._fence is not None:
-            started = self.clock.now()
-            await self.leases.fence(tx, self.name, self._owner, self._fence)
-            self._fenced_at = started
+        if self._keeper is not None:
+            await self._keeper.fence(tx)
         await cast("Transaction", tx).save_checkpoint(self.name, position)
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[_TxT]:
         """Run one unit of work, telling the lease keeper when it begins and how it ends."""
-        keeper, fenced_at = self._keeper, None
+        keeper, committed = self._keeper, False
         try:
             async with self._begin() as tx:
                 if keeper is not None:
                     keeper.transaction_began()
                 yield tx
-            fenced_at = self._fenced_at  # committed: its fence renewed the lease
+            committed = True
         finally:
-            self._fenced_at = None
             if keeper is not None:
-                keeper.transaction_ended(fenced_at)
+                keeper.transaction_ended(committed=committed)
 
     def _begin(self) -> AbstractAsyncContextManager[_TxT]:
         store = self.checkpoints
