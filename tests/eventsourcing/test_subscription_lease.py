@@ -549,7 +549,24 @@ class TestPostgresIsolation:
             async with anyio.create_task_group() as group, store.transaction() as tx:
                 await leases.fence(tx, "p", "me", held.token)  # locks the row
                 group.start_soon(renew)
-                await anyio.sleep(0.2)  # the renewal waits for the row lock
+                await _lock_waiter(postgres_dsn, pg_schema)  # the renewal waits for it
             stolen = await leases.acquire_lease("p", held, "thief", DURATION)
         assert renewed == [True]
         assert stolen is None  # the beat moved twice since `held`
+
+
+async def _lock_waiter(dsn: str, schema: str) -> None:
+    """Return once a statement on `schema` waits for a lock (polling pg_stat_activity)."""
+    import psycopg  # noqa: PLC0415 - optional dependency
+
+    def waiting() -> bool:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            query = (
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND strpos(query, %s) > 0"
+            )
+            row = conn.execute(query, (schema,)).fetchone()
+        return row is not None and row[0] > 0
+
+    while not await anyio.to_thread.run_sync(waiting):  # noqa: ASYNC110 - polls the server
+        await anyio.sleep(0.01)
