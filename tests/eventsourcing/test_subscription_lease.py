@@ -85,6 +85,7 @@ class _Freezable:
     inner: MemoryLeaseStore
     frozen: bool = False
     renew_errors: int = 0
+    acquire_errors: int = 0
     locking_transactions: bool = False
 
     async def _gate(self) -> None:
@@ -99,6 +100,9 @@ class _Freezable:
         self, name: str, seen: LeaseRecord | None, owner: str, duration: float
     ) -> LeaseRecord | None:
         await self._gate()
+        if self.acquire_errors:
+            self.acquire_errors -= 1
+            raise EventStoreUnavailableError("sqlite", "acquire_lease", "database is locked")
         return await self.inner.acquire_lease(name, seen, owner, duration)
 
     async def renew_lease(self, name: str, owner: str, token: int) -> bool:
@@ -298,6 +302,24 @@ class TestOneRunner:
                 await a.subscription.wait_for_position(1)
         assert caplog.text.count("lease renewal failed") == 2
         assert a.seen == [1]
+
+    async def test_a_failed_takeover_is_tried_again(
+        self, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A takeover write that fails (SQLite's lock held past busy_timeout) is retried."""
+        store, checkpoints, inner = MemoryEventStore(), MemoryCheckpointStore(), MemoryLeaseStore()
+        inner.acquire_nowait("p", None, "replica-that-died", DURATION)
+        b = _replica(store, checkpoints, _Freezable(inner, acquire_errors=2), clock)
+        with caplog.at_level(logging.WARNING, logger="meshkit.eventsourcing"):
+            async with b.subscription:
+                await clock.advance_stepwise(DURATION)
+                standing_by = not b.subscription.active  # the takeover failed
+                await clock.advance_stepwise(2 * INTERVAL)
+                assert (standing_by, b.subscription.active) == (True, True)
+                _fill(store, 1)
+                await b.subscription.wait_for_position(1)
+        assert caplog.text.count("taking the lease over failed") == 2
+        assert b.seen == [1]
 
     async def test_release_with_a_hung_store_gives_up_after_an_interval(
         self, clock: FakeClock, caplog: pytest.LogCaptureFixture

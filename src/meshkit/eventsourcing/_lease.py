@@ -402,26 +402,39 @@ class LeaseKeeper:
     async def acquire(self, on_standby: Callable[[], object]) -> int:
         """Wait until this runner holds the lease; return its fencing token (kept for `fence`).
 
-        `on_standby()` is called before each wait (a standby is up and running).
+        `on_standby()` is called before each wait (a standby is up and running). A takeover
+        write that fails is logged and tried again after `renew_interval`: on SQLite it fails
+        when a live runner's batch holds the write lock past `busy_timeout`.
 
         Raises:
-            EventStoreUnavailableError: If the store fails.
+            EventStoreUnavailableError: If reading the lease fails.
         """
         self.core.drop()
         while True:
             record = await self.store.read_lease(self.name)
             decision = self.core.observe(record, self.clock.now())
             if isinstance(decision, TakeOver):
-                started = self.clock.now()
-                owner, duration = self.core.owner, self.core.duration
-                won = await self.store.acquire_lease(self.name, decision.seen, owner, duration)
-                if self.core.acquired(won, started):
-                    assert won is not None  # noqa: S101 - acquired() said so
-                    self._token = won.token
-                    return won.token
-                continue  # another standby won the race: it is the holder to watch now
+                try:
+                    if await self._take_over(decision.seen):
+                        return self._token
+                    continue  # another standby won the race: it is the holder to watch now
+                except EventStoreUnavailableError:
+                    _LOG.warning(
+                        "subscription %r: taking the lease over failed", self.name, exc_info=True
+                    )
+                    decision = Standby(self.clock.now() + self.core.renew_interval)
             on_standby()
             await self.clock.sleep(decision.until - self.clock.now())
+
+    async def _take_over(self, seen: LeaseRecord | None) -> bool:
+        started = self.clock.now()
+        owner, duration = self.core.owner, self.core.duration
+        won = await self.store.acquire_lease(self.name, seen, owner, duration)
+        if self.core.acquired(won, started):
+            assert won is not None  # noqa: S101 - acquired() said so
+            self._token = won.token
+            return True
+        return False
 
     async def hold(self, lost: anyio.CancelScope) -> None:
         """Renew the lease until it is lost or runs out, then cancel `lost`."""
