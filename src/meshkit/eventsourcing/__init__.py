@@ -10,9 +10,9 @@ from meshkit.eventsourcing._lease import (
     LeaseRecord,
     LeaseStore,
     LeasingCheckpointStore,
-    MemoryLeaseStore,
 )
 from meshkit.eventsourcing._memory import MemoryCheckpointStore, MemoryEventStore
+from meshkit.eventsourcing._memory_lease import MemoryLeaseStore
 from meshkit.eventsourcing._outbox import InProcessPublisher, Publisher, outbox_relay
 from meshkit.eventsourcing._postgres import PostgresEventStore, PostgresTransaction
 from meshkit.eventsourcing._redis_publisher import RedisStreamPublisher

@@ -12,6 +12,9 @@ changed for the holder's `duration` since the standby first saw it. The holder c
 lease as valid until `duration` after the *start* of its last successful renewal, which is
 before the write that observers see, so its own deadline always passes first (assuming the
 clocks tick at the same rate, which monotonic clocks do to a few parts per million).
+A committed fence counts as a renewal begun when the fence began. While a checkpoint
+transaction holds a lock that keeps every other writer out (SQLite's `BEGIN IMMEDIATE`), no
+takeover can happen, so a lease held when the lock was taken stays held until it ends.
 
 Time only decides who *runs*. What makes effects exactly-once is the fence: every checkpoint
 write first bumps the lease row where `holder` and `token` are still the runner's own, in
@@ -28,9 +31,10 @@ and memory. The price is a handover of `lease_duration` after a crash instead of
 the server notices the dead connection.
 
 `LeaseCore` holds every decision and does no I/O (hypothesis drives it directly);
-`LeaseKeeper` is the thin async shell a `Subscription` runs; `MemoryLeaseStore` is the
-in-process store for tests; `SQLLeaseStore` (`_sql_lease.py`) runs a dialect's SQL
-(`_sqlite_lease_sql`, `_postgres_lease_sql`) through the SQL stores' own connections.
+`LeaseKeeper` is the thin async shell a `Subscription` runs; `MemoryLeaseStore`
+(`_memory_lease.py`) is the in-process store for tests; `SQLLeaseStore` (`_sql_lease.py`)
+runs a dialect's SQL (`_sqlite_lease_sql`, `_postgres_lease_sql`) through the SQL stores'
+own connections.
 """
 
 from __future__ import annotations
@@ -46,8 +50,7 @@ import anyio
 import anyio.lowlevel
 import attrs
 
-from meshkit._errors import EventStoreUnavailableError, LeaseLostError
-from meshkit.eventsourcing._checks import check_name
+from meshkit._errors import EventStoreUnavailableError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -61,7 +64,6 @@ __all__ = [
     "LeaseRecord",
     "LeaseStore",
     "LeasingCheckpointStore",
-    "MemoryLeaseStore",
     "Standby",
     "TakeOver",
     "new_owner",
@@ -278,103 +280,6 @@ class LeasingCheckpointStore(Protocol):
     def leases(self) -> LeaseStore:
         """Return the lease store living in this checkpoint store's database."""
         ...
-
-
-@final
-@attrs.define(eq=False)
-class MemoryLeaseStore:
-    """An in-process `LeaseStore` for tests: pass it as `Subscription(leases=...)`.
-
-    Several subscriptions sharing one instance (and one clock, such as a `FakeClock`) contend
-    for their names as replicas in several processes would. The `_nowait` methods are the
-    synchronous core the async ones wrap.
-    """
-
-    _records: dict[str, LeaseRecord] = attrs.field(init=False, factory=dict)
-
-    @property
-    def locking_transactions(self) -> bool:
-        """`False`: memory holds no lock across a checkpoint transaction."""
-        return False
-
-    def read_nowait(self, name: str) -> LeaseRecord | None:
-        """Return the lease of `name` (see `read_lease`)."""
-        check_name(name)
-        return self._records.get(name)
-
-    def acquire_nowait(
-        self, name: str, seen: LeaseRecord | None, owner: str, duration: float
-    ) -> LeaseRecord | None:
-        """Take the lease if it is still `seen` (see `acquire_lease`)."""
-        current = self.read_nowait(name)
-        if (current and current.key) != (seen and seen.key):
-            return None
-        token = 1 if seen is None else seen.token + 1
-        record = LeaseRecord(holder=owner, token=token, beat=0, duration=duration)
-        self._records[name] = record
-        return record
-
-    def renew_nowait(self, name: str, owner: str, token: int) -> bool:
-        """Bump the beat if `owner` holds `token` (see `renew_lease`)."""
-        record = self.read_nowait(name)
-        if record is None or (record.holder, record.token) != (owner, token):
-            return False
-        self._records[name] = attrs.evolve(record, beat=record.beat + 1)
-        return True
-
-    def release_nowait(self, name: str, owner: str, token: int) -> None:
-        """Give the lease up (see `release_lease`)."""
-        if self.renew_nowait(name, owner, token):
-            self._records[name] = attrs.evolve(self._records[name], holder="")
-
-    async def read_lease(self, name: str) -> LeaseRecord | None:
-        """Return the lease of `name`, or `None`.
-
-        Raises:
-            ConfigurationError: If `name` is not a non-empty str.
-        """
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        return self.read_nowait(name)
-
-    async def acquire_lease(
-        self, name: str, seen: LeaseRecord | None, owner: str, duration: float
-    ) -> LeaseRecord | None:
-        """Take the lease if it is still exactly `seen`; return the new record, else `None`.
-
-        Raises:
-            ConfigurationError: If `name` is not a non-empty str.
-        """
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        return self.acquire_nowait(name, seen, owner, duration)
-
-    async def renew_lease(self, name: str, owner: str, token: int) -> bool:
-        """Bump the beat if `owner` still holds `token`; return whether it does.
-
-        Raises:
-            ConfigurationError: If `name` is not a non-empty str.
-        """
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        return self.renew_nowait(name, owner, token)
-
-    async def release_lease(self, name: str, owner: str, token: int) -> None:
-        """Give the lease up if `owner` still holds `token`.
-
-        Raises:
-            ConfigurationError: If `name` is not a non-empty str.
-        """
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        self.release_nowait(name, owner, token)
-
-    async def fence(self, tx: object, name: str, owner: str, token: int) -> None:
-        """Bump the beat, or raise `LeaseLostError` (memory has no transaction to join).
-
-        Raises:
-            LeaseLostError: If `owner` no longer holds `token`.
-        """
-        del tx
-        # No await before the check: the checkpoint save that follows runs in the same step.
-        if not self.renew_nowait(name, owner, token):
-            raise LeaseLostError(name, owner, token)
 
 
 # ---------------------------------------------------------------- the async shell
