@@ -24,9 +24,16 @@ from meshkit.eventsourcing import (
     Event,
     EventRegistry,
     EventStore,
+    LeaseRecord,
+    LeaseStore,
+    LeasingCheckpointStore,
+    MemoryCheckpointStore,
     MemoryEventStore,
+    MemoryLeaseStore,
     Repository,
     SQLiteEventStore,
+    SQLiteTransaction,
+    Subscription,
     applies,
 )
 from meshkit.resilience import (
@@ -174,3 +181,35 @@ async def eventsourcing_usage(path: str) -> None:
         version: int = await store.stream_version("counter-1")
         del loaded, events, version
         await store.aclose()
+
+
+async def lease_usage(path: str) -> None:
+    sqlite = SQLiteEventStore(path=path)
+    leasing: LeasingCheckpointStore = sqlite
+    leases: LeaseStore = leasing.leases()
+    memory: LeaseStore = MemoryLeaseStore()
+    record: LeaseRecord | None = await memory.read_lease("projection")
+
+    async def project(event: Event, tx: SQLiteTransaction) -> None:
+        await tx.execute("INSERT INTO seen VALUES (?)", (event.position,))
+
+    subscription = Subscription(
+        name="projection",
+        store=sqlite,
+        handler=project,
+        checkpoints=sqlite,
+        leases=leases,
+        lease_duration=5.0,
+        renew_interval=1.0,
+    )
+    async with subscription:
+        active: bool = subscription.active
+        del active, record
+    Subscription(
+        name="p",
+        store=MemoryEventStore(),
+        handler=project,
+        checkpoints=MemoryCheckpointStore(),
+        leases=memory,
+    )
+    await sqlite.aclose()

@@ -15,19 +15,20 @@ MeshkitError
 │   └── DeadlineExceededError (also TimeoutError)
 ├── BalancingError
 │   └── NoAvailableEndpointError              nothing to pick from
-└── EventSourcingError
-    ├── VersionConflictError                  optimistic concurrency lost a race
-    ├── StreamNotFoundError                   a stream that must exist does not
-    ├── UnhandledEventError                   an aggregate has no `apply` for an event
-    ├── PublishError                          an outbox publisher could not send an event
-    ├── EventStoreUnavailableError            the database behind a store failed
-    └── EventDecodeError                      a stored event cannot be read back
-        └── UnknownEventTypeError             ... because its type is not registered
-DiscoveryError                                (under MeshkitError) a registry call failed
-├── RegistryUnavailableError                  agent unreachable, timed out, answered 429/5xx
-├── RegistryAccessDeniedError                 the ACL token was refused (401/403)
-├── RegistryRequestError                      the agent rejected the request (other 4xx)
-└── RegistryNotFoundError                     the agent does not know the service or check
+├── EventSourcingError
+│   ├── VersionConflictError                  optimistic concurrency lost a race
+│   ├── StreamNotFoundError                   a stream that must exist does not
+│   ├── UnhandledEventError                   an aggregate has no `apply` for an event
+│   ├── PublishError                          an outbox publisher could not send an event
+│   ├── EventStoreUnavailableError            the database behind a store failed
+│   ├── EventDecodeError                      a stored event cannot be read back
+│   │   └── UnknownEventTypeError             ... because its type is not registered
+│   └── LeaseLostError                        a subscription runner's lease was taken over
+└── DiscoveryError                            a registry (Consul) call failed
+    ├── RegistryUnavailableError              agent unreachable, timed out, answered 429/5xx
+    ├── RegistryAccessDeniedError             the ACL token was refused (401/403)
+    ├── RegistryRequestError                  the agent rejected the request (other 4xx)
+    └── RegistryNotFoundError                 the agent does not know the service or check
 ```
 """
 
@@ -43,6 +44,7 @@ __all__ = [
     "EventDecodeError",
     "EventSourcingError",
     "EventStoreUnavailableError",
+    "LeaseLostError",
     "MeshkitError",
     "NoAvailableEndpointError",
     "PublishError",
@@ -356,3 +358,27 @@ class RegistryRequestError(DiscoveryError):
 
 class RegistryNotFoundError(DiscoveryError):
     """The agent does not know the service or check (HTTP 404), e.g. after it restarted."""
+
+
+# ---------------------------------------------------------------- subscription leases
+
+
+class LeaseLostError(EventSourcingError):
+    """A subscription runner no longer holds its name's lease: it must not commit progress.
+
+    Raised by a lease store's fence inside the checkpoint transaction, which then rolls back;
+    the `Subscription` catches it and stands by.
+
+    Attributes:
+        subscription: The subscription name.
+        owner: The runner that lost the lease.
+        token: The fencing token it held.
+    """
+
+    def __init__(self, subscription: str, owner: str, token: int) -> None:
+        self.subscription = subscription
+        self.owner = owner
+        self.token = token
+        super().__init__(
+            f"subscription {subscription!r}: runner {owner!r} lost its lease (token {token})"
+        )

@@ -6,7 +6,13 @@ from meshkit._public import publish as _publish
 from meshkit.eventsourcing._aggregate import Aggregate, applies
 from meshkit.eventsourcing._deadletter import DeadLetter, DeadLetterStore, MemoryDeadLetterStore
 from meshkit.eventsourcing._event import Event, JSONSerializer, Serializer, Snapshot
+from meshkit.eventsourcing._lease import (
+    LeaseRecord,
+    LeaseStore,
+    LeasingCheckpointStore,
+)
 from meshkit.eventsourcing._memory import MemoryCheckpointStore, MemoryEventStore
+from meshkit.eventsourcing._memory_lease import MemoryLeaseStore
 from meshkit.eventsourcing._outbox import InProcessPublisher, Publisher, outbox_relay
 from meshkit.eventsourcing._postgres import PostgresEventStore, PostgresTransaction
 from meshkit.eventsourcing._redis_publisher import RedisStreamPublisher
@@ -31,9 +37,13 @@ __all__ = [
     "EventStore",
     "InProcessPublisher",
     "JSONSerializer",
+    "LeaseRecord",
+    "LeaseStore",
+    "LeasingCheckpointStore",
     "MemoryCheckpointStore",
     "MemoryDeadLetterStore",
     "MemoryEventStore",
+    "MemoryLeaseStore",
     "PostgresEventStore",
     "PostgresTransaction",
     "Publisher",

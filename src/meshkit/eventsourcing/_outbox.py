@@ -94,11 +94,14 @@ def outbox_relay(
     dead_letters: DeadLetterStore | None = None,
     on_dead_letter: Callable[[DeadLetter], Awaitable[None]] | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    lease_duration: float = 10.0,
+    renew_interval: float = 2.0,
 ) -> Subscription[object]:
     """Return the subscription that relays every stored event to `publisher`.
 
     Use it as an async context manager (`async with outbox_relay(...):`). The knobs are the
-    `Subscription`'s; `max_attempts` defaults to `None` (retry forever, never reorder).
+    `Subscription`'s; `max_attempts` defaults to `None` (retry forever, never reorder). With
+    SQL checkpoints, one relay of a name publishes at a time (the subscription lease).
 
     Raises:
         ConfigurationError: If a knob is invalid.
@@ -119,4 +122,6 @@ def outbox_relay(
         backoff_initial=backoff_initial,
         backoff_max=backoff_max,
         clock=clock,
+        lease_duration=lease_duration,
+        renew_interval=renew_interval,
     )

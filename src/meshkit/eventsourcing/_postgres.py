@@ -29,6 +29,7 @@ from meshkit.eventsourcing._sql_common import (
     transaction_scope,
     translate_errors,
 )
+from meshkit.eventsourcing._sql_lease import SQLLeaseStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
@@ -45,6 +46,11 @@ __all__ = ["PostgresEventStore", "PostgresTransaction"]
 _T = TypeVar("_T")
 Statement = Any  # a psycopg.sql.Composed; psycopg is imported lazily
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+# Pinned, not the server's default: under REPEATABLE READ or SERIALIZABLE, the lease fence's
+# UPDATE fails with a serialization error whenever the runner's own renewal (or a takeover)
+# committed after the batch's snapshot; READ COMMITTED re-checks the row and decides.
+_BEGIN = b"BEGIN ISOLATION LEVEL READ COMMITTED"
 
 
 def _check_schema(_inst: object, _attribute: object, value: object) -> None:
@@ -333,7 +339,9 @@ class PostgresEventStore:
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
         """Open a transaction for a projection's tables and its checkpoint.
 
-        It commits when the block exits normally and rolls back when it raises.
+        It commits when the block exits normally and rolls back when it raises. It runs at
+        READ COMMITTED whatever the server's default isolation level, as the subscription
+        lease's fence needs (see `_postgres_lease_sql`).
 
         Yields:
             The transaction.
@@ -352,13 +360,29 @@ class PostgresEventStore:
         try:
             # A dead connection cannot roll back (nor commit): the block's error matters.
             async with transaction_scope(
-                "postgres", self._driver_error(), anyio.to_thread.run_sync, conn, b"BEGIN"
+                "postgres", self._driver_error(), anyio.to_thread.run_sync, conn, _BEGIN
             ):
                 yield tx
         finally:
             tx._ended = True  # noqa: SLF001 - the store owns its transactions
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(pool.putconn, conn)
+
+    # ------------------------------------------------------------------ subscription leases
+
+    def leases(self) -> SQLLeaseStore:
+        """Return the subscription leases kept in this schema (see `Subscription`)."""
+        from meshkit.eventsourcing._postgres_lease_sql import PostgresLeaseSQL  # noqa: PLC0415 - imports psycopg
+
+        lease_sql = PostgresLeaseSQL(self.schema)
+        return SQLLeaseStore(
+            store=self,
+            backend="postgres",
+            locking_transactions=False,  # row locks: a takeover may commit mid-transaction
+            sql=lease_sql,
+            call=self._call,
+            ready=self._module,
+        )
 
     async def aclose(self) -> None:
         """Close the connection pool; the store cannot be used afterwards."""

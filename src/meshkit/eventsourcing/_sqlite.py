@@ -31,6 +31,7 @@ from meshkit.eventsourcing._sql_common import (
     transaction_scope,
     translate_errors,
 )
+from meshkit.eventsourcing._sql_lease import SQLLeaseStore
 from meshkit.eventsourcing._sqlite_group import AppendRequest, GroupCommitter, WriterThread
 
 if TYPE_CHECKING:
@@ -359,6 +360,21 @@ class SQLiteEventStore:
         finally:
             tx._ended = True  # noqa: SLF001 - the store owns its transactions
             await self._release(conn)
+
+    # ------------------------------------------------------------------ subscription leases
+
+    def leases(self) -> SQLLeaseStore:
+        """Return the subscription leases kept in this database (see `Subscription`)."""
+        from meshkit.eventsourcing._sqlite_lease_sql import SQLiteLeaseSQL  # noqa: PLC0415 - the hook stays one block
+
+        return SQLLeaseStore(
+            store=self,
+            backend="sqlite",
+            locking_transactions=True,  # `transaction()` begins with BEGIN IMMEDIATE
+            sql=SQLiteLeaseSQL(),
+            call=self._call,
+            ready=self._ready,
+        )
 
     async def aclose(self) -> None:
         """Close every connection and end the writer thread; the store is unusable afterwards.
