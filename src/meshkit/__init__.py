@@ -28,6 +28,13 @@ from meshkit._errors import (
     UnknownEventTypeError,
     VersionConflictError,
 )
+from meshkit._errors import (
+    SagaAlreadyExistsError,
+    SagaError,
+    SagaNotFoundError,
+    SagaOwnershipLostError,
+    SagaStateError,
+)
 from meshkit.balancing import (
     BoundedLoadRing,
     Endpoint,
@@ -129,4 +136,9 @@ __all__ = [
     "applies",
     "current_deadline",
     "time_remaining",
+    "SagaAlreadyExistsError",
+    "SagaError",
+    "SagaNotFoundError",
+    "SagaOwnershipLostError",
+    "SagaStateError",
 ]

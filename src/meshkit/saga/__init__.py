@@ -1,0 +1,54 @@
+"""Sagas: typed steps, a durable log on an event store, crash recovery, and compensation that
+never silently gives up."""
+
+from __future__ import annotations
+
+from meshkit.saga._core import (
+    Command,
+    Compensate,
+    Finish,
+    Record,
+    RecordType,
+    RunStep,
+    SagaMachine,
+    SagaState,
+    StepProgress,
+    StepState,
+)
+from meshkit.saga._definition import Action, Compensation, Parallel, Saga, Step, StepContext
+from meshkit.saga._orchestrator import SagaOrchestrator
+from meshkit.saga._plan import SagaPlan, StepKind
+from meshkit.saga._status import (
+    HistoryEntry,
+    SagaStatistics,
+    SagaStatus,
+    SagaTransition,
+    StepStatus,
+)
+
+__all__ = [
+    "Action",
+    "Command",
+    "Compensate",
+    "Compensation",
+    "Finish",
+    "HistoryEntry",
+    "Parallel",
+    "Record",
+    "RecordType",
+    "RunStep",
+    "Saga",
+    "SagaMachine",
+    "SagaOrchestrator",
+    "SagaPlan",
+    "SagaState",
+    "SagaStatistics",
+    "SagaStatus",
+    "SagaTransition",
+    "Step",
+    "StepContext",
+    "StepKind",
+    "StepProgress",
+    "StepState",
+    "StepStatus",
+]

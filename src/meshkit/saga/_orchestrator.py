@@ -1,0 +1,470 @@
+"""The saga orchestrator: the thin async shell that executes the state machine's commands.
+
+Every command is claimed by a durable append before it runs, and every append carries the
+saga stream's expected version: of two orchestrators driving one saga, the one whose append
+conflicts stops at once (it never runs another command). Records are appended in batches
+(a step's outcome with the next step's claim), so a three-step saga costs four appends.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Self, final
+
+import anyio
+import attrs
+
+from meshkit._clock import SYSTEM_CLOCK, Clock
+from meshkit._errors import (
+    EventStoreUnavailableError,
+    SagaAlreadyExistsError,
+    SagaNotFoundError,
+    SagaOwnershipLostError,
+    SagaStateError,
+    VersionConflictError,
+)
+from meshkit._validate import ge, instance_of, require
+from meshkit.eventsourcing import Event, EventStore
+from meshkit.resilience import Backoff, ExponentialBackoff
+from meshkit.saga._catalog import Catalog, clock_time_of
+from meshkit.saga._core import (
+    Command,
+    Compensate,
+    Finish,
+    Record,
+    RecordType,
+    RunStep,
+    SagaMachine,
+    SagaState,
+)
+from meshkit.saga._definition import Saga, check_name
+from meshkit.saga._json import describe, json_mapping
+from meshkit.saga._runner import StepRunner
+from meshkit.saga._status import HistoryEntry, SagaStatistics, SagaStatus, SagaTransition
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = ["SagaOrchestrator"]
+
+_LOG = logging.getLogger("meshkit.saga")
+_PAGE = 1000
+
+Listener = Callable[[SagaTransition], object]
+
+
+def _sagas(value: object) -> dict[str, Saga]:
+    items = list(value) if isinstance(value, Iterable) and not isinstance(value, str) else None
+    require(items is not None, "sagas", value, "must be an iterable of Saga")
+    by_name: dict[str, Saga] = {}
+    for saga in items or ():
+        require(isinstance(saga, Saga), "sagas", saga, "must hold Saga definitions")
+        require(saga.name not in by_name, "sagas", saga.name, "duplicate saga name")
+        by_name[saga.name] = saga
+    return by_name
+
+
+def _listeners(value: object) -> tuple[Listener, ...]:
+    ok = isinstance(value, Iterable) and not isinstance(value, str)
+    require(ok, "listeners", value, "must be an iterable of callables")
+    items = tuple(value)  # type: ignore[arg-type] - checked just above
+    for item in items:
+        require(callable(item), "listeners", item, "must hold callables")
+    return items
+
+
+@attrs.define(eq=False)
+class _Drive:
+    """A saga this orchestrator is driving; `done` is set when it stops."""
+
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    lost: bool = False
+    version: int = 0
+
+
+class _LostError(Exception):
+    """Internal: an append conflicted, another orchestrator drives the saga."""
+
+
+@final
+@attrs.define(eq=False, kw_only=True)
+class SagaOrchestrator:
+    """Run sagas durably on an `EventStore`, recovering unfinished ones when started.
+
+    Use it as an async context manager: entering reads the store's global log to learn the
+    sagas it holds and (with `recover=True`) drives every running or compensating saga to
+    its end; leaving cancels the sagas still being driven (a compensation call under way
+    finishes first, shielded) and they are recovered by the next orchestrator.
+
+    Attributes:
+        store: The event store holding one stream per saga.
+        sagas: The saga definitions this orchestrator can run and recover.
+        clock: The clock for timeouts, backoffs, stuck detection and ages.
+        listeners: Called with a `SagaTransition` for every record appended here; one that
+            raises is logged on the `meshkit.saga` logger and otherwise ignored.
+        stream_prefix: Prefix of the saga streams' ids (`<prefix><saga_id>`).
+        recover: Whether entering drives the unfinished sagas found in the store.
+        max_recovering: How many recovered sagas are driven at once.
+        store_backoff: The waits between appends retried after the store failed.
+        owner: This orchestrator's name in the records it claims sagas with.
+    """
+
+    store: EventStore = attrs.field(validator=instance_of(EventStore))
+    sagas: Mapping[str, Saga] = attrs.field(converter=_sagas)
+    clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
+    listeners: tuple[Listener, ...] = attrs.field(default=(), converter=_listeners)
+    stream_prefix: str = attrs.field(default="saga-", validator=instance_of(str))
+    recover: bool = attrs.field(default=True, validator=instance_of(bool))
+    max_recovering: int = attrs.field(default=64, validator=[instance_of(int), ge(1)])
+    store_backoff: Backoff = attrs.field(
+        factory=lambda: ExponentialBackoff(base=0.05, cap=5.0), validator=instance_of(Backoff)
+    )
+    owner: str = attrs.field(factory=lambda: uuid.uuid4().hex, validator=instance_of(str))
+    _catalog: Catalog = attrs.field(init=False, factory=Catalog)
+    _drives: dict[str, _Drive] = attrs.field(init=False, factory=dict)
+    _runner: StepRunner = attrs.field(init=False)
+    _tasks: anyio.abc.TaskGroup | None = attrs.field(init=False, default=None)
+    _limiter: anyio.CapacityLimiter | None = attrs.field(init=False, default=None)
+
+    @_runner.default
+    def _make_runner(self) -> StepRunner:
+        return StepRunner(self.clock)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        tasks = anyio.create_task_group()
+        await tasks.__aenter__()
+        self._tasks = tasks
+        self._limiter = anyio.CapacityLimiter(self.max_recovering)
+        try:
+            await self.refresh()
+            if self.recover:
+                for saga_id in self._catalog.unfinished():
+                    tasks.start_soon(self._recover, saga_id)
+        except BaseException as exc:
+            tasks.cancel_scope.cancel()
+            await tasks.__aexit__(type(exc), exc, exc.__traceback__)
+            self._tasks = None
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        tasks, self._tasks = self._tasks, None
+        if tasks is None:
+            return None
+        tasks.cancel_scope.cancel()
+        return await tasks.__aexit__(exc_type, exc, tb)
+
+    def _group(self) -> anyio.abc.TaskGroup:
+        if self._tasks is None:
+            raise SagaStateError("-", "not entered", "drive sagas with an orchestrator")
+        return self._tasks
+
+    # ------------------------------------------------------------------ public API
+
+    async def start(
+        self, saga: Saga, data: Mapping[str, Any], *, saga_id: str | None = None
+    ) -> str:
+        """Record a new saga durably and drive it in the background; return its id.
+
+        Raises:
+            ConfigurationError: If `saga` is not registered here, `saga_id` is not a valid
+                name, or `data` is not a JSON-serializable mapping.
+            SagaAlreadyExistsError: If a saga with `saga_id` was already started.
+            SagaStateError: If the orchestrator is not entered.
+            EventStoreUnavailableError: If the store failed (nothing is started then).
+        """
+        tasks = self._group()
+        known = self.sagas.get(getattr(saga, "name", ""))
+        require(known is saga, "saga", saga, "must be a Saga registered with this orchestrator")
+        saga_id = uuid.uuid4().hex if saga_id is None else check_name("saga_id", saga_id)
+        payload = json_mapping(data, "data")
+        machine = SagaMachine(saga_id, saga.plan)
+        started = Record(RecordType.STARTED, {"saga": saga.name, "data": payload})
+        drive = _Drive()
+        try:
+            commands = await self._commit(saga, machine, [started], retry=False)
+        except _LostError:
+            raise SagaAlreadyExistsError(saga_id) from None
+        self._drives[saga_id] = drive
+        tasks.start_soon(self._drive, saga, machine, commands, drive)
+        return saga_id
+
+    async def run(
+        self, saga: Saga, data: Mapping[str, Any], *, saga_id: str | None = None
+    ) -> SagaStatus:
+        """Start a saga and wait until it completes, is compensated or gets stuck.
+
+        Raises:
+            ConfigurationError: As `start`.
+            SagaAlreadyExistsError: As `start`.
+            SagaOwnershipLostError: If another orchestrator took the saga over meanwhile.
+            SagaStateError: If the orchestrator is not entered.
+            EventStoreUnavailableError: If the store failed.
+        """
+        return await self.wait(await self.start(saga, data, saga_id=saga_id))
+
+    async def wait(self, saga_id: str) -> SagaStatus:
+        """Wait until this orchestrator stops driving `saga_id`; return its status.
+
+        Raises:
+            SagaNotFoundError: If the store has no such saga.
+            SagaOwnershipLostError: If another orchestrator took it over.
+            SagaStateError: If its definition is not registered here.
+            EventStoreUnavailableError: If the store failed.
+        """
+        drive = self._drives.get(saga_id)
+        if drive is not None:
+            await drive.done.wait()
+            if drive.lost:
+                raise SagaOwnershipLostError(saga_id, drive.version)
+        return await self.status(saga_id)
+
+    async def status(self, saga_id: str) -> SagaStatus:
+        """Return the saga's status and history, read from the store.
+
+        Raises:
+            SagaNotFoundError: If the store has no such saga.
+            SagaStateError: If its definition is not registered here.
+            EventStoreUnavailableError: If the store failed.
+        """
+        saga, machine, events = await self._load(saga_id)
+        history = tuple(
+            HistoryEntry(
+                version=e.version, type=e.type, step=e.data.get("step"), timestamp=e.timestamp,
+                data=e.data,
+            )
+            for e in events
+        )
+        return SagaStatus.of(saga.name, machine, history)
+
+    async def resume(self, saga_id: str) -> None:
+        """Drive a `STUCK` saga again (an operator's call, once the cause is fixed).
+
+        Raises:
+            SagaNotFoundError: If the store has no such saga.
+            SagaStateError: If it is not stuck, its definition is not registered here, or the
+                orchestrator is not entered.
+            SagaOwnershipLostError: If another orchestrator resumed it first.
+            EventStoreUnavailableError: If the store failed.
+        """
+        tasks = self._group()
+        saga, machine, _ = await self._load(saga_id)
+        if machine.state is not SagaState.STUCK:
+            raise SagaStateError(saga_id, machine.state.value, "resume")
+        state = SagaState.COMPENSATING if machine.compensating else SagaState.RUNNING
+        resumed = Record(RecordType.RESUMED, {"state": state.value, "owner": self.owner})
+        try:
+            commands = await self._commit(saga, machine, [resumed], retry=False)
+        except _LostError:
+            raise SagaOwnershipLostError(saga_id, machine.version) from None
+        drive = self._drives[saga_id] = _Drive()
+        tasks.start_soon(self._drive, saga, machine, commands, drive)
+
+    async def refresh(self) -> None:
+        """Read the global log from where this orchestrator stopped, to learn of sagas that
+        other processes started or moved on (`saga_ids` and `statistics` show them).
+
+        Raises:
+            EventStoreUnavailableError: If the store failed.
+        """
+        prefix, skip = self.stream_prefix, len(self.stream_prefix)
+        while True:
+            events = await self.store.read_all(self._catalog.position, limit=_PAGE)
+            for event in events:
+                if event.stream_id.startswith(prefix):
+                    started = clock_time_of(event.timestamp, self.clock.now())
+                    saga_id = event.stream_id[skip:]
+                    self._catalog.note(saga_id, event.version, event.type, event.data, started)
+                self._catalog.position = max(self._catalog.position, event.position or 0)
+            if len(events) < _PAGE:
+                return
+
+    def saga_ids(self, state: SagaState | None = None) -> list[str]:
+        """Return the ids of the known sagas in `state` (every known saga for `None`)."""
+        return self._catalog.ids(state)
+
+    def statistics(self) -> SagaStatistics:
+        """Return the known sagas by state and the age of the oldest unfinished one."""
+        return self._catalog.statistics(self.clock.now(), len(self._drives))
+
+    # ------------------------------------------------------------------ driving
+
+    async def _recover(self, saga_id: str) -> None:
+        assert self._limiter is not None  # noqa: S101 - set on entering, before any recovery
+        async with self._limiter:
+            try:
+                saga, machine, _ = await self._load(saga_id)
+            except SagaStateError:
+                _LOG.exception("saga %r cannot be recovered", saga_id)
+                return
+            if machine.state not in {SagaState.RUNNING, SagaState.COMPENSATING}:
+                return  # finished or parked meanwhile
+            claimed = Record(RecordType.CLAIMED, {"owner": self.owner})
+            drive = _Drive()
+            self._drives[saga_id] = drive
+            try:
+                commands = await self._commit(saga, machine, [claimed])
+            except _LostError:
+                drive.lost, drive.version = True, machine.version
+                self._stop(saga_id, drive)
+                return
+            await self._drive(saga, machine, commands, drive)
+
+    async def _drive(
+        self, saga: Saga, machine: SagaMachine, commands: Sequence[Command], drive: _Drive
+    ) -> None:
+        try:
+            await self._loop(saga, machine, commands)
+        except _LostError:
+            drive.lost, drive.version = True, machine.version
+            _LOG.info("saga %r: another orchestrator drives it now; stopped", machine.saga_id)
+        except Exception:
+            # The saga stays unfinished in the store; the next recovery drives it on.
+            _LOG.exception("saga %r: driving failed; left for recovery", machine.saga_id)
+        finally:
+            self._stop(machine.saga_id, drive)
+
+    def _stop(self, saga_id: str, drive: _Drive) -> None:
+        if self._drives.get(saga_id) is drive:
+            del self._drives[saga_id]
+        drive.done.set()
+
+    async def _loop(self, saga: Saga, machine: SagaMachine, commands: Sequence[Command]) -> None:
+        failing: dict[str, tuple[float, int]] = {}
+        while commands and not isinstance(commands[0], Finish):
+            if isinstance(commands[0], Compensate):
+                step = saga.by_name[commands[0].step]
+                outcomes = [await self._runner.compensate(saga.name, step, machine, commands[0])]
+            else:
+                runs = [c for c in commands if isinstance(c, RunStep)]
+                outcomes = await self._runner.run_group(saga.name, saga.by_name, machine, runs)
+            delay = self._judge(saga, machine, outcomes, failing)
+            if delay > 0:
+                await self._commit_only(saga, machine, outcomes)
+                outcomes = []
+                await self.clock.sleep(delay)
+            commands = await self._commit(saga, machine, outcomes)
+
+    def _judge(
+        self,
+        saga: Saga,
+        machine: SagaMachine,
+        outcomes: list[Record],
+        failing: dict[str, tuple[float, int]],
+    ) -> float:
+        """Track persistent failures: add a `SagaStuck` record once one has lasted
+        `stuck_after`; else return the backoff before the next call (0: go on at once)."""
+        now, delay = self.clock.now(), 0.0
+        for record in list(outcomes):
+            step = record.step or ""
+            if record.type in {RecordType.STEP_SUCCEEDED, RecordType.COMPENSATION_SUCCEEDED}:
+                failing.pop(step, None)
+                continue
+            if not machine.is_persistent(step):
+                continue
+            since, failures = failing.get(step, (now, 0))
+            failing[step] = (since, failures + 1)
+            if now - since >= saga.stuck_after:
+                error = record.data.get("error", "")
+                outcomes.append(Record(RecordType.STUCK, {"step": step, "error": error}))
+                return 0.0
+            delay = max(delay, saga.by_name[step].backoff.delay(failures))
+        return delay
+
+    async def _commit_only(self, saga: Saga, machine: SagaMachine, records: list[Record]) -> None:
+        expected = machine.version
+        for record in records:
+            machine.apply(record)
+        await self._append(saga, machine, expected, records, retry=True)
+
+    async def _commit(
+        self, saga: Saga, machine: SagaMachine, records: list[Record], *, retry: bool = True
+    ) -> tuple[Command, ...]:
+        """Apply `records`, plan, claim the next commands, and append it all at once."""
+        expected = machine.version
+        for record in records:
+            machine.apply(record)
+        commands = machine.next_commands()
+        claims = [machine.claim(command) for command in commands]
+        for record in claims:
+            machine.apply(record)
+        batch = [*records, *claims]
+        if batch:
+            await self._append(saga, machine, expected, batch, retry=retry)
+        return commands
+
+    async def _append(
+        self, saga: Saga, machine: SagaMachine, expected: int, records: list[Record], *, retry: bool
+    ) -> None:
+        stream = self.stream_prefix + machine.saga_id
+        events = [
+            Event(stream_id=stream, version=expected + n, type=r.type.value, data=r.data)
+            for n, r in enumerate(records, start=1)
+        ]
+        failures = 0
+        while True:
+            try:
+                with anyio.CancelScope(shield=True):  # never leave an append half-known
+                    await self.store.append(stream, events, expected)
+                break
+            except VersionConflictError:
+                raise _LostError from None
+            except EventStoreUnavailableError as exc:
+                if not retry:
+                    raise
+                _LOG.warning("saga %r: append failed, retrying: %s", machine.saga_id, describe(exc))
+                await self.clock.sleep(self.store_backoff.delay(failures))
+                failures += 1
+        self._publish(saga, machine, expected, records)
+
+    def _publish(self, saga: Saga, machine: SagaMachine, expected: int, records: list[Record]) -> None:
+        now, saga_id = self.clock.now(), machine.saga_id
+        for n, record in enumerate(records, start=1):
+            self._catalog.note(saga_id, expected + n, record.type.value, record.data, now)
+            if self.listeners:
+                self._tell(saga, saga_id, expected + n, record)
+
+    def _tell(self, saga: Saga, saga_id: str, version: int, record: Record) -> None:
+        state = self._catalog.state_of(saga_id) or SagaState.RUNNING
+        transition = SagaTransition(
+            saga_id=saga_id,
+            saga=saga.name,
+            type=record.type.value,
+            step=record.step,
+            state=state,
+            version=version,
+        )
+        for listener in self.listeners:
+            try:
+                listener(transition)
+            except Exception:  # noqa: BLE001 - observing a saga must not change its course
+                _LOG.exception("saga listener %r failed", listener)
+
+    async def _load(self, saga_id: str) -> tuple[Saga, SagaMachine, list[Event]]:
+        check_name("saga_id", saga_id)
+        events = await self.store.read(self.stream_prefix + saga_id)
+        if not events:
+            raise SagaNotFoundError(saga_id)
+        name = str(events[0].data.get("saga", ""))
+        saga = self.sagas.get(name)
+        if saga is None:
+            raise SagaStateError(saga_id, f"of unknown type {name!r}", "load")
+        machine = SagaMachine(saga_id, saga.plan)
+        for event in events:
+            try:
+                kind = RecordType(event.type)
+            except ValueError:
+                raise SagaStateError(saga_id, f"logged {event.type!r}", "load") from None
+            machine.apply(Record(kind, event.data))
+        return saga, machine, events
+
+
