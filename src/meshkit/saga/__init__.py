@@ -1,5 +1,4 @@
-"""Sagas: typed steps, a durable log on an event store, crash recovery, and compensation that
-never silently gives up."""
+"""Sagas: typed steps, a durable log on an event store, crash recovery, sure compensation."""
 
 from __future__ import annotations
 

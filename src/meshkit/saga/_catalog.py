@@ -68,8 +68,9 @@ class Catalog:
         if entry is None:
             if version != 1 or record_type != "SagaStarted":
                 return  # a saga whose start this catalog never saw (an older checkpoint)
-            entry = Entry(name=str(data.get("saga", "")), state=SagaState.RUNNING, version=0,
-                          started=started)
+            entry = Entry(
+                name=str(data.get("saga", "")), state=SagaState.RUNNING, version=0, started=started
+            )
             self._entries[saga_id] = entry
             self._counts[entry.state] += 1
         if version != entry.version + 1:
@@ -108,7 +109,10 @@ class Catalog:
 
 
 def clock_time_of(timestamp: dt.datetime, now: float) -> float:
-    """Map a wall-clock `timestamp` from the log onto the orchestrator's clock (`now` is its
-    current reading), so ages of sagas started by other processes can be estimated."""
+    """Map a wall-clock `timestamp` from the log onto the orchestrator's clock.
+
+    `now` is the clock's current reading; the result estimates the ages of sagas that other
+    processes started.
+    """
     elapsed = (dt.datetime.now(dt.UTC) - timestamp).total_seconds()
     return now - max(elapsed, 0.0)

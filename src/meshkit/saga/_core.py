@@ -10,13 +10,15 @@ Hypothesis drives this class directly; the async orchestrator only executes its 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, ClassVar, final
 
 import attrs
 
 from meshkit._errors import SagaStateError
 from meshkit.saga._plan import SagaPlan, StepKind
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 __all__ = [
     "Command",
@@ -189,7 +191,7 @@ class SagaMachine:
         """
         if self.state.finished:
             raise SagaStateError(self.saga_id, self.state.value, f"apply {record.type}")
-        handler = _HANDLERS[record.type]
+        handler = self._HANDLERS[record.type]
         handler(self, record)
         self.version += 1
 
@@ -270,9 +272,12 @@ class SagaMachine:
     # ------------------------------------------------------------------ decide
 
     def next_commands(self) -> tuple[Command, ...]:
-        """Return what to do next: nothing (finished or stuck), a group to run, one
-        compensation, or the end. Called only when no command is in flight, so a step still
-        `STARTED` is one whose earlier run ended without an outcome (it runs again)."""
+        """Return what to do next: nothing, a group to run, one compensation, or the end.
+
+        Nothing is returned for a finished or stuck saga. It is called only when no command is
+        in flight, so a step still `STARTED` is one whose earlier run ended without an outcome
+        (it runs again).
+        """
         if self.state is SagaState.RUNNING:
             return self._forward()
         if self.state is SagaState.COMPENSATING:
@@ -305,7 +310,9 @@ class SagaMachine:
             return Record(RecordType.STEP_STARTED, {"step": command.step})
         if isinstance(command, Compensate):
             return Record(RecordType.COMPENSATION_STARTED, {"step": command.step})
-        kind = RecordType.COMPLETED if command.state is SagaState.COMPLETED else RecordType.COMPENSATED
+        kind = (
+            RecordType.COMPLETED if command.state is SagaState.COMPLETED else RecordType.COMPENSATED
+        )
         return Record(kind)
 
     @property
@@ -314,26 +321,28 @@ class SagaMachine:
         return self._compensating
 
     def is_persistent(self, step: str) -> bool:
-        """Whether failures of `step`'s current operation are retried until it succeeds
-        (a compensation, or a retriable step's action), and so may make the saga stuck."""
+        """Whether failures of `step`'s current operation are retried until it succeeds.
+
+        That is a compensation, or a retriable step's action; such failures may make the saga
+        stuck.
+        """
         return self._compensating or self.plan.kinds[step] is StepKind.RETRIABLE
 
     def would_compensate(self, step: str) -> bool:
         """Whether a failure of `step`'s action turns the saga around."""
         return self.plan.kinds[step] is not StepKind.RETRIABLE
 
-
-_HANDLERS = {
-    RecordType.STARTED: SagaMachine._on_started,
-    RecordType.CLAIMED: SagaMachine._on_claimed,
-    RecordType.STEP_STARTED: SagaMachine._on_step_started,
-    RecordType.STEP_SUCCEEDED: SagaMachine._on_step_succeeded,
-    RecordType.STEP_FAILED: SagaMachine._on_step_failed,
-    RecordType.COMPENSATION_STARTED: SagaMachine._on_compensation_started,
-    RecordType.COMPENSATION_SUCCEEDED: SagaMachine._on_compensation_succeeded,
-    RecordType.COMPENSATION_FAILED: SagaMachine._on_compensation_failed,
-    RecordType.COMPLETED: SagaMachine._on_completed,
-    RecordType.COMPENSATED: SagaMachine._on_compensated,
-    RecordType.STUCK: SagaMachine._on_stuck,
-    RecordType.RESUMED: SagaMachine._on_resumed,
-}
+    _HANDLERS: ClassVar[dict[RecordType, Callable[[SagaMachine, Record], None]]] = {
+        RecordType.STARTED: _on_started,
+        RecordType.CLAIMED: _on_claimed,
+        RecordType.STEP_STARTED: _on_step_started,
+        RecordType.STEP_SUCCEEDED: _on_step_succeeded,
+        RecordType.STEP_FAILED: _on_step_failed,
+        RecordType.COMPENSATION_STARTED: _on_compensation_started,
+        RecordType.COMPENSATION_SUCCEEDED: _on_compensation_succeeded,
+        RecordType.COMPENSATION_FAILED: _on_compensation_failed,
+        RecordType.COMPLETED: _on_completed,
+        RecordType.COMPENSATED: _on_compensated,
+        RecordType.STUCK: _on_stuck,
+        RecordType.RESUMED: _on_resumed,
+    }

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, final
+from typing import Any, cast, final
 
 import attrs
 
@@ -55,14 +54,17 @@ def check_name(field: str, value: object) -> str:
         ConfigurationError: If it is not a non-empty str of at most 200 characters, holds a NUL
             character, or cannot be encoded as UTF-8 (a lone surrogate).
     """
-    require(isinstance(value, str), field, value, "must be a str")
-    text: str = value  # type: ignore[assignment] - checked just above
+    if not isinstance(value, str):
+        raise ConfigurationError(field, value, "must be a str")
+    text = value
     require(0 < len(text) <= _MAX_NAME, field, value, f"must have 1 to {_MAX_NAME} characters")
     require("\0" not in text, field, value, "must not contain a NUL character")
     try:
         text.encode()
     except UnicodeEncodeError:
-        raise ConfigurationError(field, value, "must be valid Unicode (no lone surrogate)") from None
+        raise ConfigurationError(
+            field, value, "must be valid Unicode (no lone surrogate)"
+        ) from None
     return text
 
 
@@ -154,10 +156,12 @@ class Parallel:
 def _saga_steps(value: object) -> tuple[Step | Parallel, ...]:
     ok = isinstance(value, Sequence) and not isinstance(value, str) and len(value) > 0
     require(ok, "steps", value, "must be a non-empty sequence of Step or Parallel")
-    items: tuple[object, ...] = tuple(value)  # type: ignore[arg-type] - checked just above
-    for item in items:
-        require(isinstance(item, Step | Parallel), "steps", item, "must hold Step or Parallel")
-    return items  # type: ignore[return-value] - checked just above
+    items: list[Step | Parallel] = []
+    for item in cast("Sequence[object]", value):
+        if not isinstance(item, Step | Parallel):
+            raise ConfigurationError("steps", item, "must hold Step or Parallel")
+        items.append(item)
+    return tuple(items)
 
 
 def _stuck_after(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:

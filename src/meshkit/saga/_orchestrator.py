@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Self, final
+from typing import TYPE_CHECKING, Any, Self, cast, final
 
 import anyio
 import attrs
@@ -69,10 +69,10 @@ def _sagas(value: object) -> dict[str, Saga]:
 def _listeners(value: object) -> tuple[Listener, ...]:
     ok = isinstance(value, Iterable) and not isinstance(value, str)
     require(ok, "listeners", value, "must be an iterable of callables")
-    items = tuple(value)  # type: ignore[arg-type] - checked just above
+    items = tuple(cast("Iterable[object]", value))
     for item in items:
         require(callable(item), "listeners", item, "must hold callables")
-    return items
+    return cast("tuple[Listener, ...]", items)
 
 
 @attrs.define(eq=False)
@@ -239,7 +239,10 @@ class SagaOrchestrator:
         saga, machine, events = await self._load(saga_id)
         history = tuple(
             HistoryEntry(
-                version=e.version, type=e.type, step=e.data.get("step"), timestamp=e.timestamp,
+                version=e.version,
+                type=e.type,
+                step=e.data.get("step"),
+                timestamp=e.timestamp,
                 data=e.data,
             )
             for e in events
@@ -270,8 +273,10 @@ class SagaOrchestrator:
         tasks.start_soon(self._drive, saga, machine, commands, drive)
 
     async def refresh(self) -> None:
-        """Read the global log from where this orchestrator stopped, to learn of sagas that
-        other processes started or moved on (`saga_ids` and `statistics` show them).
+        """Read the global log on from where this orchestrator stopped.
+
+        It learns of the sagas that other processes started or moved on (`saga_ids` and
+        `statistics` show them).
 
         Raises:
             EventStoreUnavailableError: If the store failed.
@@ -327,7 +332,7 @@ class SagaOrchestrator:
         except _LostError:
             drive.lost, drive.version = True, machine.version
             _LOG.info("saga %r: another orchestrator drives it now; stopped", machine.saga_id)
-        except Exception:
+        except Exception:  # noqa: BLE001 - logged; a saga's bug must not end the others
             # The saga stays unfinished in the store; the next recovery drives it on.
             _LOG.exception("saga %r: driving failed; left for recovery", machine.saga_id)
         finally:
@@ -361,8 +366,11 @@ class SagaOrchestrator:
         outcomes: list[Record],
         failing: dict[str, tuple[float, int]],
     ) -> float:
-        """Track persistent failures: add a `SagaStuck` record once one has lasted
-        `stuck_after`; else return the backoff before the next call (0: go on at once)."""
+        """Track persistent failures and return the backoff before the next call.
+
+        Adds a `SagaStuck` record to `outcomes` once a failure has lasted `stuck_after` (and
+        returns 0, as it does when nothing failed).
+        """
         now, delay = self.clock.now(), 0.0
         for record in list(outcomes):
             step = record.step or ""
@@ -426,7 +434,9 @@ class SagaOrchestrator:
                 failures += 1
         self._publish(saga, machine, expected, records)
 
-    def _publish(self, saga: Saga, machine: SagaMachine, expected: int, records: list[Record]) -> None:
+    def _publish(
+        self, saga: Saga, machine: SagaMachine, expected: int, records: list[Record]
+    ) -> None:
         now, saga_id = self.clock.now(), machine.saga_id
         for n, record in enumerate(records, start=1):
             self._catalog.note(saga_id, expected + n, record.type.value, record.data, now)
@@ -466,5 +476,3 @@ class SagaOrchestrator:
                 raise SagaStateError(saga_id, f"logged {event.type!r}", "load") from None
             machine.apply(Record(kind, event.data))
         return saga, machine, events
-
-

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Set
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import attrs
 
 from meshkit._validate import require
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from collections.abc import Set as AbstractSet
 
 __all__ = ["SagaPlan", "StepKind"]
 
@@ -41,7 +44,7 @@ class SagaPlan:
 
     groups: tuple[tuple[str, ...], ...]
     kinds: Mapping[str, StepKind]
-    compensated: Set[str]
+    compensated: AbstractSet[str]
     order: tuple[str, ...]
 
     @classmethod
@@ -50,7 +53,7 @@ class SagaPlan:
         *,
         groups: tuple[tuple[str, ...], ...],
         kinds: Mapping[str, StepKind],
-        compensated: Set[str],
+        compensated: AbstractSet[str],
     ) -> SagaPlan:
         """Return the plan, after checking the rules of the saga model.
 
@@ -71,7 +74,9 @@ class SagaPlan:
             reason = f"a {kind.value} step cannot come after a {_name_of(rank)} step"
             require(_RANK[kind] >= rank, field, kind.value, reason)
             rank = _RANK[kind]
-        return cls(groups=groups, kinds=dict(kinds), compensated=frozenset(compensated), order=order)
+        return cls(
+            groups=groups, kinds=dict(kinds), compensated=frozenset(compensated), order=order
+        )
 
 
 def _name_of(rank: int) -> str:

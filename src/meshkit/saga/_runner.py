@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 import attrs
 
-from meshkit._clock import Clock
 from meshkit.resilience import Timeout
 from meshkit.saga._core import Compensate, Record, RecordType, RunStep, SagaMachine
 from meshkit.saga._definition import Step, StepContext
@@ -20,6 +19,8 @@ from meshkit.saga._json import describe, json_mapping
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from meshkit._clock import Clock
 
 __all__ = ["StepRunner"]
 
@@ -45,29 +46,25 @@ class StepRunner:
     async def run_group(
         self, saga: str, steps: Mapping[str, Step], machine: SagaMachine, group: list[RunStep]
     ) -> list[Record]:
-        """Run a group's actions at once; on a failure that turns the saga around, cancel the
-        siblings still running (they stay started, so they will be compensated)."""
+        """Run a group's actions at once.
+
+        On a failure that turns the saga around, the siblings still running are cancelled
+        (they stay started, so they will be compensated).
+        """
         if len(group) == 1:  # the common case needs no task group
             return [await self.run_action(saga, steps[group[0].step], machine, group[0])]
         outcomes: dict[str, Record] = {}
+
+        async def sibling(command: RunStep, tasks: anyio.abc.TaskGroup) -> None:
+            record = await self.run_action(saga, steps[command.step], machine, command)
+            outcomes[command.step] = record
+            if record.type is RecordType.STEP_FAILED and record.data["compensate"]:
+                tasks.cancel_scope.cancel()
+
         async with anyio.create_task_group() as tasks:
             for command in group:
-                tasks.start_soon(self._sibling, saga, steps, machine, command, outcomes, tasks)
+                tasks.start_soon(sibling, command, tasks)
         return [outcomes[c.step] for c in group if c.step in outcomes]
-
-    async def _sibling(
-        self,
-        saga: str,
-        steps: Mapping[str, Step],
-        machine: SagaMachine,
-        command: RunStep,
-        outcomes: dict[str, Record],
-        tasks: anyio.abc.TaskGroup,
-    ) -> None:
-        record = await self.run_action(saga, steps[command.step], machine, command)
-        outcomes[command.step] = record
-        if record.type is RecordType.STEP_FAILED and record.data["compensate"]:
-            tasks.cancel_scope.cancel()
 
     async def run_action(
         self, saga: str, step: Step, machine: SagaMachine, command: RunStep
@@ -108,8 +105,11 @@ class StepRunner:
     async def compensate(
         self, saga: str, step: Step, machine: SagaMachine, command: Compensate
     ) -> Record:
-        """Call the step's compensation once, shielded from cancellation (its own timeout
-        still applies); return `CompensationSucceeded` or `CompensationFailed`."""
+        """Call the step's compensation once, shielded from cancellation.
+
+        Its own timeout still applies. Returns `CompensationSucceeded` or
+        `CompensationFailed`.
+        """
         compensation: Any = step.compensation
         context = StepContext(
             saga_id=machine.saga_id,

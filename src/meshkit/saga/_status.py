@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Mapping
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
-from meshkit.saga._core import SagaMachine, SagaState, StepState
-from meshkit.saga._plan import StepKind
+from meshkit.saga._core import SagaState
+
+if TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import Mapping
+
+    from meshkit.saga._core import SagaMachine, StepState
+    from meshkit.saga._plan import StepKind
 
 __all__ = [
     "HistoryEntry",
