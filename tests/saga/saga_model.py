@@ -48,7 +48,8 @@ def plans(draw: st.DrawFn) -> SagaPlan:
     kinds = {name: kind for group in groups for name, kind in group}
     compensated = {name for name, kind in kinds.items() if kind is StepKind.COMPENSATABLE}
     pivots = [name for name, kind in kinds.items() if kind is StepKind.PIVOT]
-    if pivots and draw(st.booleans()):
+    pivot_undo: bool = draw(st.booleans())
+    if pivots and pivot_undo:
         compensated.add(pivots[0])
     return plan_of(groups, compensated)
 
@@ -71,7 +72,12 @@ def outcome(machine: SagaMachine, command: RunStep | Compensate, ok: bool) -> Re
         return Record(RecordType.STEP_SUCCEEDED, {"step": step, "result": {step: 1}, "attempts": 1})
     return Record(
         RecordType.STEP_FAILED,
-        {"step": step, "error": "boom", "attempts": 1, "compensate": machine.would_compensate(step)},
+        {
+            "step": step,
+            "error": "boom",
+            "attempts": 1,
+            "compensate": machine.would_compensate(step),
+        },
     )
 
 

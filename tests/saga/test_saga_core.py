@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import given, settings
@@ -29,6 +29,9 @@ from meshkit.saga import (
     StepKind,
     StepState,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def _types(log: list[Record], kind: RecordType) -> list[str]:
@@ -95,13 +98,17 @@ class TestDirection:
         log = simulate(plan, oracle, _crashes(data))
         final = replay(plan, log)
         point_of_no_return = [
-            s for s in _types(log, RecordType.STEP_SUCCEEDED) if plan.kinds[s] is not StepKind.COMPENSATABLE
+            s
+            for s in _types(log, RecordType.STEP_SUCCEEDED)
+            if plan.kinds[s] is not StepKind.COMPENSATABLE
         ]
         if point_of_no_return:
             assert final.state is SagaState.COMPLETED
 
     @given(plan=plans(), failures=st.integers(1, 20))
-    def test_a_failing_retriable_step_never_compensates(self, plan: SagaPlan, failures: int) -> None:
+    def test_a_failing_retriable_step_never_compensates(
+        self, plan: SagaPlan, failures: int
+    ) -> None:
         """Retriable steps that fail many times are retried; nothing is compensated."""
 
         def oracle(operation: str, step: str, call: int) -> bool:
@@ -226,8 +233,9 @@ class SagaMachineModel(RuleBasedStateMachine):
         self.machine = replay(PLAN, self.log)
 
     @precondition(
-        lambda self: not self.in_flight
-        and self.machine.state in {SagaState.RUNNING, SagaState.COMPENSATING}
+        lambda self: (
+            not self.in_flight and self.machine.state in {SagaState.RUNNING, SagaState.COMPENSATING}
+        )
     )
     @rule()
     def get_stuck(self) -> None:

@@ -124,6 +124,7 @@ class SagaOrchestrator:
     owner: str = attrs.field(factory=lambda: uuid.uuid4().hex, validator=instance_of(str))
     _catalog: Catalog = attrs.field(init=False, factory=Catalog)
     _drives: dict[str, _Drive] = attrs.field(init=False, factory=dict)
+    _lost: dict[str, int] = attrs.field(init=False, factory=dict)
     _runner: StepRunner = attrs.field(init=False)
     _tasks: anyio.abc.TaskGroup | None = attrs.field(init=False, default=None)
     _limiter: anyio.CapacityLimiter | None = attrs.field(init=False, default=None)
@@ -143,7 +144,9 @@ class SagaOrchestrator:
             await self.refresh()
             if self.recover:
                 for saga_id in self._catalog.unfinished():
-                    tasks.start_soon(self._recover, saga_id)
+                    # Registered now, so that `wait()` right after entering waits for it.
+                    drive = self._drives[saga_id] = _Drive()
+                    tasks.start_soon(self._recover, saga_id, drive)
         except BaseException as exc:
             tasks.cancel_scope.cancel()
             await tasks.__aexit__(type(exc), exc, exc.__traceback__)
@@ -224,8 +227,8 @@ class SagaOrchestrator:
         drive = self._drives.get(saga_id)
         if drive is not None:
             await drive.done.wait()
-            if drive.lost:
-                raise SagaOwnershipLostError(saga_id, drive.version)
+        if saga_id in self._lost:
+            raise SagaOwnershipLostError(saga_id, self._lost[saga_id])
         return await self.status(saga_id)
 
     async def status(self, saga_id: str) -> SagaStatus:
@@ -269,6 +272,7 @@ class SagaOrchestrator:
             commands = await self._commit(saga, machine, [resumed], retry=False)
         except _LostError:
             raise SagaOwnershipLostError(saga_id, machine.version) from None
+        self._lost.pop(saga_id, None)
         drive = self._drives[saga_id] = _Drive()
         tasks.start_soon(self._drive, saga, machine, commands, drive)
 
@@ -303,31 +307,32 @@ class SagaOrchestrator:
 
     # ------------------------------------------------------------------ driving
 
-    async def _recover(self, saga_id: str) -> None:
+    async def _recover(self, saga_id: str, drive: _Drive) -> None:
         assert self._limiter is not None  # noqa: S101 - set on entering, before any recovery
         async with self._limiter:
             try:
                 saga, machine, _ = await self._load(saga_id)
-            except SagaStateError:
+            except Exception:  # noqa: BLE001 - logged; one bad saga must not stop the rest
                 _LOG.exception("saga %r cannot be recovered", saga_id)
-                return
-            if machine.state not in {SagaState.RUNNING, SagaState.COMPENSATING}:
-                return  # finished or parked meanwhile
-            claimed = Record(RecordType.CLAIMED, {"owner": self.owner})
-            drive = _Drive()
-            self._drives[saga_id] = drive
-            try:
-                commands = await self._commit(saga, machine, [claimed])
-            except _LostError:
-                drive.lost, drive.version = True, machine.version
                 self._stop(saga_id, drive)
                 return
-            await self._drive(saga, machine, commands, drive)
+            if machine.state not in {SagaState.RUNNING, SagaState.COMPENSATING}:
+                self._stop(saga_id, drive)
+                return  # finished or parked meanwhile
+            claimed = Record(RecordType.CLAIMED, {"owner": self.owner})
+            await self._drive(saga, machine, None, drive, [claimed])
 
     async def _drive(
-        self, saga: Saga, machine: SagaMachine, commands: Sequence[Command], drive: _Drive
+        self,
+        saga: Saga,
+        machine: SagaMachine,
+        commands: Sequence[Command] | None,
+        drive: _Drive,
+        claim: Sequence[Record] = (),
     ) -> None:
         try:
+            if commands is None:  # recovering: claim the saga first
+                commands = await self._commit(saga, machine, list(claim))
             await self._loop(saga, machine, commands)
         except _LostError:
             drive.lost, drive.version = True, machine.version
@@ -341,6 +346,8 @@ class SagaOrchestrator:
     def _stop(self, saga_id: str, drive: _Drive) -> None:
         if self._drives.get(saga_id) is drive:
             del self._drives[saga_id]
+        if drive.lost:  # remembered, so that a later `wait()` still learns it
+            self._lost[saga_id] = drive.version
         drive.done.set()
 
     async def _loop(self, saga: Saga, machine: SagaMachine, commands: Sequence[Command]) -> None:
