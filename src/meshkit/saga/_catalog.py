@@ -34,12 +34,14 @@ class Entry:
         version: The last record of its stream applied here.
         started: When it started, on the orchestrator's clock (estimated for sagas found in
             the log, from their wall-clock timestamp).
+        touched: When its last record was written, on the same scale.
     """
 
     name: str
     state: SagaState
     version: int
     started: float
+    touched: float
 
 
 @final
@@ -61,15 +63,22 @@ class Catalog:
         version: int,
         record_type: str,
         data: Mapping[str, Any],
-        started: float,
+        at: float,
     ) -> None:
-        """Apply record `version` of saga `saga_id` (once: replays and gaps are ignored)."""
+        """Apply record `version` of saga `saga_id`, once: replays and gaps are ignored.
+
+        `at` is when the record was written, on the orchestrator's clock.
+        """
         entry = self._entries.get(saga_id)
         if entry is None:
             if version != 1 or record_type != "SagaStarted":
                 return  # a saga whose start this catalog never saw (an older checkpoint)
             entry = Entry(
-                name=str(data.get("saga", "")), state=SagaState.RUNNING, version=0, started=started
+                name=str(data.get("saga", "")),
+                state=SagaState.RUNNING,
+                version=0,
+                started=at,
+                touched=at,
             )
             self._entries[saga_id] = entry
             self._counts[entry.state] += 1
@@ -78,6 +87,7 @@ class Catalog:
         self._counts[entry.state] -= 1
         entry.state = summarize(entry.state, record_type, data)
         entry.version = version
+        entry.touched = at
         self._counts[entry.state] += 1
 
     def state_of(self, saga_id: str) -> SagaState | None:
@@ -89,10 +99,17 @@ class Catalog:
         """Return the ids of the sagas in `state` (all of them for `None`), oldest first."""
         return [k for k, e in self._entries.items() if state is None or e.state is state]
 
-    def unfinished(self) -> list[str]:
-        """Return the ids of the sagas that are running or compensating (not stuck)."""
+    def idle(self, now: float, idle_for: float) -> list[tuple[str, int]]:
+        """Return the ids and versions of the running or compensating sagas gone idle.
+
+        Idle means their last record is at least `idle_for` seconds old.
+        """
         active = (SagaState.RUNNING, SagaState.COMPENSATING)
-        return [k for k, e in self._entries.items() if e.state in active]
+        return [
+            (k, e.version)
+            for k, e in self._entries.items()
+            if e.state in active and now - e.touched >= idle_for
+        ]
 
     def statistics(self, now: float, driving: int) -> SagaStatistics:
         """Return the counts by state and the age of the oldest unfinished saga."""

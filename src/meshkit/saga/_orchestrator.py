@@ -25,7 +25,7 @@ from meshkit._errors import (
     SagaStateError,
     VersionConflictError,
 )
-from meshkit._validate import ge, instance_of, require
+from meshkit._validate import finite, ge, gt, instance_of, optional, require
 from meshkit.eventsourcing import Event, EventStore
 from meshkit.resilience import Backoff, ExponentialBackoff
 from meshkit.saga._catalog import Catalog, clock_time_of
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["SagaOrchestrator"]
 
 _LOG = logging.getLogger("meshkit.saga")
+_ACTIVE = (SagaState.RUNNING, SagaState.COMPENSATING)
 _PAGE = 1000
 
 Listener = Callable[[SagaTransition], object]
@@ -106,6 +107,13 @@ class SagaOrchestrator:
             raises is logged on the `meshkit.saga` logger and otherwise ignored.
         stream_prefix: Prefix of the saga streams' ids (`<prefix><saga_id>`).
         recover: Whether entering drives the unfinished sagas found in the store.
+        recover_after: Seconds a saga's log must have stood still before this orchestrator
+            takes it over (0: at once, right for one orchestrator restarting). With several
+            orchestrators on one store, set it above the longest step: a saga whose driver is
+            alive but inside a longer step would be taken over (that driver then stops at
+            its next append, and the step runs once more: at least once, as promised).
+        recovery_interval: Seconds between scans for sagas to take over while running
+            (`None`: only when entering).
         max_recovering: How many recovered sagas are driven at once.
         store_backoff: The waits between appends retried after the store failed.
         owner: This orchestrator's name in the records it claims sagas with.
@@ -117,6 +125,10 @@ class SagaOrchestrator:
     listeners: tuple[Listener, ...] = attrs.field(default=(), converter=_listeners)
     stream_prefix: str = attrs.field(default="saga-", validator=instance_of(str))
     recover: bool = attrs.field(default=True, validator=instance_of(bool))
+    recover_after: float = attrs.field(default=0.0, validator=[ge(0), finite])
+    recovery_interval: float | None = attrs.field(
+        default=None, validator=[optional(gt(0)), optional(finite)]
+    )
     max_recovering: int = attrs.field(default=64, validator=[instance_of(int), ge(1)])
     store_backoff: Backoff = attrs.field(
         factory=lambda: ExponentialBackoff(base=0.05, cap=5.0), validator=instance_of(Backoff)
@@ -143,10 +155,9 @@ class SagaOrchestrator:
         try:
             await self.refresh()
             if self.recover:
-                for saga_id in self._catalog.unfinished():
-                    # Registered now, so that `wait()` right after entering waits for it.
-                    drive = self._drives[saga_id] = _Drive()
-                    tasks.start_soon(self._recover, saga_id, drive)
+                self._recover_idle(tasks)
+                if self.recovery_interval is not None:
+                    tasks.start_soon(self._keep_recovering, self.recovery_interval)
         except BaseException as exc:
             tasks.cancel_scope.cancel()
             await tasks.__aexit__(type(exc), exc, exc.__traceback__)
@@ -165,6 +176,24 @@ class SagaOrchestrator:
             return None
         tasks.cancel_scope.cancel()
         return await tasks.__aexit__(exc_type, exc, tb)
+
+    def _recover_idle(self, tasks: anyio.abc.TaskGroup) -> None:
+        for saga_id, version in self._catalog.idle(self.clock.now(), self.recover_after):
+            if saga_id in self._drives:
+                continue
+            # Registered now, so that `wait()` right after entering waits for it.
+            drive = self._drives[saga_id] = _Drive()
+            tasks.start_soon(self._recover, saga_id, version, drive)
+
+    async def _keep_recovering(self, interval: float) -> None:
+        while True:
+            await self.clock.sleep(interval)
+            try:
+                await self.refresh()
+            except EventStoreUnavailableError as exc:
+                _LOG.warning("saga recovery scan failed: %s", describe(exc))
+                continue
+            self._recover_idle(self._group())
 
     def _group(self) -> anyio.abc.TaskGroup:
         if self._tasks is None:
@@ -290,9 +319,9 @@ class SagaOrchestrator:
             events = await self.store.read_all(self._catalog.position, limit=_PAGE)
             for event in events:
                 if event.stream_id.startswith(prefix):
-                    started = clock_time_of(event.timestamp, self.clock.now())
+                    at = clock_time_of(event.timestamp, self.clock.now())
                     saga_id = event.stream_id[skip:]
-                    self._catalog.note(saga_id, event.version, event.type, event.data, started)
+                    self._catalog.note(saga_id, event.version, event.type, event.data, at)
                 self._catalog.position = max(self._catalog.position, event.position or 0)
             if len(events) < _PAGE:
                 return
@@ -307,7 +336,7 @@ class SagaOrchestrator:
 
     # ------------------------------------------------------------------ driving
 
-    async def _recover(self, saga_id: str, drive: _Drive) -> None:
+    async def _recover(self, saga_id: str, seen: int, drive: _Drive) -> None:
         assert self._limiter is not None  # noqa: S101 - set on entering, before any recovery
         async with self._limiter:
             try:
@@ -316,9 +345,11 @@ class SagaOrchestrator:
                 _LOG.exception("saga %r cannot be recovered", saga_id)
                 self._stop(saga_id, drive)
                 return
-            if machine.state not in {SagaState.RUNNING, SagaState.COMPENSATING}:
+            if machine.version != seen or machine.state not in _ACTIVE:
+                # Its log moved since the scan: another orchestrator is alive and driving it
+                # (or it finished, or was parked). Only sagas whose log stands still are taken.
                 self._stop(saga_id, drive)
-                return  # finished or parked meanwhile
+                return
             claimed = Record(RecordType.CLAIMED, {"owner": self.owner})
             await self._drive(saga, machine, None, drive, [claimed])
 
