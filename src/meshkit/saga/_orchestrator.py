@@ -83,6 +83,8 @@ class _Drive:
     done: anyio.Event = attrs.field(factory=anyio.Event)
     lost: bool = False
     version: int = 0
+    history: list[Event] = attrs.field(factory=list)
+    status: SagaStatus | None = None
 
 
 class _LostError(Exception):
@@ -221,12 +223,16 @@ class SagaOrchestrator:
         payload = json_mapping(data, "data")
         machine = SagaMachine(saga_id, saga.plan)
         started = Record(RecordType.STARTED, {"saga": saga.name, "data": payload})
-        drive = _Drive()
+        if saga_id in self._drives:
+            raise SagaAlreadyExistsError(saga_id)
+        drive = self._drives[saga_id] = _Drive()
         try:
             commands = await self._commit(saga, machine, [started], retry=False)
-        except _LostError:
-            raise SagaAlreadyExistsError(saga_id) from None
-        self._drives[saga_id] = drive
+        except BaseException as exc:
+            del self._drives[saga_id]
+            if isinstance(exc, _LostError):
+                raise SagaAlreadyExistsError(saga_id) from None
+            raise
         tasks.start_soon(self._drive, saga, machine, commands, drive)
         return saga_id
 
@@ -258,6 +264,8 @@ class SagaOrchestrator:
             await drive.done.wait()
         if saga_id in self._lost:
             raise SagaOwnershipLostError(saga_id, self._lost[saga_id])
+        if drive is not None and drive.status is not None:
+            return drive.status  # what was just appended, without reading it back
         return await self.status(saga_id)
 
     async def status(self, saga_id: str) -> SagaStatus:
@@ -269,17 +277,7 @@ class SagaOrchestrator:
             EventStoreUnavailableError: If the store failed.
         """
         saga, machine, events = await self._load(saga_id)
-        history = tuple(
-            HistoryEntry(
-                version=e.version,
-                type=e.type,
-                step=e.data.get("step"),
-                timestamp=e.timestamp,
-                data=e.data,
-            )
-            for e in events
-        )
-        return SagaStatus.of(saga.name, machine, history)
+        return _status(saga, machine, events)
 
     async def resume(self, saga_id: str) -> None:
         """Drive a `STUCK` saga again (an operator's call, once the cause is fixed).
@@ -292,17 +290,20 @@ class SagaOrchestrator:
             EventStoreUnavailableError: If the store failed.
         """
         tasks = self._group()
-        saga, machine, _ = await self._load(saga_id)
-        if machine.state is not SagaState.STUCK:
+        saga, machine, events = await self._load(saga_id)
+        if machine.state is not SagaState.STUCK or saga_id in self._drives:
             raise SagaStateError(saga_id, machine.state.value, "resume")
         state = SagaState.COMPENSATING if machine.compensating else SagaState.RUNNING
         resumed = Record(RecordType.RESUMED, {"state": state.value, "owner": self.owner})
+        drive = self._drives[saga_id] = _Drive(history=events)
         try:
             commands = await self._commit(saga, machine, [resumed], retry=False)
-        except _LostError:
-            raise SagaOwnershipLostError(saga_id, machine.version) from None
+        except BaseException as exc:
+            del self._drives[saga_id]
+            if isinstance(exc, _LostError):
+                raise SagaOwnershipLostError(saga_id, machine.version) from None
+            raise
         self._lost.pop(saga_id, None)
-        drive = self._drives[saga_id] = _Drive()
         tasks.start_soon(self._drive, saga, machine, commands, drive)
 
     async def refresh(self) -> None:
@@ -340,7 +341,7 @@ class SagaOrchestrator:
         assert self._limiter is not None  # noqa: S101 - set on entering, before any recovery
         async with self._limiter:
             try:
-                saga, machine, _ = await self._load(saga_id)
+                saga, machine, drive.history = await self._load(saga_id)
             except Exception:  # noqa: BLE001 - logged; one bad saga must not stop the rest
                 _LOG.exception("saga %r cannot be recovered", saga_id)
                 self._stop(saga_id, drive)
@@ -365,6 +366,7 @@ class SagaOrchestrator:
             if commands is None:  # recovering: claim the saga first
                 commands = await self._commit(saga, machine, list(claim))
             await self._loop(saga, machine, commands)
+            drive.status = _status(saga, machine, drive.history)
         except _LostError:
             drive.lost, drive.version = True, machine.version
             _LOG.info("saga %r: another orchestrator drives it now; stopped", machine.saga_id)
@@ -458,9 +460,10 @@ class SagaOrchestrator:
         ]
         failures = 0
         while True:
+            # Not shielded: an append cut off by cancellation either landed or not, and the
+            # next recovery reads which (a compensation it recorded is at worst run again).
             try:
-                with anyio.CancelScope(shield=True):  # never leave an append half-known
-                    await self.store.append(stream, events, expected)
+                await self.store.append(stream, events, expected)
                 break
             except VersionConflictError:
                 raise _LostError from None
@@ -470,6 +473,9 @@ class SagaOrchestrator:
                 _LOG.warning("saga %r: append failed, retrying: %s", machine.saga_id, describe(exc))
                 await self.clock.sleep(self.store_backoff.delay(failures))
                 failures += 1
+        drive = self._drives.get(machine.saga_id)
+        if drive is not None:
+            drive.history.extend(events)
         self._publish(saga, machine, expected, records)
 
     def _publish(
@@ -514,3 +520,17 @@ class SagaOrchestrator:
                 raise SagaStateError(saga_id, f"logged {event.type!r}", "load") from None
             machine.apply(Record(kind, event.data))
         return saga, machine, events
+
+
+def _status(saga: Saga, machine: SagaMachine, events: Sequence[Event]) -> SagaStatus:
+    history = tuple(
+        HistoryEntry(
+            version=e.version,
+            type=e.type,
+            step=e.data.get("step"),
+            timestamp=e.timestamp,
+            data=e.data,
+        )
+        for e in events
+    )
+    return SagaStatus.of(saga.name, machine, history)
