@@ -6,10 +6,19 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import Participant, StoreFactory
 
+from conftest import Participant, StoreFactory
 from meshkit import SagaOwnershipLostError
-from meshkit.saga import Parallel, Saga, SagaOrchestrator, SagaState, Step, StepContext, StepKind
+from meshkit.saga import (
+    Parallel,
+    Saga,
+    SagaOrchestrator,
+    SagaState,
+    SagaTransition,
+    Step,
+    StepContext,
+    StepKind,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -75,10 +84,16 @@ class TestBackends:
         async with SagaOrchestrator(store=await make_store(), sagas=[saga]) as first:
             saga_id = await first.start(saga, {})
             await entered.wait()
+            claimed = anyio.Event()
+
+            def on_claim(transition: SagaTransition) -> None:
+                if transition.type == "SagaClaimed":
+                    claimed.set()
+
             store = await make_store()
-            async with SagaOrchestrator(store=store, sagas=[saga]) as second:
-                while await store.stream_version(f"saga-{saga_id}") < 4:  # second's claim
-                    await anyio.sleep(0.01)
+            async with SagaOrchestrator(store=store, sagas=[saga], listeners=[on_claim]) as second:
+                with anyio.fail_after(60):
+                    await claimed.wait()
                 gate.set()
                 status = await second.wait(saga_id)
                 with pytest.raises(SagaOwnershipLostError):
