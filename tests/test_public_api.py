@@ -15,6 +15,7 @@ PACKAGES = [
     "meshkit.balancing",
     "meshkit.eventsourcing",
     "meshkit.testing",
+    "meshkit.saga",
 ]
 
 
@@ -54,6 +55,7 @@ def test_import_needs_only_anyio_and_attrs() -> None:
     """`import meshkit` (and its pattern packages) loads no optional dependency."""
     code = (
         "import sys, meshkit, meshkit.resilience, meshkit.balancing, meshkit.eventsourcing\n"
+        "import meshkit.saga\n"
         "heavy = {'grpc', 'consul', 'psycopg', 'psycopg_pool', 'redis', 'xxhash', 'mmh3'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )

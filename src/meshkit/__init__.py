@@ -23,17 +23,15 @@ from meshkit._errors import (
     RateLimiterUnavailableError,
     RateLimitExceededError,
     ResilienceError,
-    StreamNotFoundError,
-    UnhandledEventError,
-    UnknownEventTypeError,
-    VersionConflictError,
-)
-from meshkit._errors import (
     SagaAlreadyExistsError,
     SagaError,
     SagaNotFoundError,
     SagaOwnershipLostError,
     SagaStateError,
+    StreamNotFoundError,
+    UnhandledEventError,
+    UnknownEventTypeError,
+    VersionConflictError,
 )
 from meshkit.balancing import (
     BoundedLoadRing,
@@ -125,6 +123,11 @@ __all__ = [
     "RetryBudget",
     "RoundRobin",
     "SQLiteEventStore",
+    "SagaAlreadyExistsError",
+    "SagaError",
+    "SagaNotFoundError",
+    "SagaOwnershipLostError",
+    "SagaStateError",
     "StreamNotFoundError",
     "Subscription",
     "SystemClock",
@@ -136,9 +139,4 @@ __all__ = [
     "applies",
     "current_deadline",
     "time_remaining",
-    "SagaAlreadyExistsError",
-    "SagaError",
-    "SagaNotFoundError",
-    "SagaOwnershipLostError",
-    "SagaStateError",
 ]

@@ -48,15 +48,15 @@ __all__ = [
     "RateLimitExceededError",
     "RateLimiterUnavailableError",
     "ResilienceError",
+    "SagaAlreadyExistsError",
+    "SagaError",
+    "SagaNotFoundError",
+    "SagaOwnershipLostError",
+    "SagaStateError",
     "StreamNotFoundError",
     "UnhandledEventError",
     "UnknownEventTypeError",
     "VersionConflictError",
-    "SagaError",
-    "SagaNotFoundError",
-    "SagaAlreadyExistsError",
-    "SagaStateError",
-    "SagaOwnershipLostError",
 ]
 
 

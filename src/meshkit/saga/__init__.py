@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from meshkit.saga._core import (
-    Command,
     Compensate,
     Finish,
     Record,
@@ -14,7 +13,7 @@ from meshkit.saga._core import (
     StepProgress,
     StepState,
 )
-from meshkit.saga._definition import Action, Compensation, Parallel, Saga, Step, StepContext
+from meshkit.saga._definition import Parallel, Saga, Step, StepContext
 from meshkit.saga._orchestrator import SagaOrchestrator
 from meshkit.saga._plan import SagaPlan, StepKind
 from meshkit.saga._status import (
@@ -26,10 +25,7 @@ from meshkit.saga._status import (
 )
 
 __all__ = [
-    "Action",
-    "Command",
     "Compensate",
-    "Compensation",
     "Finish",
     "HistoryEntry",
     "Parallel",
