@@ -7,9 +7,18 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from meshkit.eventsourcing import EventStore, MemoryEventStore, PostgresEventStore, SQLiteEventStore
+from meshkit import EventStoreUnavailableError
+from meshkit.eventsourcing import (
+    Event,
+    EventStore,
+    MemoryEventStore,
+    PostgresEventStore,
+    Snapshot,
+    SQLiteEventStore,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
     from meshkit.saga import StepContext
@@ -86,3 +95,49 @@ class Participant:
 
     def did(self, operation: str) -> list[str]:
         return [step for op, step, _ in self.calls if op == operation]
+
+
+class FlakyStore:
+    """A memory store whose appends (and reads of the global log) fail on demand.
+
+    `failures` appends fail first with `EventStoreUnavailableError` (or `append_error`);
+    `read_failures` calls of `read_all` fail the same way.
+    """
+
+    def __init__(self, failures: int = 2, append_error: Exception | None = None) -> None:
+        self.failures = failures
+        self.read_failures = 0
+        self.append_error = append_error or EventStoreUnavailableError("flaky", "append", "down")
+        self.inner = MemoryEventStore()
+
+    async def append(self, stream_id: str, events: Sequence[Event], expected_version: int) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise self.append_error
+        return await self.inner.append(stream_id, events, expected_version)
+
+    async def read(
+        self, stream_id: str, from_version: int = 1, *, limit: int | None = None
+    ) -> list[Event]:
+        return await self.inner.read(stream_id, from_version, limit=limit)
+
+    async def read_all(self, after_position: int = 0, *, limit: int | None = None) -> list[Event]:
+        if self.read_failures:
+            self.read_failures -= 1
+            raise EventStoreUnavailableError("flaky", "read_all", "down")
+        return await self.inner.read_all(after_position, limit=limit)
+
+    async def stream_version(self, stream_id: str) -> int:
+        return await self.inner.stream_version(stream_id)
+
+    async def wait_for_new(self, after_position: int) -> None:
+        await self.inner.wait_for_new(after_position)
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        await self.inner.save_snapshot(snapshot)
+
+    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        return await self.inner.load_snapshot(stream_id)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

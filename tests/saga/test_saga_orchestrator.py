@@ -9,7 +9,7 @@ import anyio
 import attrs
 import pytest
 
-from conftest import Participant
+from conftest import FlakyStore, Participant
 from meshkit import (
     ConfigurationError,
     EventStoreUnavailableError,
@@ -18,7 +18,7 @@ from meshkit import (
     SagaOwnershipLostError,
     SagaStateError,
 )
-from meshkit.eventsourcing import Event, MemoryEventStore, Snapshot
+from meshkit.eventsourcing import Event, MemoryEventStore
 from meshkit.resilience import Retry
 from meshkit.saga import (
     Parallel,
@@ -461,43 +461,6 @@ class TestRecovery:
         assert status.state is SagaState.COMPLETED
         assert p.applied == 2
         assert sorted(p.did("do")) == ["create", "create", "pay"]  # create: at least once
-
-
-class FlakyStore:
-    """A memory store whose appends fail `failures` times first."""
-
-    def __init__(self, failures: int = 2) -> None:
-        self.failures = failures
-        self.inner = MemoryEventStore()
-
-    async def append(self, stream_id: str, events: Sequence[Event], expected_version: int) -> int:
-        if self.failures:
-            self.failures -= 1
-            raise EventStoreUnavailableError("flaky", "append", "down")
-        return await self.inner.append(stream_id, events, expected_version)
-
-    async def read(
-        self, stream_id: str, from_version: int = 1, *, limit: int | None = None
-    ) -> list[Event]:
-        return await self.inner.read(stream_id, from_version, limit=limit)
-
-    async def read_all(self, after_position: int = 0, *, limit: int | None = None) -> list[Event]:
-        return await self.inner.read_all(after_position, limit=limit)
-
-    async def stream_version(self, stream_id: str) -> int:
-        return await self.inner.stream_version(stream_id)
-
-    async def wait_for_new(self, after_position: int) -> None:
-        await self.inner.wait_for_new(after_position)
-
-    async def save_snapshot(self, snapshot: Snapshot) -> None:
-        await self.inner.save_snapshot(snapshot)
-
-    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
-        return await self.inner.load_snapshot(stream_id)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 class TestObservers:

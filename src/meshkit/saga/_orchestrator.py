@@ -160,9 +160,9 @@ class SagaOrchestrator:
                 self._recover_idle(tasks)
                 if self.recovery_interval is not None:
                     tasks.start_soon(self._keep_recovering, self.recovery_interval)
-        except BaseException as exc:
+        except BaseException:
             tasks.cancel_scope.cancel()
-            await tasks.__aexit__(type(exc), exc, exc.__traceback__)
+            await tasks.__aexit__(None, None, None)  # only cancelled tasks to collect
             self._tasks = None
             raise
         return self
