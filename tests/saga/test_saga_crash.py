@@ -6,7 +6,9 @@ a participant's effect, or an append. A last child recovers without dying. Then 
 must be COMPLETED or COMPENSATED as its data dictates, no effect may have been applied twice,
 and every effect of a compensated saga must be undone.
 
-`MESHKIT_SAGA_KILLS` sets the kill points per backend (default 100: 200 per run in all).
+`MESHKIT_SAGA_KILLS` sets the kill points per backend (default 100: 200 per run in all), split
+over `CHAINS` independent chains (fresh databases, their own seeds) so that each test stays
+well inside the per-test timeout; set it to thousands for a long soak.
 """
 
 # ruff: noqa: S608 - the SQL text is built from the test's own schema name
@@ -25,12 +27,15 @@ from pathlib import Path
 from typing import IO, Any
 
 import anyio
+import pytest
 
 from meshkit.eventsourcing import Event, EventStore, PostgresEventStore, SQLiteEventStore
 from meshkit.saga import Saga, SagaOrchestrator, SagaState, Step, StepContext, StepKind
 
 WORKER = Path(__file__).with_name("saga_crash_worker.py")
 KILLS = int(os.environ.get("MESHKIT_SAGA_KILLS", "100"))
+CHAINS = 4
+PER_CHAIN = max(1, KILLS // CHAINS)
 STEPS = ("create", "reserve", "hold", "pay", "confirm")
 
 
@@ -166,17 +171,21 @@ def _setup(backend: str, ledger: str, schema: str) -> None:
 
 
 class TestCrashFuzzing:
-    def test_sqlite(self, tmp_path: Path) -> None:
+    @pytest.mark.parametrize("seed", range(CHAINS))
+    def test_sqlite(self, tmp_path: Path, seed: int, record_property: Any) -> None:
         """SQLite: after SIGKILLs at seeded points and a recovery, every invariant holds."""
         store, ledger = tmp_path / "store.db", tmp_path / "ledger.db"
         _setup("sqlite", str(ledger), "")
         server = Server()
         try:
             base = {"backend": "sqlite", "store": str(store), "ledger": str(ledger), "schema": ""}
-            datas, killed = _chain(server, base, seed=1, kills=KILLS)
+            datas, killed = _chain(server, base, seed=100 + seed, kills=PER_CHAIN)
         finally:
             server.close()
-        assert KILLS < 20 or killed > KILLS // 2  # most children really died mid-flight
+        record_property("kill_points", PER_CHAIN)
+        record_property("killed", killed)
+        record_property("sagas", len(datas))
+        assert PER_CHAIN < 10 or killed > PER_CHAIN // 2  # most children died mid-flight
 
         async def states() -> dict[str, SagaState | None]:
             async with SQLiteEventStore(path=store) as events:
@@ -184,7 +193,10 @@ class TestCrashFuzzing:
 
         _check(anyio.run(states), datas, _sqlite_effects(ledger))
 
-    def test_postgres(self, postgres_dsn: str, pg_schema: str) -> None:
+    @pytest.mark.parametrize("seed", range(CHAINS))
+    def test_postgres(
+        self, postgres_dsn: str, pg_schema: str, seed: int, record_property: Any
+    ) -> None:
         """PostgreSQL: after SIGKILLs at seeded points and a recovery, every invariant holds."""
         _setup("postgres", postgres_dsn, pg_schema)
         server = Server()
@@ -195,10 +207,13 @@ class TestCrashFuzzing:
                 "ledger": postgres_dsn,
                 "schema": pg_schema,
             }
-            datas, killed = _chain(server, base, seed=2, kills=KILLS)
+            datas, killed = _chain(server, base, seed=200 + seed, kills=PER_CHAIN)
         finally:
             server.close()
-        assert KILLS < 20 or killed > KILLS // 2  # most children really died mid-flight
+        record_property("kill_points", PER_CHAIN)
+        record_property("killed", killed)
+        record_property("sagas", len(datas))
+        assert PER_CHAIN < 10 or killed > PER_CHAIN // 2  # most children died mid-flight
 
         async def states() -> dict[str, SagaState | None]:
             async with PostgresEventStore(dsn=postgres_dsn, schema=pg_schema) as events:
