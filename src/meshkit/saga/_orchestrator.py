@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Self, cast, final
+from typing import TYPE_CHECKING, Any, Self, final
 
 import anyio
 import attrs
@@ -41,10 +40,12 @@ from meshkit.saga._core import (
 )
 from meshkit.saga._definition import Saga, check_name
 from meshkit.saga._json import describe, json_mapping
+from meshkit.saga._options import Listener, listeners_of, sagas_by_name, status_of
 from meshkit.saga._runner import StepRunner
-from meshkit.saga._status import HistoryEntry, SagaStatistics, SagaStatus, SagaTransition
+from meshkit.saga._status import SagaStatistics, SagaStatus, SagaTransition
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from types import TracebackType
 
 __all__ = ["SagaOrchestrator"]
@@ -52,28 +53,6 @@ __all__ = ["SagaOrchestrator"]
 _LOG = logging.getLogger("meshkit.saga")
 _ACTIVE = (SagaState.RUNNING, SagaState.COMPENSATING)
 _PAGE = 1000
-
-Listener = Callable[[SagaTransition], object]
-
-
-def _sagas(value: object) -> dict[str, Saga]:
-    items = list(value) if isinstance(value, Iterable) and not isinstance(value, str) else None
-    require(items is not None, "sagas", value, "must be an iterable of Saga")
-    by_name: dict[str, Saga] = {}
-    for saga in items or ():
-        require(isinstance(saga, Saga), "sagas", saga, "must hold Saga definitions")
-        require(saga.name not in by_name, "sagas", saga.name, "duplicate saga name")
-        by_name[saga.name] = saga
-    return by_name
-
-
-def _listeners(value: object) -> tuple[Listener, ...]:
-    ok = isinstance(value, Iterable) and not isinstance(value, str)
-    require(ok, "listeners", value, "must be an iterable of callables")
-    items = tuple(cast("Iterable[object]", value))
-    for item in items:
-        require(callable(item), "listeners", item, "must hold callables")
-    return cast("tuple[Listener, ...]", items)
 
 
 @attrs.define(eq=False)
@@ -122,9 +101,9 @@ class SagaOrchestrator:
     """
 
     store: EventStore = attrs.field(validator=instance_of(EventStore))
-    sagas: Mapping[str, Saga] = attrs.field(converter=_sagas)
+    sagas: Mapping[str, Saga] = attrs.field(converter=sagas_by_name)
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
-    listeners: tuple[Listener, ...] = attrs.field(default=(), converter=_listeners)
+    listeners: tuple[Listener, ...] = attrs.field(default=(), converter=listeners_of)
     stream_prefix: str = attrs.field(default="saga-", validator=instance_of(str))
     recover: bool = attrs.field(default=True, validator=instance_of(bool))
     recover_after: float = attrs.field(default=0.0, validator=[ge(0), finite])
@@ -277,7 +256,7 @@ class SagaOrchestrator:
             EventStoreUnavailableError: If the store failed.
         """
         saga, machine, events = await self._load(saga_id)
-        return _status(saga, machine, events)
+        return status_of(saga, machine, events)
 
     async def resume(self, saga_id: str) -> None:
         """Drive a `STUCK` saga again (an operator's call, once the cause is fixed).
@@ -366,7 +345,7 @@ class SagaOrchestrator:
             if commands is None:  # recovering: claim the saga first
                 commands = await self._commit(saga, machine, list(claim))
             await self._loop(saga, machine, commands)
-            drive.status = _status(saga, machine, drive.history)
+            drive.status = status_of(saga, machine, drive.history)
         except _LostError:
             drive.lost, drive.version = True, machine.version
             _LOG.info("saga %r: another orchestrator drives it now; stopped", machine.saga_id)
@@ -520,17 +499,3 @@ class SagaOrchestrator:
                 raise SagaStateError(saga_id, f"logged {event.type!r}", "load") from None
             machine.apply(Record(kind, event.data))
         return saga, machine, events
-
-
-def _status(saga: Saga, machine: SagaMachine, events: Sequence[Event]) -> SagaStatus:
-    history = tuple(
-        HistoryEntry(
-            version=e.version,
-            type=e.type,
-            step=e.data.get("step"),
-            timestamp=e.timestamp,
-            data=e.data,
-        )
-        for e in events
-    )
-    return SagaStatus.of(saga.name, machine, history)
