@@ -244,6 +244,12 @@ async def run_job(job: dict[str, Any]) -> None:
             for saga_id in ids:
                 with contextlib.suppress(SagaOwnershipLostError):  # another process has it
                     await orch.wait(saga_id)
+            while recover_after:  # sharing the store: wait until every saga has ended
+                await orch.refresh()
+                stats = orch.statistics()
+                if stats.running + stats.compensating == 0:
+                    break
+                await anyio.sleep(0.1)
     finally:
         await inner.aclose()
 

@@ -34,7 +34,7 @@ class Entry:
         version: The last record of its stream applied here.
         started: When it started, on the orchestrator's clock (estimated for sagas found in
             the log, from their wall-clock timestamp).
-        touched: When its last record was written, on the same scale.
+        touched: When this orchestrator learnt of its last record, on the same clock.
     """
 
     name: str
@@ -64,10 +64,14 @@ class Catalog:
         record_type: str,
         data: Mapping[str, Any],
         at: float,
+        *,
+        started: float | None = None,
     ) -> None:
         """Apply record `version` of saga `saga_id`, once: replays and gaps are ignored.
 
-        `at` is when the record was written, on the orchestrator's clock.
+        `at` is when this orchestrator learnt of the record, on its own clock (so idleness
+        is judged by what it observed, whatever the writers' wall clocks say); `started`
+        estimates when a saga first seen in the log started (default: `at`).
         """
         entry = self._entries.get(saga_id)
         if entry is None:
@@ -77,7 +81,7 @@ class Catalog:
                 name=str(data.get("saga", "")),
                 state=SagaState.RUNNING,
                 version=0,
-                started=at,
+                started=at if started is None else started,
                 touched=at,
             )
             self._entries[saga_id] = entry

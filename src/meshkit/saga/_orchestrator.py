@@ -88,13 +88,15 @@ class SagaOrchestrator:
             raises is logged on the `meshkit.saga` logger and otherwise ignored.
         stream_prefix: Prefix of the saga streams' ids (`<prefix><saga_id>`).
         recover: Whether entering drives the unfinished sagas found in the store.
-        recover_after: Seconds a saga's log must have stood still before this orchestrator
-            takes it over (0: at once, right for one orchestrator restarting). With several
-            orchestrators on one store, set it above the longest step: a saga whose driver is
-            alive but inside a longer step would be taken over (that driver then stops at
-            its next append, and the step runs once more: at least once, as promised).
-        recovery_interval: Seconds between scans for sagas to take over while running
-            (`None`: only when entering).
+        recover_after: Seconds this orchestrator must have seen a saga's log stand still
+            (on its own clock, between its scans of the global log) before it takes the saga
+            over. 0 (the default): every unfinished saga found on entering, right for one
+            orchestrator restarting. With several orchestrators on one store, set it above
+            the longest step: a saga whose driver is alive but inside a longer step would be
+            taken over (that driver then stops at its next append, and the step runs once
+            more: at least once, as promised).
+        recovery_interval: Seconds between scans of the global log while running (default:
+            `recover_after`, and no scan after entering when that is 0).
         max_recovering: How many recovered sagas are driven at once.
         store_backoff: The waits between appends retried after the store failed.
         owner: This orchestrator's name in the records it claims sagas with.
@@ -137,8 +139,9 @@ class SagaOrchestrator:
             await self.refresh()
             if self.recover:
                 self._recover_idle(tasks)
-                if self.recovery_interval is not None:
-                    tasks.start_soon(self._keep_recovering, self.recovery_interval)
+                interval = self.recovery_interval or self.recover_after
+                if interval > 0:
+                    tasks.start_soon(self._keep_recovering, interval)
         except BaseException:
             tasks.cancel_scope.cancel()
             await tasks.__aexit__(None, None, None)  # only cancelled tasks to collect
@@ -299,9 +302,12 @@ class SagaOrchestrator:
             events = await self.store.read_all(self._catalog.position, limit=_PAGE)
             for event in events:
                 if event.stream_id.startswith(prefix):
-                    at = clock_time_of(event.timestamp, self.clock.now())
+                    now = self.clock.now()
+                    started = clock_time_of(event.timestamp, now)
                     saga_id = event.stream_id[skip:]
-                    self._catalog.note(saga_id, event.version, event.type, event.data, at)
+                    self._catalog.note(
+                        saga_id, event.version, event.type, event.data, now, started=started
+                    )
                 self._catalog.position = max(self._catalog.position, event.position or 0)
             if len(events) < _PAGE:
                 return
