@@ -1,8 +1,10 @@
 """meshkit: a proxyless service mesh for Python.
 
-The stable API is re-exported here: the clock, the error tree, and the main names of the
-pattern packages. `meshkit.resilience`, `meshkit.balancing` and `meshkit.eventsourcing` hold
-the rest (statistics values, listener events, configuration pieces).
+Every public name has exactly one import path. The top level holds what spans the areas: the
+injected clock and the whole error tree, so `except meshkit.CircuitOpenError` works wherever
+the error comes from. Each capability is its own package and the public home of its names:
+`meshkit.resilience`, `meshkit.balancing`, `meshkit.eventsourcing` and `meshkit.testing`
+(optional dependencies of an area are imported only when one of its classes needs them).
 """
 
 from __future__ import annotations
@@ -33,110 +35,35 @@ from meshkit._errors import (
     UnknownEventTypeError,
     VersionConflictError,
 )
-from meshkit.balancing import (
-    BoundedLoadRing,
-    Endpoint,
-    HashRing,
-    LeastRequest,
-    LoadBalancer,
-    Maglev,
-    OutlierConfig,
-    OutlierDetector,
-    PeakEwma,
-    RoundRobin,
-    WeightedRoundRobin,
-)
-from meshkit.eventsourcing import (
-    Aggregate,
-    Event,
-    EventRegistry,
-    EventStore,
-    MemoryEventStore,
-    PostgresEventStore,
-    Repository,
-    SQLiteEventStore,
-    Subscription,
-    applies,
-)
-from meshkit.resilience import (
-    Bulkhead,
-    CircuitBreaker,
-    CircuitBreakerConfig,
-    CircuitState,
-    Deadline,
-    ExponentialBackoff,
-    Pipeline,
-    PipelineOutcome,
-    RateLimiter,
-    RedisRateLimiter,
-    Retry,
-    RetryBudget,
-    Timeout,
-    current_deadline,
-    time_remaining,
-)
+from meshkit._public import publish as _publish
 
 __all__ = [
     "SYSTEM_CLOCK",
-    "Aggregate",
     "BalancingError",
-    "BoundedLoadRing",
-    "Bulkhead",
     "BulkheadFullError",
-    "CircuitBreaker",
-    "CircuitBreakerConfig",
     "CircuitOpenError",
-    "CircuitState",
     "Clock",
     "ConfigurationError",
-    "Deadline",
     "DeadlineExceededError",
-    "Endpoint",
-    "Event",
     "EventDecodeError",
-    "EventRegistry",
     "EventSourcingError",
-    "EventStore",
     "EventStoreUnavailableError",
-    "ExponentialBackoff",
-    "HashRing",
-    "LeastRequest",
-    "LoadBalancer",
-    "Maglev",
-    "MemoryEventStore",
     "MeshkitError",
     "NoAvailableEndpointError",
-    "OutlierConfig",
-    "OutlierDetector",
-    "PeakEwma",
-    "Pipeline",
-    "PipelineOutcome",
-    "PostgresEventStore",
     "PublishError",
     "RateLimitExceededError",
-    "RateLimiter",
     "RateLimiterUnavailableError",
-    "RedisRateLimiter",
-    "Repository",
     "ResilienceError",
-    "Retry",
-    "RetryBudget",
-    "RoundRobin",
-    "SQLiteEventStore",
     "SagaAlreadyExistsError",
     "SagaError",
     "SagaNotFoundError",
     "SagaOwnershipLostError",
     "SagaStateError",
     "StreamNotFoundError",
-    "Subscription",
     "SystemClock",
-    "Timeout",
     "UnhandledEventError",
     "UnknownEventTypeError",
     "VersionConflictError",
-    "WeightedRoundRobin",
-    "applies",
-    "current_deadline",
-    "time_remaining",
 ]
+
+_publish(__name__, globals())

@@ -1,7 +1,22 @@
-"""Small attrs validators that raise `ConfigurationError` naming the field and the value.
+"""The one validator vocabulary: attrs validators that raise `ConfigurationError`.
 
-Use them on config classes (`attrs.field(validator=gt(0))`) and `require()` for plain
-function arguments, so that every bad value is reported the same way wherever it is caught.
+Every check a config or an argument needs is spelled once here, so a bad value is reported the
+same way wherever it is caught: the field, the value and the rule. Use them on attrs fields
+(`attrs.field(validator=[count(), le(100)])`) and `require()` for a plain function argument.
+Each validator is a small frozen object with a `repr` saying its rule, as attrs' own are.
+
+| validator | accepts |
+| --- | --- |
+| `gt(b)`, `ge(b)`, `lt(b)`, `le(b)`, `in_range(lo, hi)` | a number (not bool, not NaN) in bounds |
+| `finite` | a finite number |
+| `positive_seconds` | a duration in seconds: a finite number > 0 |
+| `count(minimum, maximum)` | an int (not bool) in `[minimum, maximum]` |
+| `non_empty_str` | a non-empty str that UTF-8 can encode (no lone surrogate) without NUL |
+| `is_callable` | anything callable |
+| `exception_matcher` | an exception type, a tuple of them, or a predicate on the exception |
+| `one_of(*values)` | one of `values` |
+| `instance_of(*types)` | an instance of `types` (bool is no int here) |
+| `optional(v)` | `None`, or what `v` accepts |
 """
 
 from __future__ import annotations
@@ -9,16 +24,42 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias, final
+
+import attrs
 
 from meshkit._errors import ConfigurationError
 
 if TYPE_CHECKING:
-    import attrs
+    from collections.abc import Iterable
 
-__all__ = ["finite", "ge", "gt", "in_range", "instance_of", "le", "lt", "optional", "require"]
+__all__ = [
+    "ExceptionMatcher",
+    "count",
+    "exception_matcher",
+    "exception_predicate",
+    "finite",
+    "ge",
+    "gt",
+    "in_range",
+    "instance_of",
+    "is_callable",
+    "le",
+    "lt",
+    "non_empty_str",
+    "one_of",
+    "optional",
+    "positive_seconds",
+    "require",
+    "text_problem",
+]
 
-Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+Validator: TypeAlias = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+ExceptionMatcher: TypeAlias = (
+    type[BaseException] | tuple[type[BaseException], ...] | Callable[[Exception], bool]
+)
+"""Exception types (one or a tuple, matched with `isinstance`) or a predicate on the exception."""
 
 
 def require(ok: bool, field: str, value: object, reason: str) -> None:  # noqa: FBT001
@@ -31,82 +72,265 @@ def require(ok: bool, field: str, value: object, reason: str) -> None:  # noqa: 
         raise ConfigurationError(field, value, reason)
 
 
-def _number(attribute: attrs.Attribute[Any], value: object) -> float:
+def _number(field: str, value: object) -> float:
+    """Return `value` if it is a real number that is not NaN; bool is not a number here."""
     kind = type(value)
     if kind is int:  # the common case first: exact ints (never bool, never NaN)
         return value  # type: ignore[return-value]
     if kind is float and value == value:  # noqa: PLR0124 - NaN is the only x != x
         return value  # type: ignore[return-value]
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(attribute.name, value, "must be a number")
+        raise ConfigurationError(field, value, "must be a number")
     if math.isnan(value):
-        raise ConfigurationError(attribute.name, value, "must not be NaN")
+        raise ConfigurationError(field, value, "must not be NaN")
     return value
 
 
-def _compare(op: Callable[[float, float], bool], text: str, bound: float) -> Validator:
-    def validate(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        number = _number(attribute, value)
-        if not op(number, bound):
-            raise ConfigurationError(attribute.name, value, f"must be {text} {bound}")
+def _is_finite(number: float) -> bool:
+    # An int is always finite; math.isfinite would raise OverflowError past 2**1024.
+    return isinstance(number, int) or math.isfinite(number)
 
-    return validate
+
+@final
+@attrs.frozen(repr=False)
+class _Compare:
+    op: Callable[[float, float], bool]
+    text: str
+    bound: float
+
+    def __call__(self, _inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not self.op(_number(attribute.name, value), self.bound):
+            raise ConfigurationError(attribute.name, value, f"must be {self.text} {self.bound}")
+
+    def __repr__(self) -> str:
+        return f"<validator: number {self.text} {self.bound}>"
 
 
 def gt(bound: float) -> Validator:
     """Require a number greater than `bound`."""
-    return _compare(operator.gt, ">", bound)
+    return _Compare(operator.gt, ">", bound)
 
 
 def ge(bound: float) -> Validator:
     """Require a number greater than or equal to `bound`."""
-    return _compare(operator.ge, ">=", bound)
+    return _Compare(operator.ge, ">=", bound)
 
 
 def lt(bound: float) -> Validator:
     """Require a number less than `bound`."""
-    return _compare(operator.lt, "<", bound)
+    return _Compare(operator.lt, "<", bound)
 
 
 def le(bound: float) -> Validator:
     """Require a number less than or equal to `bound`."""
-    return _compare(operator.le, "<=", bound)
+    return _Compare(operator.le, "<=", bound)
+
+
+@final
+@attrs.frozen(repr=False)
+class _InRange:
+    low: float
+    high: float
+
+    def __call__(self, _inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not self.low <= _number(attribute.name, value) <= self.high:
+            reason = f"must be in [{self.low}, {self.high}]"
+            raise ConfigurationError(attribute.name, value, reason)
+
+    def __repr__(self) -> str:
+        return f"<validator: number in [{self.low}, {self.high}]>"
 
 
 def in_range(low: float, high: float) -> Validator:
     """Require a number in the closed interval `[low, high]`."""
-
-    def validate(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        number = _number(attribute, value)
-        if not low <= number <= high:
-            raise ConfigurationError(attribute.name, value, f"must be in [{low}, {high}]")
-
-    return validate
+    return _InRange(low, high)
 
 
-def finite(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    """Require a finite number."""
-    if not math.isfinite(_number(attribute, value)):
-        raise ConfigurationError(attribute.name, value, "must be finite")
+@final
+@attrs.frozen(repr=False)
+class _Finite:
+    positive: bool
+
+    def __call__(self, _inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        number = _number(attribute.name, value)
+        if not _is_finite(number):
+            raise ConfigurationError(attribute.name, value, "must be finite")
+        if self.positive and not number > 0:
+            raise ConfigurationError(attribute.name, value, "must be > 0 seconds")
+
+    def __repr__(self) -> str:
+        return "<validator: positive finite seconds>" if self.positive else "<validator: finite>"
+
+
+finite: Validator = _Finite(positive=False)
+"""Require a finite number."""
+
+positive_seconds: Validator = _Finite(positive=True)
+"""Require a duration in seconds: a finite number greater than 0."""
+
+
+@final
+@attrs.frozen(repr=False)
+class _Count:
+    minimum: int
+    maximum: int | None
+
+    def __call__(self, _inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigurationError(attribute.name, value, "must be int")
+        if value < self.minimum:
+            raise ConfigurationError(attribute.name, value, f"must be >= {self.minimum}")
+        if self.maximum is not None and value > self.maximum:
+            raise ConfigurationError(attribute.name, value, f"must be <= {self.maximum}")
+
+    def __repr__(self) -> str:
+        high = "" if self.maximum is None else f", <= {self.maximum}"
+        return f"<validator: int >= {self.minimum}{high}>"
+
+
+def count(minimum: int = 1, maximum: int | None = None) -> Validator:
+    """Require an int (not bool) in `[minimum, maximum]` (no upper bound when `maximum` is None)."""
+    return _Count(minimum, maximum)
+
+
+def text_problem(value: object) -> str | None:
+    """Return why `value` is not storable text (a str UTF-8 can encode, without NUL), or None."""
+    if not isinstance(value, str):
+        return "must be a str"
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (it holds a lone surrogate)"
+    return None
+
+
+@final
+@attrs.frozen(repr=False)
+class _NonEmptyStr:
+    def __call__(self, _inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        problem = text_problem(value) or (None if value else "must be a non-empty str")
+        if problem is not None:
+            raise ConfigurationError(attribute.name, value, problem)
+
+    def __repr__(self) -> str:
+        return "<validator: non-empty str>"
+
+
+non_empty_str: Validator = _NonEmptyStr()
+"""Require a non-empty str that UTF-8 can encode and that holds no NUL (a name, an id)."""
+
+
+@final
+@attrs.frozen(repr=False)
+class _IsCallable:
+    def __call__(self, _inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not callable(value):
+            raise ConfigurationError(attribute.name, value, "must be callable")
+
+    def __repr__(self) -> str:
+        return "<validator: callable>"
+
+
+is_callable: Validator = _IsCallable()
+"""Require something callable."""
+
+
+def _is_exception_type(value: object) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseException)
+
+
+@final
+@attrs.frozen(repr=False)
+class _ExceptionMatcher:
+    def __call__(self, _inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        is_types = isinstance(value, tuple) and all(_is_exception_type(k) for k in value)
+        # A class that is not an exception type is not a predicate either.
+        is_predicate = callable(value) and not isinstance(value, type)
+        if not (_is_exception_type(value) or is_types or is_predicate):
+            reason = "must be an exception type, a tuple of them, or a predicate"
+            raise ConfigurationError(attribute.name, value, reason)
+
+    def __repr__(self) -> str:
+        return "<validator: exception matcher>"
+
+
+exception_matcher: Validator = _ExceptionMatcher()
+"""Require an `ExceptionMatcher`: an exception type, a tuple of them, or a predicate."""
+
+
+def exception_predicate(matcher: ExceptionMatcher) -> Callable[[Exception], bool]:
+    """Compile an `ExceptionMatcher` into a predicate (a predicate is returned as it is)."""
+    if isinstance(matcher, type | tuple):
+        types = matcher
+
+        def matches(exc: Exception) -> bool:
+            return isinstance(exc, types)
+
+        return matches
+    return matcher
+
+
+@final
+@attrs.frozen(repr=False)
+class _OneOf:
+    values: tuple[object, ...]
+
+    def __call__(self, _inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        # `is` first: an unhashable or oddly-comparing value must not raise from inside here.
+        if not any(value is v or (type(value) is type(v) and value == v) for v in self.values):
+            raise ConfigurationError(attribute.name, value, f"must be one of {self._names()}")
+
+    def _names(self) -> str:
+        return ", ".join(repr(v) for v in self.values)
+
+    def __repr__(self) -> str:
+        return f"<validator: one of {self._names()}>"
+
+
+def one_of(*values: object) -> Validator:
+    """Require one of `values` (compared by type and equality, so `True` is not `1`)."""
+    return _OneOf(values)
+
+
+@final
+@attrs.frozen(repr=False)
+class _InstanceOf:
+    types: tuple[type, ...]
+
+    def __call__(self, _inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        is_bad_bool = isinstance(value, bool) and bool not in self.types
+        if is_bad_bool or not isinstance(value, self.types):
+            raise ConfigurationError(attribute.name, value, f"must be {self._names()}")
+
+    def _names(self) -> str:
+        return " or ".join(t.__name__ for t in self.types)
+
+    def __repr__(self) -> str:
+        return f"<validator: instance of {self._names()}>"
 
 
 def instance_of(*types: type) -> Validator:
     """Require an instance of one of `types` (bool is not accepted where int is asked)."""
-    names = " or ".join(t.__name__ for t in types)
-
-    def validate(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        is_bad_bool = isinstance(value, bool) and bool not in types
-        if is_bad_bool or not isinstance(value, types):
-            raise ConfigurationError(attribute.name, value, f"must be {names}")
-
-    return validate
+    return _InstanceOf(types)
 
 
-def optional(validator: Validator) -> Validator:
-    """Accept `None` or whatever `validator` accepts."""
+@final
+@attrs.frozen(repr=False)
+class _Optional:
+    validators: tuple[Validator, ...]
 
-    def validate(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    def __call__(self, inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
         if value is not None:
-            validator(inst, attribute, value)
+            for validator in self.validators:
+                validator(inst, attribute, value)
 
-    return validate
+    def __repr__(self) -> str:
+        return f"<validator: None or {', '.join(map(repr, self.validators))}>"
+
+
+def optional(validator: Validator | Iterable[Validator]) -> Validator:
+    """Accept `None` or whatever `validator` (or every one of a list of them) accepts."""
+    validators = tuple(validator) if not callable(validator) else (validator,)
+    return _Optional(validators)

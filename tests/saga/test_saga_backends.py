@@ -7,7 +7,6 @@ from typing import Any
 import anyio
 import pytest
 
-from conftest import Participant, StoreFactory
 from meshkit import SagaOwnershipLostError
 from meshkit.saga import (
     Parallel,
@@ -19,6 +18,7 @@ from meshkit.saga import (
     StepContext,
     StepKind,
 )
+from saga_helpers import Participant, StoreFactory
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,6 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-from saga_model import outcome, plan_of, plans, replay, simulate
 
 from meshkit import SagaStateError
 from meshkit.saga import (
@@ -29,6 +28,7 @@ from meshkit.saga import (
     StepKind,
     StepState,
 )
+from saga_helpers import outcome, plan_of, plans, replay, simulate
 
 if TYPE_CHECKING:
     from collections.abc import Callable

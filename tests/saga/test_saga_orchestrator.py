@@ -9,7 +9,6 @@ import anyio
 import attrs
 import pytest
 
-from conftest import FlakyStore, Participant
 from meshkit import (
     ConfigurationError,
     EventStoreUnavailableError,
@@ -31,6 +30,7 @@ from meshkit.saga import (
     StepKind,
     StepState,
 )
+from saga_helpers import FlakyStore, Participant
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

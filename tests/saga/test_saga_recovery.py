@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from conftest import FlakyStore, Participant
 from meshkit import (
     EventStoreUnavailableError,
     SagaAlreadyExistsError,
@@ -16,6 +15,7 @@ from meshkit import (
 )
 from meshkit.eventsourcing import Event, EventStore, MemoryEventStore
 from meshkit.saga import Saga, SagaOrchestrator, SagaState, Step, StepContext, StepKind
+from saga_helpers import FlakyStore, Participant
 
 if TYPE_CHECKING:
     from meshkit.testing import FakeClock

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from meshkit._public import publish as _publish
 from meshkit.balancing._bounded import BoundedLoadRing
 from meshkit.balancing._endpoint import Endpoint, LoadBalancer, Outcome
 from meshkit.balancing._ewma import PeakEwma
@@ -30,3 +31,5 @@ __all__ = [
     "SlowStart",
     "WeightedRoundRobin",
 ]
+
+_publish(__name__, globals())

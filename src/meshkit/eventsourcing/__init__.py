@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from meshkit._public import publish as _publish
 from meshkit.eventsourcing._aggregate import Aggregate, applies
 from meshkit.eventsourcing._deadletter import DeadLetter, DeadLetterStore, MemoryDeadLetterStore
 from meshkit.eventsourcing._event import Event, JSONSerializer, Serializer, Snapshot
@@ -48,3 +49,5 @@ __all__ = [
     "applies",
     "outbox_relay",
 ]
+
+_publish(__name__, globals())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from meshkit._public import publish as _publish
 from meshkit.resilience._backoff import Backoff, ExponentialBackoff
 from meshkit.resilience._breaker import CircuitBreaker
 from meshkit.resilience._breaker_config import (
@@ -59,3 +60,5 @@ __all__ = [
     "current_deadline",
     "time_remaining",
 ]
+
+_publish(__name__, globals())

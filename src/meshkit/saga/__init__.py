@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from meshkit._public import publish as _publish
 from meshkit.saga._core import (
     Compensate,
     Finish,
@@ -47,3 +48,5 @@ __all__ = [
     "StepState",
     "StepStatus",
 ]
+
+_publish(__name__, globals())

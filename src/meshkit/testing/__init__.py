@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from meshkit._public import publish as _publish
 from meshkit.testing._eventstore_conformance import (
     CheckpointStoreConformance,
     EventStoreConformance,
@@ -9,3 +10,5 @@ from meshkit.testing._eventstore_conformance import (
 from meshkit.testing._fakeclock import FakeClock
 
 __all__ = ["CheckpointStoreConformance", "EventStoreConformance", "FakeClock"]
+
+_publish(__name__, globals())

@@ -6,10 +6,10 @@ import random
 from typing import TYPE_CHECKING
 
 import pytest
+from balancing_helpers import Scripted, endpoints
 from hypothesis import given
 from hypothesis import strategies as st
 
-from balancing_helpers import Scripted, endpoints
 from meshkit import ConfigurationError
 from meshkit.balancing import (
     LeastRequest,

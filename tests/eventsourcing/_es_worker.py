@@ -1,4 +1,4 @@
-"""A worker process for tests/test_store_concurrency.py: appends to its own and shared streams.
+"""A worker process for test_store_concurrency.py: appends to its own and shared streams.
 
 Usage: python _es_worker.py BACKEND TARGET SCHEMA WORKER COUNT
 """

@@ -7,10 +7,10 @@ import random
 import threading
 
 import pytest
+from balancing_helpers import Scripted, candidates, endpoints
 from hypothesis import given
 from hypothesis import strategies as st
 
-from balancing_helpers import Scripted, candidates, endpoints
 from meshkit import ConfigurationError
 from meshkit.balancing import (
     Endpoint,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -20,8 +19,6 @@ from meshkit.resilience import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from meshkit.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -177,15 +174,6 @@ async def _value(value: int) -> int:
 async def _swallow_open(breaker: CircuitBreaker, fn: object) -> None:
     with contextlib.suppress(CircuitOpenError):
         await breaker.call(fn)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def eager_switching() -> Iterator[None]:
-    """Make the GIL switch threads every microsecond, so races show up quickly."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    yield
-    sys.setswitchinterval(before)
 
 
 @pytest.mark.usefixtures("eager_switching")

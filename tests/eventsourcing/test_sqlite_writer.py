@@ -18,28 +18,12 @@ from meshkit.eventsourcing import Event, SQLiteEventStore
 from meshkit.eventsourcing._sqlite_group import AppendRequest, GroupCommitter, WriterThread
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator, Sequence
+    from collections.abc import AsyncIterator, Sequence
     from pathlib import Path
 
 pytestmark = pytest.mark.anyio
 
 PREFIX = "meshkit-sqlite-writer"
-
-
-def _writer_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name.startswith(PREFIX)}
-
-
-@pytest.fixture(autouse=True)
-def _no_thread_left() -> Iterator[None]:
-    """Every writer thread a test started has ended when it finishes."""
-    before = _writer_threads()
-    yield
-    gc.collect()  # a store dropped without aclose() ends its thread from a finalizer
-    left = _writer_threads() - before
-    for thread in left:
-        thread.join(timeout=5)
-    assert not [thread for thread in left if thread.is_alive()]
 
 
 @pytest.fixture

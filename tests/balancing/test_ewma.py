@@ -7,8 +7,8 @@ import random
 from typing import TYPE_CHECKING
 
 import pytest
-
 from balancing_helpers import Scripted, endpoints
+
 from meshkit import ConfigurationError
 from meshkit.balancing import (
     Endpoint,

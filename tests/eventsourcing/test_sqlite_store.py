@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gc
 import sqlite3
-import threading
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -24,7 +22,6 @@ from meshkit.eventsourcing._sqlite_group import AppendRequest
 from meshkit.testing import CheckpointStoreConformance, EventStoreConformance, FakeClock
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
 
@@ -33,28 +30,6 @@ pytestmark = pytest.mark.anyio
 
 def _events(stream_id: str, first: int, count: int = 1) -> list[Event]:
     return [Event(stream_id=stream_id, version=v, type="T") for v in range(first, first + count)]
-
-
-@pytest.fixture(autouse=True)
-def _no_writer_thread_left() -> Iterator[None]:
-    """Every store a test opened has ended its writer thread when the test finishes."""
-
-    def writer_threads() -> set[threading.Thread]:
-        return {t for t in threading.enumerate() if t.name.startswith("meshkit-sqlite-writer")}
-
-    before = writer_threads()
-    yield
-    gc.collect()  # a store dropped without aclose() ends its thread from a finalizer
-    left = writer_threads() - before
-    for thread in left:
-        thread.join(timeout=5)
-    assert not [thread for thread in left if thread.is_alive()]
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> str:
-    """A database file in a fresh temporary directory."""
-    return str(tmp_path / "events.db")
 
 
 class TestSQLiteConformance(EventStoreConformance):
