@@ -112,7 +112,7 @@ class TestVocabulary:
     def test_good_values_pass(self) -> None:
         """Every validator of the vocabulary accepts what its rule allows."""
         config = _Vocabulary(
-            seconds=10**400, n=10, name="ok", fn=len, matcher=(KeyError, OSError), mode="b"
+            seconds=10**300, n=10, name="ok", fn=len, matcher=(KeyError, OSError), mode="b"
         )
         assert config.n == 10
         assert _Vocabulary(matcher=lambda exc: True).mode == "a"
@@ -148,9 +148,13 @@ class TestVocabulary:
         assert info.value.field == field
         assert info.value.value is value
 
-    def test_huge_int_is_finite(self) -> None:
-        """An int past float range is finite, not an OverflowError."""
-        assert _Config(f=10**400).f == 10**400
+    def test_huge_int_is_not_finite(self) -> None:
+        """An int past float range is refused as not finite (it would overflow later)."""
+        assert _Config(f=10**300).f == 10**300
+        with pytest.raises(ConfigurationError, match="finite"):
+            _Config(f=10**400)
+        with pytest.raises(ConfigurationError, match="finite"):
+            _Vocabulary(seconds=10**400)
 
     def test_one_of_does_not_confuse_bool_and_int(self) -> None:
         """one_of compares by type too, so True is not accepted for 1."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias, final
 
@@ -87,8 +88,11 @@ def _number(field: str, value: object) -> float:
 
 
 def _is_finite(number: float) -> bool:
-    # An int is always finite; math.isfinite would raise OverflowError past 2**1024.
-    return isinstance(number, int) or math.isfinite(number)
+    # An int past float range counts as infinite: every knob ends up in float arithmetic,
+    # where it would overflow later, far from the field that caused it.
+    if isinstance(number, int):
+        return -sys.float_info.max <= number <= sys.float_info.max
+    return math.isfinite(number)
 
 
 @final

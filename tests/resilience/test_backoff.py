@@ -87,3 +87,13 @@ class TestExponentialBackoff:
         """The ceiling grows monotonically with the retry number."""
         backoff = ExponentialBackoff(base=base, cap=base * 1000)
         assert backoff.ceiling(retry) <= backoff.ceiling(retry + 1)
+
+
+class TestRandomSource:
+    @pytest.mark.parametrize("bad", [math.nan, "0.5", True, None])
+    def test_misbehaving_source_is_named(self, bad: object) -> None:
+        """A random source returning NaN or a non-number is refused when drawn, naming it."""
+        backoff = ExponentialBackoff(random=lambda: bad)  # type: ignore[arg-type,return-value]
+        with pytest.raises(ConfigurationError) as info:
+            backoff.delay(0)
+        assert info.value.field == "random"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import pickle
@@ -158,6 +159,35 @@ class TestConfig:
         assert info.value.field == "open_duration"
 
 
+class TestKnobBounds:
+    @pytest.mark.parametrize(
+        ("build", "field"),
+        [
+            (lambda: CountWindow(size=10**9), "size"),
+            (lambda: TimeWindow(buckets=10**9), "buckets"),
+            (lambda: TimeWindow(seconds=1e-308), "seconds"),
+            (lambda: TimeWindow(seconds=1e-3, buckets=10_000), "seconds"),
+        ],
+    )
+    def test_refused_at_construction(self, build: Any, field: str) -> None:
+        """Windows that would exhaust memory or overflow are refused, naming the field."""
+        with pytest.raises(ConfigurationError) as info:
+            build()
+        assert info.value.field == field
+
+    def test_largest_windows_are_accepted(self) -> None:
+        """The documented upper bounds themselves are fine."""
+        assert CountWindow(size=100_000).size == 100_000
+        assert TimeWindow(seconds=1.0, buckets=10_000).buckets == 10_000
+
+    def test_misbehaving_jitter_source_is_named(self) -> None:
+        """A NaN from the open duration's random source names `random` when it is drawn."""
+        duration = ExponentialOpenDuration(jitter=0.5, random=lambda: math.nan)
+        with pytest.raises(ConfigurationError) as info:
+            duration(1)
+        assert info.value.field == "random"
+
+
 class TestOpenDurations:
     def test_exponential_grows_and_caps(self) -> None:
         """Consecutive openings double the duration up to the maximum."""
@@ -265,6 +295,32 @@ class TestConsecutiveFailures:
             assert state_of(breaker) is CircuitState.OPEN
         assert state_of(breaker) is CircuitState.OPEN
         assert breaker.statistics().successful_calls == 1
+
+    def test_half_open_max_wait_is_a_timer(self, clock: FakeClock) -> None:
+        """A stuck trial reopens the breaker at its deadline, not when someone next looks."""
+        breaker = make(clock, failure_threshold=1, open_duration=10, half_open_max_wait=5)
+        recorder = Recorder()
+        breaker.add_listener(recorder)
+        fail(breaker)
+        clock.advance(10)
+        breaker.__enter__()  # a trial from t=10 that never ends
+        clock.advance(90)
+        assert state_of(breaker) is CircuitState.HALF_OPEN
+        assert breaker.call_sync(ok) == 1  # admitted as a new trial at t=100
+        assert state_of(breaker) is CircuitState.CLOSED
+        changes = [(c.from_state, c.to_state, c.at) for c in recorder.changes]
+        assert changes[2:4] == [
+            (CircuitState.HALF_OPEN, CircuitState.OPEN, 15.0),
+            (CircuitState.OPEN, CircuitState.HALF_OPEN, 25.0),
+        ]
+
+    def test_half_open_timer_starts_with_the_first_trial(self, clock: FakeClock) -> None:
+        """An idle HALF_OPEN breaker does not time out: nothing is waited for yet."""
+        breaker = make(clock, failure_threshold=1, open_duration=1, half_open_max_wait=3)
+        fail(breaker)
+        clock.advance(50)
+        assert state_of(breaker) is CircuitState.HALF_OPEN
+        assert breaker.statistics().consecutive_openings == 1
 
     def test_late_outcome_of_an_old_state_is_not_applied(self, clock: FakeClock) -> None:
         """A call admitted while CLOSED that fails after the breaker opened changes nothing."""
@@ -492,13 +548,14 @@ class TestControl:
         assert breaker.call_sync(ok) == 1
 
     def test_disabled_admits_and_records_nothing(self, clock: FakeClock) -> None:
-        """DISABLED lets failures through without opening."""
+        """DISABLED lets failures through without opening, and counts none of them."""
         breaker = make(clock, failure_threshold=1)
         breaker.disable()
         fail(breaker, 3)
+        breaker.call_sync(ok)
         stats = breaker.statistics()
         assert stats.state is CircuitState.DISABLED
-        assert (stats.consecutive_failures, stats.failed_calls) == (0, 3)
+        assert (stats.consecutive_failures, stats.failed_calls, stats.successful_calls) == (0, 0, 0)
         breaker.force_open()
         assert state_of(breaker) is CircuitState.FORCED_OPEN
 
@@ -619,6 +676,31 @@ class TestShapes:
         clock.advance(30)
         assert divide(8, 2) == 4
         assert state_of(breaker) is CircuitState.CLOSED
+
+    @pytest.mark.anyio
+    async def test_decorated_methods_bind_self(self, clock: FakeClock) -> None:
+        """A decorated method receives its instance, sync and async alike."""
+        breaker = make(clock)
+
+        class Client:
+            def __init__(self, base: int) -> None:
+                self.base = base
+
+            @breaker
+            def get(self, offset: int) -> int:
+                return self.base + offset
+
+            @breaker
+            async def aget(self, offset: int) -> int:
+                return self.base - offset
+
+        client = Client(10)
+        assert client.get(2) == 12
+        assert await client.aget(2) == 8
+        assert inspect.iscoroutinefunction(Client.aget)
+        assert not inspect.iscoroutinefunction(Client.get)
+        assert Client.get.__name__ == "get"
+        assert breaker.statistics().successful_calls == 2
 
     def test_decorated_success_resets_the_run(self, clock: FakeClock) -> None:
         """A decorated call's success after a failure restarts the consecutive count."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import anyio
 import attrs
 import pytest
 from hypothesis import settings
@@ -30,6 +31,9 @@ from meshkit.resilience import (
 )
 from meshkit.resilience._breaker_core import BreakerCore, CircuitBreakerStatistics
 from meshkit.testing import FakeClock
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 RATES = st.sampled_from([0.25, 0.5, 0.75, 1.0])
 
@@ -88,11 +92,11 @@ class Model:
         self.trials = []
         self.in_flight = 0
 
-    def open(self, now: float) -> None:
+    def open(self, at: float) -> None:
         self.openings += 1
         duration = self.config.open_duration
         assert isinstance(duration, ExponentialOpenDuration)
-        self.open_until = now + min(8.0, duration.initial * 2 ** (self.openings - 1))
+        self.open_until = at + min(8.0, duration.initial * 2 ** (self.openings - 1))
         self.enter(CircuitState.OPEN)
 
     def close(self) -> None:
@@ -101,11 +105,15 @@ class Model:
         self.enter(CircuitState.CLOSED)
 
     def poll(self, now: float) -> None:
-        if self.state is CircuitState.OPEN and now >= self.open_until:
-            self.half_open_deadline = now + (self.config.half_open_max_wait or math.inf)
-            self.enter(CircuitState.HALF_OPEN)
-        elif self.state is CircuitState.HALF_OPEN and now >= self.half_open_deadline:
-            self.open(now)
+        """Replay the timers that ran out by `now`, each at its own deadline (Resilience4j)."""
+        while True:
+            if self.state is CircuitState.OPEN and now >= self.open_until:
+                self.half_open_deadline = math.inf  # the first trial starts the timer
+                self.enter(CircuitState.HALF_OPEN)
+            elif self.state is CircuitState.HALF_OPEN and now >= self.half_open_deadline:
+                self.open(self.half_open_deadline)
+            else:
+                return
 
     def window(self, now: float) -> list[tuple[float, bool, bool]]:
         window = self.config.window
@@ -134,15 +142,19 @@ class Model:
             return self.period
         admitted = self.in_flight + len(self.trials)
         if self.state is CircuitState.HALF_OPEN and admitted < self.config.half_open_calls:
+            if admitted == 0:
+                self.half_open_deadline = now + (self.config.half_open_max_wait or math.inf)
             self.in_flight += 1
             return self.period
         self.counts["rejected"] += 1
         return None
 
     def record(self, period: int, now: float, failed: bool, slow: bool) -> None:
+        self.poll(now)
+        if self.state is CircuitState.DISABLED:
+            return  # a disabled breaker records nothing
         self.counts["failure" if failed else "success"] += 1
         self.counts["slow"] += slow
-        self.poll(now)
         if period != self.period:
             return
         if self.state is CircuitState.CLOSED:
@@ -168,8 +180,10 @@ class Model:
                     self.close()
 
     def release(self, period: int, now: float, *, ignored: bool) -> None:
-        self.counts["ignored"] += ignored
         self.poll(now)
+        if self.state is CircuitState.DISABLED:
+            return
+        self.counts["ignored"] += ignored
         if period == self.period and self.state is CircuitState.HALF_OPEN:
             self.in_flight -= 1
 
@@ -208,16 +222,19 @@ class BreakerMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.core: BreakerCore
         self.model: Model
+        self.last_transition = 0.0
 
     @property
     def now(self) -> float:
         """The fake clock's time, which every core call is given."""
         return self.clock.now()
 
-    @initialize(config=configs())
-    def build(self, config: CircuitBreakerConfig) -> None:
+    @initialize(config=configs(), listening=st.booleans())
+    def build(self, config: CircuitBreakerConfig, listening: bool) -> None:
         self.core = BreakerCore(config, "sm")
+        self.core.set_listening(listening=listening)
         self.model = Model(config)
+        self.last_transition = 0.0
 
     @rule(target=permits)
     def acquire(self) -> Any:
@@ -265,6 +282,19 @@ class BreakerMachine(RuleBasedStateMachine):
         assert_matches(self.core.statistics(self.now), self.model, self.now)
 
     @invariant()
+    def transitions_happen_at_their_deadlines(self) -> None:
+        """Transitions are dated by the deadline that caused them: in order, never ahead."""
+        for _old, _new, at in self.core.take_transitions():
+            assert self.last_transition <= at <= self.now
+            self.last_transition = at
+        if self.core.state is not CircuitState.HALF_OPEN:
+            return
+        trials = self.core.in_flight + self.core.trial_calls
+        if trials:  # the first trial started the timer, no later than now
+            limit = self.model.config.half_open_max_wait or math.inf
+            assert self.core.half_open_deadline <= self.now + limit
+
+    @invariant()
     def fast_path_only_when_closed(self) -> None:
         fast = self.core.fast_epoch
         assert fast == 0 or (self.core.state is CircuitState.CLOSED and fast == self.core.epoch)
@@ -275,7 +305,10 @@ class BoomError(Exception):
 
 
 class ShellMachine(RuleBasedStateMachine):
-    """Whole calls through `CircuitBreaker.call_sync` on a FakeClock, against the model.
+    """Whole calls through the breaker's faces on a FakeClock, against the model.
+
+    Each call goes through `call_sync`, `await call` or a decorated function, at random: the
+    faces drive one source, so the model cannot tell them apart.
 
     Each call makes the fake clock advance by its duration, so the shell's own timing decides
     which calls are slow; exceptions go through the shell's classification.
@@ -300,11 +333,24 @@ class ShellMachine(RuleBasedStateMachine):
         self.breaker = CircuitBreaker(config, name="shell", clock=self.clock)
         self.model = Model(config)
 
+    def through(self, face: str, kind: str, protected: Callable[[], str]) -> str:
+        """Call `protected` through one face of the breaker: all faces must agree."""
+        if face == "call" and kind != "interrupt":  # asyncio handles KeyboardInterrupt itself
+
+            async def aprotected() -> str:
+                return protected()
+
+            return anyio.run(self.breaker.call, aprotected)
+        if face == "decorated":
+            return self.breaker(protected)()
+        return self.breaker.call_sync(protected)
+
     @rule(
         kind=st.sampled_from(["ok", "bad", "fail", "lookup", "interrupt"]),
         duration=st.sampled_from([0.0, 0.5, 1.5]),
+        face=st.sampled_from(["call_sync", "call", "decorated"]),
     )
-    def call(self, kind: str, duration: float) -> None:
+    def call(self, kind: str, duration: float, face: str) -> None:
         period = self.model.acquire(self.clock.now())
 
         def protected() -> str:
@@ -315,13 +361,13 @@ class ShellMachine(RuleBasedStateMachine):
 
         if period is None:
             with pytest.raises(CircuitOpenError):
-                self.breaker.call_sync(protected)
+                self.through(face, kind, protected)
             return
         if kind in RAISES:
             with pytest.raises(type(RAISES[kind])):
-                self.breaker.call_sync(protected)
+                self.through(face, kind, protected)
         else:
-            assert self.breaker.call_sync(protected) == kind
+            assert self.through(face, kind, protected) == kind
         self.model_outcome(period, kind, duration)
 
     def model_outcome(self, period: int, kind: str, duration: float) -> None:

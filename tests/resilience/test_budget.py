@@ -188,3 +188,34 @@ class BudgetMachine(RuleBasedStateMachine):
 
 TestBudgetMachine = BudgetMachine.TestCase
 TestBudgetMachine.settings = settings(max_examples=60, stateful_step_count=40)
+
+
+class TestRetryBudgetBoundaries:
+    @pytest.mark.parametrize(("ratio", "requests", "allowed"), [(0.29, 100, 29), (0.1, 30, 3)])
+    def test_exact_at_the_boundary(self, ratio: float, requests: int, allowed: int) -> None:
+        """ratio * requests is exact: 0.29 of 100 requests allows 29 retries, as Finagle's."""
+        budget = RetryBudget(ratio=ratio, min_retries_per_second=0, clock=FakeClock())
+        for _ in range(requests):
+            budget.deposit()
+        granted = [budget.try_withdraw() for _ in range(allowed + 1)]
+        assert granted == [True] * allowed + [False]
+
+    def test_floor_is_exact_too(self) -> None:
+        """A floor of 0.3 retries/s over 10 s is 3 retries, not 2.9999..."""
+        budget = RetryBudget(ratio=0, min_retries_per_second=0.3, window=10, clock=FakeClock())
+        assert [budget.try_withdraw() for _ in range(4)] == [True, True, True, False]
+
+    @pytest.mark.parametrize(
+        ("kwargs", "field"),
+        [
+            ({"buckets": 10**9}, "buckets"),
+            ({"window": 1e-320}, "window"),
+            ({"window": 1e-5, "buckets": 100}, "window"),
+            ({"min_retries_per_second": 1e300, "window": 1e300}, "min_retries_per_second"),
+        ],
+    )
+    def test_refused_at_construction(self, kwargs: dict[str, float], field: str) -> None:
+        """Knobs that would exhaust memory or overflow later are refused, naming the field."""
+        with pytest.raises(ConfigurationError) as info:
+            RetryBudget(clock=FakeClock(), **kwargs)  # type: ignore[arg-type]
+        assert info.value.field == field

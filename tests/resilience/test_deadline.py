@@ -306,3 +306,25 @@ class TestTimeoutSync:
             return Timeout(rest[0], clock=clock).call_sync(nest, rest[1:])
 
         assert nest(chain) == min(chain)
+
+
+class TestRefusedDurations:
+    @pytest.mark.parametrize("seconds", [math.inf, -math.inf, math.nan, 10**400, "1"])
+    def test_after_refuses_what_timeout_refuses(self, seconds: object) -> None:
+        """Deadline.after(inf) is refused like Timeout(inf), naming `seconds`."""
+        with pytest.raises(ConfigurationError) as info:
+            Deadline.after(seconds, clock=FakeClock())  # type: ignore[arg-type]
+        assert info.value.field == "seconds"
+
+    @pytest.mark.parametrize("seconds", [math.inf, math.nan])
+    def test_timeout_refuses_the_same(self, seconds: float) -> None:
+        """Timeout refuses the same non-finite durations."""
+        with pytest.raises(ConfigurationError):
+            Timeout(seconds)
+
+    @pytest.mark.parametrize("start", [math.nan, math.inf, 10**400, "0", None])
+    def test_fake_clock_refuses_a_bad_start(self, start: object) -> None:
+        """FakeClock(start=nan) is refused, naming `start` (it would never reach a deadline)."""
+        with pytest.raises(ConfigurationError) as info:
+            FakeClock(start=start)  # type: ignore[arg-type]
+        assert info.value.field == "start"

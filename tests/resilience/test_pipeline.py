@@ -84,6 +84,19 @@ def _flaky(failures: int) -> tuple[Callable[[], Awaitable[str]], list[int]]:
 
 
 class TestComposition:
+    def test_layers_are_named_in_the_documented_order(self, clock: FakeClock) -> None:
+        """The configured policies are layered timeout, retry, limiter, breaker, bulkhead."""
+        pipeline = Pipeline(
+            attempt_timeout=1,
+            bulkhead=Bulkhead(clock=clock),
+            breaker=CircuitBreaker(clock=clock),
+            retry=Retry(clock=clock),
+            timeout=5,
+            clock=clock,
+        )
+        assert pipeline.layers == ("timeout", "retry", "breaker", "bulkhead", "attempt_timeout")
+        assert Pipeline(retry=Retry(clock=clock), clock=clock).layers == ("retry",)
+
     async def test_empty_pipeline_passes_through(self) -> None:
         """A pipeline with no policy just awaits the call."""
 

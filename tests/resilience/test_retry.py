@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshkit import (
@@ -22,6 +22,7 @@ from meshkit.resilience import (
     Retry,
     RetryBudget,
     RetryEvent,
+    RetryHistory,
     RetryOutcome,
     Timeout,
     time_remaining,
@@ -534,3 +535,90 @@ class TestRetrySync:
             Timeout(total, clock=clock).call_sync(retry.call_sync, Flaky(*[BoomError()] * 60).sync)
         assert all(end < total for end in ends)
         assert clock.now() < total
+
+
+class TestRetryHistory:
+    def test_history_survives_an_error_that_ends_the_call(self, clock: FakeClock) -> None:
+        """call_sync_recording fills the caller's history even when the call raises."""
+        errors: list[Exception] = [BoomError("1"), BoomError("2")]
+        history = RetryHistory()
+        retry = Retry(max_attempts=2, backoff=FIXED, clock=clock)
+        with pytest.raises(BoomError):
+            retry.call_sync_recording(history, Flaky(*errors).sync)
+        assert (history.attempts, history.delay, history.errors) == (2, 1.0, errors)
+        assert "attempts=2" in repr(history)
+
+    async def test_async_history_matches_the_outcome(self, clock: FakeClock) -> None:
+        """call_recording records what call_with_details reports."""
+        retry = Retry(max_attempts=3, backoff=FIXED, clock=clock)
+        history = RetryHistory()
+        flaky = Flaky(BoomError())
+        assert await autojump(clock, lambda: retry.call_recording(history, flaky)) == "ok"
+        outcome = history.outcome("ok", None)
+        assert (outcome.attempts, outcome.delay, outcome.value) == (2, 1.0, "ok")
+
+    def test_plan_is_the_decision_both_faces_drive(self, clock: FakeClock) -> None:
+        """plan() returns the next wait, or None with a note once attempts run out."""
+        retry = Retry(max_attempts=2, backoff=FIXED, clock=clock)
+        error = BoomError()
+        assert retry.plan(1, error, None) == 1.0
+        assert retry.plan(2, error, None) is None
+        assert "max_attempts reached" in error.__notes__[-1]
+
+
+class TestOneSource:
+    @settings(max_examples=60, deadline=None)
+    @given(
+        outcomes=st.lists(st.sampled_from(["error", "other", "busy", "ok"]), max_size=8),
+        max_attempts=st.integers(1, 6),
+    )
+    def test_both_faces_take_the_same_steps(self, outcomes: list[str], max_attempts: int) -> None:
+        """call and call_sync drive one step machine: same attempts, delays, errors, result."""
+
+        def script() -> Callable[[], object]:
+            steps = iter([*outcomes, "ok"])
+            errors = {"error": BoomError, "other": KeyError}
+
+            def step() -> object:
+                kind = next(steps)
+                if kind in errors:
+                    raise errors[kind](kind)
+                return kind
+
+            return step
+
+        def facts(outcome: RetryOutcome[object]) -> tuple[object, ...]:
+            kinds = tuple(type(e).__name__ for e in outcome.errors)
+            return (outcome.value, type(outcome.error).__name__, outcome.attempts, kinds)
+
+        retry = Retry(
+            max_attempts=max_attempts,
+            retry_on=BoomError,
+            retry_if_result=lambda value: value == "busy",
+            backoff=ExponentialBackoff(random=lambda: 0.0),  # no wait: nothing to advance
+            clock=FakeClock(),
+        )
+        sync = retry.call_sync_with_details(script())
+        step = script()
+
+        async def run() -> RetryOutcome[object]:
+            async def astep() -> object:
+                return step()
+
+            return await retry.call_with_details(astep)
+
+        assert facts(anyio.run(run)) == facts(sync)
+
+
+class TestJudgingErrors:
+    def test_result_predicate_error_is_not_retried(self, clock: FakeClock) -> None:
+        """An error raised by retry_if_result is not the attempt's: it propagates at once."""
+        flaky = Flaky(value="odd")
+
+        def judge(_value: object) -> bool:
+            raise ValueError("judge broke")
+
+        retry = Retry(retry_if_result=judge, backoff=FIXED, clock=clock)
+        with pytest.raises(ValueError, match="judge broke"):
+            retry.call_sync(flaky.sync)
+        assert flaky.calls == 1

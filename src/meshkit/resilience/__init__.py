@@ -25,7 +25,7 @@ from meshkit.resilience._deadline import Deadline, Timeout, current_deadline, ti
 from meshkit.resilience._pipeline import Pipeline, PipelineOutcome
 from meshkit.resilience._ratelimit import RateLimiter, RateLimiterStatistics
 from meshkit.resilience._redis_ratelimit import RedisRateLimiter, RedisRateLimiterStatistics
-from meshkit.resilience._retry import Retry, RetryEvent, RetryOutcome
+from meshkit.resilience._retry import Retry, RetryEvent, RetryHistory, RetryOutcome
 
 __all__ = [
     "Backoff",
@@ -54,6 +54,7 @@ __all__ = [
     "RetryBudget",
     "RetryBudgetStatistics",
     "RetryEvent",
+    "RetryHistory",
     "RetryOutcome",
     "TimeWindow",
     "Timeout",

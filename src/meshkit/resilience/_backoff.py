@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Protocol, final, runtime_checkable
 
 import attrs
 
-from meshkit._validate import finite, gt, instance_of, require
+from meshkit._validate import instance_of, is_callable, positive_seconds, require
+from meshkit.resilience._common import draw_unit
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -53,22 +54,28 @@ class ExponentialBackoff:
         random: A source of floats in `[0, 1)`; inject a fixed one in tests.
     """
 
-    base: float = attrs.field(default=0.05, validator=[gt(0), finite])
-    cap: float = attrs.field(default=5.0, validator=[gt(0), finite])
+    base: float = attrs.field(default=0.05, validator=positive_seconds)
+    cap: float = attrs.field(default=5.0, validator=positive_seconds)
     jitter: bool = attrs.field(default=True, validator=instance_of(bool))
-    random: Callable[[], float] = attrs.field(default=_random.random, eq=False)
+    random: Callable[[], float] = attrs.field(
+        default=_random.random, eq=False, validator=is_callable
+    )
 
     def __attrs_post_init__(self) -> None:
         require(self.cap >= self.base, "cap", self.cap, f"must be >= base ({self.base})")
-        require(callable(self.random), "random", self.random, "must be callable")
 
     def ceiling(self, retry: int) -> float:
         """Return `min(cap, base * 2**retry)`, the largest wait before retry number `retry`."""
         return min(self.cap, self.base * 2.0 ** min(max(retry, 0), _MAX_EXPONENT))
 
     def delay(self, retry: int) -> float:
-        """Return the wait before retry number `retry` (0-based), in `[0, ceiling(retry)]`."""
+        """Return the wait before retry number `retry` (0-based), in `[0, ceiling(retry)]`.
+
+        Raises:
+            ConfigurationError: If `random` returned something other than a number in
+                `[0, 1)` (checked at each draw, since it is a callable).
+        """
         ceiling = self.ceiling(retry)
         if not self.jitter:
             return ceiling
-        return min(max(self.random() * ceiling, 0.0), ceiling)
+        return draw_unit(self.random) * ceiling

@@ -3,30 +3,28 @@
 The shell reads the clock, takes a short lock around the core's bookkeeping and calls
 listeners outside it. No lock is ever held across the protected call. While the breaker is
 CLOSED and configured for consecutive failures only, with nobody listening, a successful call
-takes no lock and reads no clock at all (see `BreakerCore.fast_epoch`); a call rejected while
+takes no lock and reads no clock at all (see `BreakerCore.fast_permit`); a call rejected while
 OPEN takes no lock either (see `BreakerCore.reject_until`).
 """
 
 from __future__ import annotations
 
 import contextvars
-import functools
-import inspect
 import logging
 import threading
-import time
-from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar, final, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar, final
 
 import attrs
 
-from meshkit._clock import SYSTEM_CLOCK, Clock, SystemClock
+from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import CircuitOpenError
-from meshkit._validate import instance_of
+from meshkit._validate import instance_of, non_empty_str
 from meshkit.resilience._breaker_config import CircuitBreakerConfig
 from meshkit.resilience._breaker_core import (
     BreakerCore,
     CircuitBreakerStatistics,
     CircuitState,
+    Permit,
 )
 from meshkit.resilience._breaker_events import (
     CircuitBreakerListener,
@@ -34,11 +32,10 @@ from meshkit.resilience._breaker_events import (
     CircuitCallRecorded,
     CircuitStateChange,
 )
-from meshkit.resilience._common import valid_name
+from meshkit.resilience._common import Decorates
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
-    from types import TracebackType
+    from collections.abc import Awaitable, Callable
 
 __all__ = ["CircuitBreaker"]
 
@@ -46,25 +43,21 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 _LOG = logging.getLogger("meshkit.resilience")
 
-# (breaker, permit, start, outer frame): the calls entered with `with breaker:` in this
-# thread or task, innermost first. A context variable, because one breaker is entered by
-# many threads and tasks at once.
-_Frame = tuple["CircuitBreaker", int, float, Any]
-# `CircuitOpenError(...)` without running its Python `__init__` (see the error's comment).
+# (breaker, permit, outer frame): the calls entered with `with breaker:` in this thread or
+# task, innermost first. A context variable, because one breaker is entered by many threads
+# and tasks at once.
+_Frame = tuple["CircuitBreaker", Permit, Any]
+# Builds `CircuitOpenError(...)` with the C constructor, skipping its Python `__init__`:
+# 1.3-1.5x faster rejections (benchmarks/README.md, "Speed tricks").
 _new_error = BaseException.__new__
 _ACTIVE: contextvars.ContextVar[_Frame | None] = contextvars.ContextVar(
     "meshkit_breaker_active", default=None
 )
 
 
-def _monotonic_now(clock: Clock) -> Callable[[], float]:
-    # SystemClock.now() is time.monotonic(); calling the C function directly saves a frame.
-    return time.monotonic if isinstance(clock, SystemClock) else clock.now
-
-
 @final
 @attrs.define(eq=False)
-class CircuitBreaker:
+class CircuitBreaker(Decorates):
     """Stop calling a failing dependency for a while, then probe it with a few trial calls.
 
     Use it as `await breaker.call(fn, ...)` / `breaker.call_sync(fn, ...)`, as a decorator on
@@ -95,23 +88,25 @@ class CircuitBreaker:
     config: CircuitBreakerConfig = attrs.field(
         factory=CircuitBreakerConfig, validator=instance_of(CircuitBreakerConfig)
     )
-    name: str = attrs.field(default="circuit-breaker", kw_only=True, validator=valid_name)
+    name: str = attrs.field(default="circuit-breaker", kw_only=True, validator=non_empty_str)
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, kw_only=True, validator=instance_of(Clock))
     _core: BreakerCore = attrs.field(init=False)
     _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
-    _now: Callable[[], float] = attrs.field(init=False)
     _listeners: tuple[CircuitBreakerListener, ...] = attrs.field(init=False, default=())
     _classify: Callable[[Exception], bool | None] = attrs.field(init=False)
     _slow_after: float = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._core = BreakerCore(self.config, self.name)
-        self._now = _monotonic_now(self.clock)
         self._classify = self.config.classify()
         slow = self.config.slow_call_duration
         self._slow_after = float("inf") if slow is None else slow
 
     # ------------------------------------------------------------ calling
+    #
+    # Both faces run the same steps: `_admit` (or the shared lock-free permit), the call,
+    # then `_on_exception` or the success bookkeeping. The success step is written inline
+    # in each face, not in a helper: a method call would be most of its cost.
 
     async def call(
         self, fn: Callable[_P, Awaitable[_T]], /, *args: _P.args, **kwargs: _P.kwargs
@@ -123,143 +118,43 @@ class CircuitBreaker:
             ConfigurationError: If a custom `open_duration` returns a duration that is not
                 a finite number >= 0 when the breaker opens.
         """
-        # The fast path is written out here and in the decorators (not shared through a
-        # helper) because a function call is most of its cost; see the module docstring.
         core = self._core
-        epoch = core.fast_epoch
-        if epoch:
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                self._on_error(epoch, 0.0, exc)
-                raise
-            if core.consecutive_failures:
-                self._record(epoch, 0.0, failed=False)
-            else:
-                next(core.successes)
-            return result
-        now = self._now()
-        reject_until = core.reject_until
-        if now < reject_until:
-            next(core.rejections)
-            raise _new_error(CircuitOpenError, self.name, reject_until - now)
-        permit = self._acquire(now)
+        permit = core.fast_permit or self._admit()
         try:
             result = await fn(*args, **kwargs)
-        except Exception as exc:
-            self._on_error(permit, now, exc)
-            raise
         except BaseException as exc:
-            self._on_abandon(permit, now, exc)
+            self._on_exception(permit, exc)
             raise
-        self._on_result(permit, now, result)
+        next(core.successes) if permit is core.fast_permit else self._on_result(permit, result)
         return result
 
     def call_sync(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        """Call `fn(*args, **kwargs)` through the breaker and return its result.
+        """Call `fn(*args, **kwargs)` through the breaker, from sync code; return its result.
 
         Raises:
             CircuitOpenError: If the breaker does not admit the call.
-            ConfigurationError: If a custom `open_duration` returns a duration that is not
-                a finite number >= 0 when the breaker opens.
+            ConfigurationError: As `call`, for a custom `open_duration`.
         """
         core = self._core
-        epoch = core.fast_epoch
-        if epoch:
-            try:
-                result = fn(*args, **kwargs)
-            except Exception as exc:
-                self._on_error(epoch, 0.0, exc)
-                raise
-            if core.consecutive_failures:
-                self._record(epoch, 0.0, failed=False)
-            else:
-                next(core.successes)
-            return result
-        now = self._now()
-        reject_until = core.reject_until
+        permit = core.fast_permit or self._admit()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self._on_exception(permit, exc)
+            raise
+        next(core.successes) if permit is core.fast_permit else self._on_result(permit, result)
+        return result
+
+    def _admit(self) -> Permit:
+        """Admit a call off the lock-free path, or raise `CircuitOpenError`."""
+        now = self.clock.now()
+        reject_until = self._core.reject_until
         if now < reject_until:
             # Lock-free rejection: a breaker seen OPEN with its deadline still ahead was OPEN
             # at that instant, and the read of `reject_until` is atomic.
-            next(core.rejections)
+            next(self._core.rejections)
             raise _new_error(CircuitOpenError, self.name, reject_until - now)
-        permit = self._acquire(now)
-        try:
-            result = fn(*args, **kwargs)
-        except Exception as exc:
-            self._on_error(permit, now, exc)
-            raise
-        except BaseException as exc:
-            self._on_abandon(permit, now, exc)
-            raise
-        self._on_result(permit, now, result)
-        return result
-
-    @overload
-    def __call__(
-        self, fn: Callable[_P, Coroutine[Any, Any, _T]]
-    ) -> Callable[_P, Coroutine[Any, Any, _T]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[_P, _T]) -> Callable[_P, _T]: ...
-
-    def __call__(self, fn: Callable[_P, Any]) -> Callable[_P, Any]:
-        """Decorate an async or sync function so that every call goes through the breaker."""
-        if inspect.iscoroutinefunction(fn):
-            return self._decorate_async(fn)
-        return self._decorate_sync(fn)
-
-    def _decorate_async(self, fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
-        core = self._core
-
-        @functools.wraps(fn)
-        async def async_wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-            epoch = core.fast_epoch
-            if not epoch:
-                now = self._now()
-                reject_until = core.reject_until
-                if now < reject_until:
-                    next(core.rejections)
-                    raise _new_error(CircuitOpenError, self.name, reject_until - now)
-                return await self.call(fn, *args, **kwargs)
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                self._on_error(epoch, 0.0, exc)
-                raise
-            if core.consecutive_failures:
-                self._record(epoch, 0.0, failed=False)
-            else:
-                next(core.successes)
-            return result
-
-        return async_wrapper
-
-    def _decorate_sync(self, fn: Callable[_P, _T]) -> Callable[_P, _T]:
-        core = self._core
-
-        @functools.wraps(fn)
-        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-            epoch = core.fast_epoch
-            if not epoch:
-                now = self._now()
-                reject_until = core.reject_until
-                if now < reject_until:
-                    next(core.rejections)
-                    raise _new_error(CircuitOpenError, self.name, reject_until - now)
-                return self.call_sync(fn, *args, **kwargs)
-            try:
-                result = fn(*args, **kwargs)
-            except Exception as exc:
-                self._on_error(epoch, 0.0, exc)
-                raise
-            if core.consecutive_failures:
-                self._record(epoch, 0.0, failed=False)
-            else:
-                next(core.successes)
-            return result
-
-        return wrapper
+        return Permit(self._acquire(now), now)
 
     def __enter__(self) -> Self:
         """Admit the block as one call.
@@ -267,30 +162,21 @@ class CircuitBreaker:
         Raises:
             CircuitOpenError: If the breaker does not admit the call.
         """
-        now = self._now()
-        permit = self._acquire(now)
-        _ACTIVE.set((self, permit, now, _ACTIVE.get()))
+        _ACTIVE.set((self, self._admit(), _ACTIVE.get()))
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
         """Record how the block ended (it never suppresses the exception)."""
         frame = _ACTIVE.get()
         if frame is None or frame[0] is not self:
             msg = f"circuit breaker {self.name!r} exited without a matching enter"
             raise RuntimeError(msg)
-        _, permit, start, outer = frame
+        _, permit, outer = frame
         _ACTIVE.set(outer)
         if exc is None:
-            self._record(permit, start, failed=False)
-        elif isinstance(exc, Exception):
-            self._on_error(permit, start, exc)
+            self._record(permit, failed=False)
         else:
-            self._on_abandon(permit, start, exc)
+            self._on_exception(permit, exc)
 
     async def __aenter__(self) -> Self:
         """Admit the block as one call (`async with breaker:`).
@@ -300,14 +186,9 @@ class CircuitBreaker:
         """
         return self.__enter__()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
         """Record how the block ended (it never suppresses the exception)."""
-        self.__exit__(exc_type, exc, tb)
+        self.__exit__(_type, exc, _tb)
 
     # ------------------------------------------------------------ state and control
 
@@ -347,7 +228,7 @@ class CircuitBreaker:
     # ------------------------------------------------------------ bookkeeping
 
     def _locked(self, method: Callable[[float], _T]) -> _T:
-        now = self._now()
+        now = self.clock.now()
         with self._lock:
             result = method(now)
             transitions = self._core.take_transitions() if self._core.transitions else []
@@ -379,60 +260,58 @@ class CircuitBreaker:
             raise rejected
         return permit
 
-    def _on_result(self, permit: int, start: float, result: object) -> None:
+    def _on_result(self, permit: Permit, result: object) -> None:
         predicate = self.config.record_result
         failed = False
         if predicate is not None:
             try:
                 failed = bool(predicate(result))  # the core counts with it: a real bool
             except BaseException as exc:
-                self._on_abandon(permit, start, exc)
+                self._finish(permit, CircuitCallOutcome.CANCELLED, exc)
                 raise
-        self._record(permit, start, failed=failed)
+        self._record(permit, failed=failed)
 
-    def _on_error(self, permit: int, start: float, exc: Exception) -> None:
+    def _on_exception(self, permit: Permit, exc: BaseException) -> None:
+        if not isinstance(exc, Exception):  # cancellation and its kin: not an outcome
+            self._finish(permit, CircuitCallOutcome.CANCELLED, exc)
+            return
         try:
             verdict = self._classify(exc)
         except BaseException as error:
             # A user predicate failed: give the permit back (a HALF_OPEN trial slot would
             # otherwise stay taken for good) and let its error propagate.
-            self._on_abandon(permit, start, error)
+            self._finish(permit, CircuitCallOutcome.CANCELLED, error)
             raise
         if verdict is None:
-            self._finish(permit, start, CircuitCallOutcome.IGNORED, exc)
+            self._finish(permit, CircuitCallOutcome.IGNORED, exc)
         else:
-            self._record(permit, start, failed=verdict, exc=exc)
+            self._record(permit, failed=verdict, exc=exc)
 
-    def _on_abandon(self, permit: int, start: float, exc: BaseException) -> None:
-        self._finish(permit, start, CircuitCallOutcome.CANCELLED, exc)
-
-    def _finish(
-        self, permit: int, start: float, outcome: CircuitCallOutcome, exc: BaseException
-    ) -> None:
-        now = self._now()
+    def _finish(self, permit: Permit, outcome: CircuitCallOutcome, exc: BaseException) -> None:
+        now = self.clock.now()
         core = self._core
         with self._lock:
-            core.release(permit, now, ignored=outcome is CircuitCallOutcome.IGNORED)
+            core.release(permit.epoch, now, ignored=outcome is CircuitCallOutcome.IGNORED)
             transitions = core.take_transitions() if core.transitions else []
         if self._listeners:
+            duration = now - permit.start
             event = CircuitCallRecorded(
-                name=self.name, outcome=outcome, duration=now - start, slow=False, exception=exc
+                name=self.name, outcome=outcome, duration=duration, slow=False, exception=exc
             )
             self._emit(transitions, event)
 
-    def _record(
-        self, permit: int, start: float, *, failed: bool, exc: Exception | None = None
-    ) -> None:
-        now = self._now()
-        slow = now - start > self._slow_after
+    def _record(self, permit: Permit, *, failed: bool, exc: Exception | None = None) -> None:
+        now = self.clock.now()
+        duration = now - permit.start
+        slow = duration > self._slow_after
         core = self._core
         with self._lock:
-            core.record(permit, now, failed=failed, slow=slow)
+            core.record(permit.epoch, now, failed=failed, slow=slow)
             transitions = core.take_transitions() if core.transitions else []
         if self._listeners:
             outcome = CircuitCallOutcome.FAILURE if failed else CircuitCallOutcome.SUCCESS
             event = CircuitCallRecorded(
-                name=self.name, outcome=outcome, duration=now - start, slow=slow, exception=exc
+                name=self.name, outcome=outcome, duration=duration, slow=slow, exception=exc
             )
             self._emit(transitions, event)
 

@@ -9,18 +9,39 @@ from __future__ import annotations
 import math
 import random as _random
 from collections.abc import Callable
-from typing import Any, TypeAlias, final
+from typing import TYPE_CHECKING, Any, TypeAlias, final
 
 import attrs
 
 from meshkit._errors import BulkheadFullError, ConfigurationError, RateLimitExceededError
-from meshkit._validate import finite, ge, gt, in_range, instance_of, le, optional, require
-from meshkit.resilience._common import exception_predicate
+from meshkit._validate import (
+    count,
+    exception_matcher,
+    exception_predicate,
+    finite,
+    ge,
+    gt,
+    in_range,
+    instance_of,
+    is_callable,
+    le,
+    optional,
+    positive_seconds,
+    require,
+)
+from meshkit.resilience._common import (
+    MAX_BUCKETS,
+    MAX_WINDOW_SIZE,
+    MIN_BUCKET_SECONDS,
+    draw_unit,
+)
+
+if TYPE_CHECKING:
+    from meshkit._validate import ExceptionMatcher
 
 __all__ = [
     "CircuitBreakerConfig",
     "CountWindow",
-    "ExceptionMatcher",
     "ExponentialOpenDuration",
     "FixedOpenDuration",
     "OpenDuration",
@@ -29,11 +50,6 @@ __all__ = [
 
 OpenDuration: TypeAlias = Callable[[int], float]
 """How long to stay OPEN, given the number of consecutive openings (1 for the first)."""
-
-ExceptionMatcher: TypeAlias = (
-    type[BaseException] | tuple[type[BaseException], ...] | Callable[[Exception], bool]
-)
-"""Exception types (one or a tuple, matched with `isinstance`) or a predicate on the exception."""
 
 # Past this exponent every exponential duration is at its maximum anyway (and 2.0**1024
 # overflows a float).
@@ -46,13 +62,13 @@ class CountWindow:
     """Judge the failure and slow-call rates over the last `size` recorded calls.
 
     Attributes:
-        size: How many of the most recent calls the window holds (>= 1).
+        size: How many of the most recent calls the window holds (1 to 100,000).
         minimum_calls: Calls the window must hold before a rate can open the breaker
             (1 <= minimum_calls <= size).
     """
 
-    size: int = attrs.field(default=100, validator=[instance_of(int), ge(1)])
-    minimum_calls: int = attrs.field(default=10, validator=[instance_of(int), ge(1)])
+    size: int = attrs.field(default=100, validator=count(1, MAX_WINDOW_SIZE))
+    minimum_calls: int = attrs.field(default=10, validator=count())
 
     def __attrs_post_init__(self) -> None:
         require(
@@ -73,14 +89,23 @@ class TimeWindow:
     `buckets` buckets, so memory and time per call are constant however busy the breaker is.
 
     Attributes:
-        seconds: The window's length (> 0, finite).
-        buckets: How many buckets the window is cut into (>= 1); more means finer expiry.
+        seconds: The window's length (finite, at least a microsecond per bucket).
+        buckets: How many buckets the window is cut into (1 to 10,000); more means finer
+            expiry.
         minimum_calls: Calls the window must hold before a rate can open the breaker (>= 1).
     """
 
-    seconds: float = attrs.field(default=60.0, validator=[gt(0), finite])
-    buckets: int = attrs.field(default=60, validator=[instance_of(int), ge(1)])
-    minimum_calls: int = attrs.field(default=10, validator=[instance_of(int), ge(1)])
+    seconds: float = attrs.field(default=60.0, validator=positive_seconds)
+    buckets: int = attrs.field(default=60, validator=count(1, MAX_BUCKETS))
+    minimum_calls: int = attrs.field(default=10, validator=count())
+
+    def __attrs_post_init__(self) -> None:
+        require(
+            self.seconds / self.buckets >= MIN_BUCKET_SECONDS,
+            "seconds",
+            self.seconds,
+            f"must be >= buckets * {MIN_BUCKET_SECONDS} s (a bucket of at least a microsecond)",
+        )
 
 
 @final
@@ -116,11 +141,13 @@ class ExponentialOpenDuration:
         random: A source of floats in `[0, 1)`; inject a fixed one in tests.
     """
 
-    initial: float = attrs.field(default=1.0, validator=[gt(0), finite])
+    initial: float = attrs.field(default=1.0, validator=positive_seconds)
     multiplier: float = attrs.field(default=2.0, validator=[ge(1), finite])
-    maximum: float = attrs.field(default=60.0, validator=[gt(0), finite])
+    maximum: float = attrs.field(default=60.0, validator=positive_seconds)
     jitter: float = attrs.field(default=0.0, validator=in_range(0.0, 0.999_999))
-    random: Callable[[], float] = attrs.field(default=_random.random, eq=False, repr=False)
+    random: Callable[[], float] = attrs.field(
+        default=_random.random, eq=False, repr=False, validator=is_callable
+    )
 
     def __attrs_post_init__(self) -> None:
         require(
@@ -129,17 +156,21 @@ class ExponentialOpenDuration:
             self.maximum,
             f"must be >= initial ({self.initial})",
         )
-        require(callable(self.random), "random", self.random, "must be callable")
 
     def __call__(self, openings: int) -> float:
-        """Return the duration of the `openings`-th consecutive opening (1-based)."""
+        """Return the duration of the `openings`-th consecutive opening (1-based).
+
+        Raises:
+            ConfigurationError: If `random` returned something other than a number in
+                `[0, 1)` (checked at each draw, since it is a callable).
+        """
         exponent = min(max(openings - 1, 0), _MAX_EXPONENT)
         try:
             base = min(self.maximum, self.initial * self.multiplier**exponent)
         except OverflowError:
             base = self.maximum
         if self.jitter:
-            base *= 1.0 - self.jitter + 2.0 * self.jitter * self.random()
+            base *= 1.0 - self.jitter + 2.0 * self.jitter * draw_unit(self.random)
         return base
 
 
@@ -152,41 +183,6 @@ def _to_open_duration(value: float | OpenDuration) -> OpenDuration:
     if not (math.isfinite(value) and value >= 0):
         raise ConfigurationError("open_duration", value, "must be finite and >= 0")
     return FixedOpenDuration(seconds=float(value))
-
-
-def _matcher(field: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
-    def validate(_inst: object, _attribute: attrs.Attribute[Any], value: object) -> None:
-        if isinstance(value, type):
-            if issubclass(value, BaseException):
-                return
-        elif isinstance(value, tuple):
-            if all(isinstance(item, type) and issubclass(item, BaseException) for item in value):
-                return
-        elif callable(value):  # a class that is not an exception is not a predicate
-            return
-        raise ConfigurationError(
-            field, value, "must be an exception type, a tuple of them, or a predicate"
-        )
-
-    return validate
-
-
-def _all(
-    *validators: Callable[[Any, attrs.Attribute[Any], Any], None],
-) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
-    def validate(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        for validator in validators:
-            validator(inst, attribute, value)
-
-    return validate
-
-
-def _callable(field: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
-    def validate(_inst: object, _attribute: attrs.Attribute[Any], value: object) -> None:
-        if not callable(value):
-            raise ConfigurationError(field, value, "must be callable")
-
-    return validate
 
 
 LOCAL_REJECTIONS: tuple[type[Exception], ...] = (BulkheadFullError, RateLimitExceededError)
@@ -227,32 +223,30 @@ class CircuitBreakerConfig:
         record_result: A predicate on the returned value; `True` counts the call as failed.
     """
 
-    failure_threshold: int | None = attrs.field(
-        default=5, validator=optional(_all(instance_of(int), ge(1)))
-    )
+    failure_threshold: int | None = attrs.field(default=5, validator=optional(count()))
     window: CountWindow | TimeWindow | None = attrs.field(
         default=None, validator=optional(instance_of(CountWindow, TimeWindow))
     )
     failure_rate_threshold: float = attrs.field(default=0.5, validator=[gt(0), le(1)])
     slow_call_duration: float | None = attrs.field(
-        default=None, validator=optional(_all(gt(0), finite))
+        default=None, validator=optional(positive_seconds)
     )
     slow_call_rate_threshold: float = attrs.field(default=1.0, validator=[gt(0), le(1)])
     open_duration: OpenDuration = attrs.field(
         default=FixedOpenDuration(), converter=_to_open_duration
     )
-    half_open_calls: int = attrs.field(default=1, validator=[instance_of(int), ge(1)])
+    half_open_calls: int = attrs.field(default=1, validator=count())
     half_open_max_wait: float | None = attrs.field(
-        default=None, validator=optional(_all(gt(0), finite))
+        default=None, validator=optional(positive_seconds)
     )
     record_exceptions: ExceptionMatcher = attrs.field(
-        default=Exception, validator=_matcher("record_exceptions")
+        default=Exception, validator=exception_matcher
     )
     ignore_exceptions: ExceptionMatcher = attrs.field(
-        default=LOCAL_REJECTIONS, validator=_matcher("ignore_exceptions")
+        default=LOCAL_REJECTIONS, validator=exception_matcher
     )
     record_result: Callable[[Any], bool] | None = attrs.field(
-        default=None, validator=optional(_callable("record_result"))
+        default=None, validator=optional(is_callable)
     )
 
     def __attrs_post_init__(self) -> None:

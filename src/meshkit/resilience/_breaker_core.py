@@ -21,7 +21,7 @@ import attrs
 from meshkit._errors import CircuitOpenError, ConfigurationError
 from meshkit.resilience._breaker_config import CircuitBreakerConfig, CountWindow, TimeWindow
 
-__all__ = ["BreakerCore", "CircuitBreakerStatistics", "CircuitState", "count_value"]
+__all__ = ["BreakerCore", "CircuitBreakerStatistics", "CircuitState", "Permit", "count_value"]
 
 _FAILED = 1
 _SLOW = 2
@@ -50,26 +50,34 @@ class CircuitState(enum.Enum):
 
 def count_value(counter: itertools.count[int]) -> int:
     """Return the next value an `itertools.count` would yield, without advancing it."""
-    # `next(count)` is one C call, so it is an atomic increment under the GIL, which lets the
-    # success path count without a lock; its repr, `count(N)`, is how to read N back.
+    # `next(count)` is one C call, an atomic increment under the GIL, so the success path
+    # counts without the lock (1.2-2.4x faster call_sync, benchmarks/README.md "Speed tricks");
+    # its repr, `count(N)`, is the only way to read N back.
     return int(repr(counter)[6:-1])
 
 
 @final
-@attrs.define(eq=False)
+class Permit:
+    """One admitted call: the epoch it was admitted in, and when (0.0 if admitted lock-free)."""
+
+    __slots__ = ("epoch", "start")
+
+    def __init__(self, epoch: int, start: float) -> None:
+        self.epoch = epoch
+        self.start = start
+
+
+@final
 class _CountAccumulator:
     """The totals of the last `size` recorded calls (a ring of outcome codes)."""
 
-    size: int
-    minimum_calls: int
-    calls: int = 0
-    failures: int = 0
-    slow: int = 0
-    _ring: list[int] = attrs.field(init=False)
-    _next: int = attrs.field(init=False, default=0)
+    __slots__ = ("_next", "_ring", "calls", "failures", "minimum_calls", "size", "slow")
 
-    def __attrs_post_init__(self) -> None:
-        self._ring = [0] * self.size
+    def __init__(self, size: int, minimum_calls: int) -> None:
+        self.size = size
+        self.minimum_calls = minimum_calls
+        self.calls = self.failures = self.slow = self._next = 0
+        self._ring = [0] * size
 
     def add(self, _now: float, code: int) -> None:
         if self.calls == self.size:
@@ -92,22 +100,27 @@ class _CountAccumulator:
 
 
 @final
-@attrs.define(eq=False)
 class _TimeAccumulator:
     """The totals of the calls whose bucket is one of the newest `buckets` buckets."""
 
-    width: float
-    buckets: int
-    minimum_calls: int
-    calls: int = 0
-    failures: int = 0
-    slow: int = 0
-    _calls: list[int] = attrs.field(init=False)
-    _failures: list[int] = attrs.field(init=False)
-    _slow: list[int] = attrs.field(init=False)
-    _head: int = attrs.field(init=False, default=-(1 << 62))
+    __slots__ = (
+        "_calls",
+        "_failures",
+        "_head",
+        "_slow",
+        "buckets",
+        "calls",
+        "failures",
+        "minimum_calls",
+        "slow",
+        "width",
+    )
 
-    def __attrs_post_init__(self) -> None:
+    def __init__(self, width: float, buckets: int, minimum_calls: int) -> None:
+        self.width = width
+        self.buckets = buckets
+        self.minimum_calls = minimum_calls
+        self._head = -(1 << 62)
         self.clear()
 
     def expire(self, now: float) -> None:
@@ -200,42 +213,63 @@ def _rate(part: int, whole: int) -> float:
 
 
 @final
-@attrs.define(eq=False)
 class BreakerCore:
-    """The breaker's state machine; every method takes `now` and none blocks or awaits."""
+    """The breaker's state machine; every method takes `now` and none blocks or awaits.
 
-    config: CircuitBreakerConfig
-    name: str
-    state: CircuitState = attrs.field(init=False, default=CircuitState.CLOSED)
-    epoch: int = attrs.field(init=False, default=1)
-    fast_epoch: int = attrs.field(init=False, default=0)
-    """The epoch while the lock-free success path applies (CLOSED, consecutive failures
-    only, nobody listening); 0 otherwise."""
-    reject_until: float = attrs.field(init=False, default=-_NEVER)
-    """While OPEN with nobody listening, `open_until`: calls before it are rejected without
-    the lock. Otherwise minus infinity."""
-    consecutive_failures: int = attrs.field(init=False, default=0)
-    openings: int = attrs.field(init=False, default=0)
-    open_until: float = attrs.field(init=False, default=0.0)
-    half_open_deadline: float = attrs.field(init=False, default=_NEVER)
-    in_flight: int = attrs.field(init=False, default=0)
-    trial_calls: int = attrs.field(init=False, default=0)
-    trial_failures: int = attrs.field(init=False, default=0)
-    trial_slow: int = attrs.field(init=False, default=0)
-    successes: itertools.count[int] = attrs.field(init=False, factory=itertools.count)
-    rejections: itertools.count[int] = attrs.field(init=False, factory=itertools.count)
-    failures: int = attrs.field(init=False, default=0)
-    ignored: int = attrs.field(init=False, default=0)
-    slow_calls: int = attrs.field(init=False, default=0)
-    listening: bool = attrs.field(init=False, default=False)
-    transitions: list[tuple[CircuitState, CircuitState, float]] = attrs.field(
-        init=False, factory=list
+    Attributes:
+        fast_permit: The permit every call shares while the lock-free path applies (CLOSED
+            with no failure in a row, trips on consecutive failures only, nobody
+            listening); `None` otherwise. A new one is made each time the path opens again,
+            so a success is counted lock-free only if nothing was recorded since its call
+            was admitted (`permit is fast_permit`).
+        reject_until: While OPEN with nobody listening, `open_until`: calls before it are
+            rejected without the lock. Otherwise minus infinity.
+    """
+
+    __slots__ = (
+        "_fast_capable",
+        "_window",
+        "config",
+        "consecutive_failures",
+        "epoch",
+        "failures",
+        "fast_permit",
+        "half_open_deadline",
+        "ignored",
+        "in_flight",
+        "listening",
+        "name",
+        "open_until",
+        "openings",
+        "reject_until",
+        "rejections",
+        "slow_calls",
+        "state",
+        "successes",
+        "transitions",
+        "trial_calls",
+        "trial_failures",
+        "trial_slow",
     )
-    _window: _Accumulator | None = attrs.field(init=False)
-    _fast_capable: bool = attrs.field(init=False)
 
-    def __attrs_post_init__(self) -> None:
-        config = self.config
+    def __init__(self, config: CircuitBreakerConfig, name: str) -> None:
+        """Start CLOSED, with empty counts."""
+        self.config = config
+        self.name = name
+        self.state = CircuitState.CLOSED
+        self.epoch = 1
+        self.fast_permit: Permit | None = None
+        self.reject_until = -_NEVER
+        self.consecutive_failures = 0
+        self.openings = 0
+        self.open_until = 0.0
+        self.half_open_deadline = _NEVER
+        self.in_flight = self.trial_calls = self.trial_failures = self.trial_slow = 0
+        self.successes = itertools.count()
+        self.rejections = itertools.count()
+        self.failures = self.ignored = self.slow_calls = 0
+        self.listening = False
+        self.transitions: list[tuple[CircuitState, CircuitState, float]] = []
         self._window = _accumulator(config.window)
         self._fast_capable = (
             config.window is None
@@ -247,14 +281,21 @@ class BreakerCore:
     # ------------------------------------------------------------ admission
 
     def poll(self, now: float) -> CircuitState:
-        """Apply the transitions that time alone causes, and return the state."""
-        state = self.state
-        if state is CircuitState.OPEN and now >= self.open_until:
-            self.half_open_deadline = now + (self.config.half_open_max_wait or _NEVER)
-            self._transition(CircuitState.HALF_OPEN, now)
-        elif state is CircuitState.HALF_OPEN and now >= self.half_open_deadline:
-            self._open(now)
-        return self.state
+        """Apply the transitions that time alone causes by `now`, and return the state.
+
+        Each transition happens at the deadline that caused it, not when it is noticed: an
+        OPEN breaker becomes HALF_OPEN at `open_until`; a HALF_OPEN one whose trials overran
+        `half_open_max_wait` reopened at that deadline, for an open duration counted from
+        it, and may be HALF_OPEN again by `now` (Resilience4j's timers, without a thread).
+        """
+        while True:
+            if self.state is CircuitState.OPEN and now >= self.open_until:
+                self.half_open_deadline = _NEVER  # until the first trial is admitted
+                self._transition(CircuitState.HALF_OPEN, self.open_until)
+            elif self.state is CircuitState.HALF_OPEN and now >= self.half_open_deadline:
+                self._open(self.half_open_deadline)
+            else:
+                return self.state
 
     def acquire(self, now: float) -> int:
         """Admit a call and return its permit.
@@ -266,10 +307,10 @@ class BreakerCore:
         state = self.poll(now)
         if state is CircuitState.CLOSED or state is CircuitState.DISABLED:
             return self.epoch
-        if (
-            state is CircuitState.HALF_OPEN
-            and self.in_flight + self.trial_calls < self.config.half_open_calls
-        ):
+        trials = self.in_flight + self.trial_calls
+        if state is CircuitState.HALF_OPEN and trials < self.config.half_open_calls:
+            if not trials:  # the first trial starts the half_open_max_wait timer
+                self.half_open_deadline = now + (self.config.half_open_max_wait or _NEVER)
             self.in_flight += 1
             return self.epoch
         next(self.rejections)
@@ -284,32 +325,35 @@ class BreakerCore:
     # ------------------------------------------------------------ outcomes
 
     def record(self, permit: int, now: float, *, failed: bool, slow: bool) -> None:
-        """Record the outcome of the call admitted with `permit`."""
+        """Record the outcome of the call admitted with `permit` (nothing while DISABLED)."""
+        if self.poll(now) is CircuitState.DISABLED:
+            return
         if failed:
             self.failures += 1
         else:
             next(self.successes)
         if slow:
             self.slow_calls += 1
-        self.poll(now)
         if permit != self.epoch:
             return
         if self.state is CircuitState.CLOSED:
             self._record_closed(now, failed=failed, slow=slow)
-        elif self.state is CircuitState.HALF_OPEN:
+        else:  # a permit of the current epoch that is not CLOSED's is a HALF_OPEN trial's
             self._record_trial(now, failed=failed, slow=slow)
 
     def release(self, permit: int, now: float, *, ignored: bool) -> None:
         """Give back the permit of a call that is not recorded (ignored or cancelled)."""
+        if self.poll(now) is CircuitState.DISABLED:
+            return
         if ignored:
             self.ignored += 1
-        self.poll(now)
         if permit == self.epoch and self.state is CircuitState.HALF_OPEN:
             self.in_flight -= 1
 
     def _record_closed(self, now: float, *, failed: bool, slow: bool) -> None:
         config = self.config
         self.consecutive_failures = self.consecutive_failures + 1 if failed else 0
+        self._refresh_fast()
         threshold = config.failure_threshold
         if threshold is not None and self.consecutive_failures >= threshold:
             self._open(now)
@@ -392,9 +436,22 @@ class BreakerCore:
         if self.listening and old is not state:
             self.transitions.append((old, state, now))
 
+    @property
+    def fast_epoch(self) -> int:
+        """The epoch of `fast_permit`, or 0 when there is none."""
+        return 0 if self.fast_permit is None else self.fast_permit.epoch
+
     def _refresh_fast(self) -> None:
-        fast = self.state is CircuitState.CLOSED and self._fast_capable and not self.listening
-        self.fast_epoch = self.epoch if fast else 0
+        fast = (
+            self.state is CircuitState.CLOSED
+            and self._fast_capable
+            and not self.listening
+            and not self.consecutive_failures
+        )
+        if not fast:
+            self.fast_permit = None
+        elif self.fast_permit is None or self.fast_permit.epoch != self.epoch:
+            self.fast_permit = Permit(self.epoch, 0.0)
         rejects = self.state is CircuitState.OPEN and not self.listening
         self.reject_until = self.open_until if rejects else -_NEVER
 

@@ -8,20 +8,32 @@ request; every retry withdraws one. Within a sliding window of `window` seconds 
 
 so when a dependency fails hard, clients stop multiplying their load by `max_attempts` and add
 at most `ratio` of it (the floor lets a quiet service still retry now and then).
+
+The comparison is exact: `ratio`, `min_retries_per_second` and `window` are taken as the
+decimals they are written as (`0.29` is 29/100, not the binary float just below it) and the
+sum is compared in whole units of one retry, so 100 requests at ratio 0.29 allow 29 retries,
+as Finagle's budget does, where floating point would give 28.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from fractions import Fraction
 from typing import final
 
 import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
-from meshkit._validate import finite, ge, gt, instance_of
+from meshkit._validate import count, finite, ge, instance_of, positive_seconds, require
+from meshkit.resilience._common import MAX_BUCKETS, MIN_BUCKET_SECONDS
 
 __all__ = ["RetryBudget", "RetryBudgetStatistics"]
+
+
+def _decimal(value: float) -> Fraction:
+    """The exact decimal a float was written as: `0.29` -> 29/100 (its shortest repr)."""
+    return Fraction(repr(float(value)))
 
 
 @final
@@ -59,8 +71,8 @@ class RetryBudget:
     Attributes:
         ratio: Retries allowed per first attempt in the window (0.2 = 20% extra load).
         min_retries_per_second: A floor of retries per second, allowed whatever the traffic.
-        window: The sliding window, in seconds.
-        buckets: Slices the window is kept in; it slides one slice at a time.
+        window: The sliding window, in seconds (finite, at least a microsecond per slice).
+        buckets: Slices the window is kept in (1 to 10,000); it slides one slice at a time.
         clock: The clock the window runs on.
     """
 
@@ -68,16 +80,38 @@ class RetryBudget:
     min_retries_per_second: float = attrs.field(
         default=10.0, kw_only=True, validator=[ge(0), finite]
     )
-    window: float = attrs.field(default=10.0, kw_only=True, validator=[gt(0), finite])
-    buckets: int = attrs.field(default=10, kw_only=True, validator=[instance_of(int), ge(1)])
+    window: float = attrs.field(default=10.0, kw_only=True, validator=positive_seconds)
+    buckets: int = attrs.field(default=10, kw_only=True, validator=count(1, MAX_BUCKETS))
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, kw_only=True, validator=instance_of(Clock))
     _requests: list[int] = attrs.field(init=False)
     _retries: list[int] = attrs.field(init=False)
     _slice: float = attrs.field(init=False)
+    _unit: int = attrs.field(init=False)
+    _per_request: int = attrs.field(init=False)
+    _floor: int = attrs.field(init=False)
     _current: int = attrs.field(init=False)
     _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
 
     def __attrs_post_init__(self) -> None:
+        require(
+            math.isfinite(self.floor),
+            "min_retries_per_second",
+            self.min_retries_per_second,
+            f"times window ({self.window}) must be a finite number of retries",
+        )
+        require(
+            self.window / self.buckets >= MIN_BUCKET_SECONDS,
+            "window",
+            self.window,
+            f"must be >= buckets * {MIN_BUCKET_SECONDS} s (a slice of at least a microsecond)",
+        )
+        # Whole units: one retry is `_unit`, a request earns `_per_request`, the floor is
+        # `_floor`; all exact integers, so the budget never rounds at a boundary.
+        ratio = _decimal(self.ratio)
+        floor = _decimal(self.min_retries_per_second) * _decimal(self.window)
+        self._unit = math.lcm(ratio.denominator, floor.denominator)
+        self._per_request = int(ratio * self._unit)
+        self._floor = int(floor * self._unit)
         self._requests = [0] * self.buckets
         self._retries = [0] * self.buckets
         self._slice = self.window / self.buckets
@@ -98,7 +132,7 @@ class RetryBudget:
         """Take one retry from the budget; return whether it was allowed."""
         with self._lock:
             self._slide()
-            if self._available() < 1:
+            if self._units() < self._unit:
                 return False
             self._retries[self._current % self.buckets] += 1
             return True
@@ -110,11 +144,13 @@ class RetryBudget:
             return RetryBudgetStatistics(
                 requests=sum(self._requests),
                 retries=sum(self._retries),
-                available=max(self._available(), 0.0),
+                available=max(self._units() / self._unit, 0.0),
             )
 
-    def _available(self) -> float:
-        return self.ratio * sum(self._requests) + self.floor - sum(self._retries)
+    def _units(self) -> int:
+        """The retries available now, in whole units (`_unit` per retry)."""
+        earned = self._per_request * sum(self._requests) + self._floor
+        return earned - self._unit * sum(self._retries)
 
     def _index(self) -> int:
         return math.floor(self.clock.now() / self._slice)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, final, overload
+from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar, final
 
 import anyio
 import anyio.lowlevel
@@ -21,12 +21,11 @@ import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import BulkheadFullError
-from meshkit._validate import finite, ge, gt, instance_of, optional
-from meshkit.resilience._common import decorate, valid_name
+from meshkit._validate import count, instance_of, non_empty_str, optional, positive_seconds
+from meshkit.resilience._common import Decorates
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
-    from types import TracebackType
+    from collections.abc import Awaitable, Callable, Iterator
 
 __all__ = ["Bulkhead", "BulkheadStatistics"]
 
@@ -148,7 +147,7 @@ class BulkheadStatistics:
 
 @final
 @attrs.define(eq=False, kw_only=True)
-class Bulkhead:
+class Bulkhead(Decorates):
     """Limit how many calls run at once, with a bounded, fair (FIFO) queue for the rest.
 
     A call takes a free slot at once when there is one (no queue machinery is touched); else it
@@ -190,12 +189,10 @@ class Bulkhead:
         ```
     """
 
-    max_concurrent: int = attrs.field(default=10, validator=[instance_of(int), ge(1)])
-    max_queued: int = attrs.field(default=10, validator=[instance_of(int), ge(0)])
-    max_wait: float | None = attrs.field(
-        default=None, validator=optional(attrs.validators.and_(gt(0), finite))
-    )
-    name: str = attrs.field(default="bulkhead", validator=valid_name)
+    max_concurrent: int = attrs.field(default=10, validator=count())
+    max_queued: int = attrs.field(default=10, validator=count(0))
+    max_wait: float | None = attrs.field(default=None, validator=optional(positive_seconds))
+    name: str = attrs.field(default="bulkhead", validator=non_empty_str)
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
     _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
     _state: _BulkheadState = attrs.field(init=False)
@@ -226,19 +223,8 @@ class Bulkhead:
         Raises:
             BulkheadFullError: If slots and queue are full, or `max_wait` ran out.
         """
-        waiter = self._admit(_AsyncWaiter)
-        if waiter is None:
-            return
-        try:
-            if self.max_wait is None:
-                await waiter.event.wait()
-            else:
-                with self.clock.deadline_scope(self.clock.now() + self.max_wait):
-                    await waiter.event.wait()
-        except BaseException:
-            self._abandon(waiter)
-            raise
-        self._settle(waiter)
+        if (waiter := self._admit(_AsyncWaiter)) is not None:
+            await self._wait(waiter)
 
     def acquire_sync(self) -> None:
         """Take a slot from a thread, blocking in the queue when none is free.
@@ -248,15 +234,9 @@ class Bulkhead:
         Raises:
             BulkheadFullError: If slots and queue are full, or `max_wait` ran out.
         """
-        waiter = self._admit(_SyncWaiter)
-        if waiter is None:
-            return
-        try:
-            self._wait_sync(waiter)
-        except BaseException:
-            self._abandon(waiter)
-            raise
-        self._settle(waiter)
+        if (waiter := self._admit(_SyncWaiter)) is not None:
+            with self._queued(waiter):
+                self._wait_sync(waiter)
 
     def release(self) -> None:
         """Give a slot back, handing it to the oldest queued caller if there is one.
@@ -278,6 +258,24 @@ class Bulkhead:
             if self._state.enqueue(waiter):
                 return waiter
         raise self._full()
+
+    async def _wait(self, waiter: _AsyncWaiter) -> None:
+        with self._queued(waiter):
+            if self.max_wait is None:
+                await waiter.event.wait()
+                return
+            with self.clock.deadline_scope(self.clock.now() + self.max_wait):
+                await waiter.event.wait()
+
+    @contextlib.contextmanager
+    def _queued(self, waiter: _Waiter) -> Iterator[None]:
+        """Around a queued wait: keep the slot granted meanwhile, or give up cleanly."""
+        try:
+            yield
+        except BaseException:
+            self._abandon(waiter)
+            raise
+        self._settle(waiter)
 
     def _wait_sync(self, waiter: _SyncWaiter) -> None:
         if self.max_wait is None:
@@ -317,31 +315,22 @@ class Bulkhead:
         Raises:
             BulkheadFullError: If no slot could be had (see `acquire()`).
         """
-        state = self._state
-        with self._lock:  # the fast path of acquire(), inlined: a free slot, no waiter
-            admitted = state.active < state.max_concurrent
-            if admitted:
-                state.active += 1
-        if not admitted:
-            await self.acquire()
+        # Not `await self.acquire()`: a free slot is then taken without building a coroutine.
+        if (waiter := self._admit(_AsyncWaiter)) is not None:
+            await self._wait(waiter)
         try:
             return await fn(*args, **kwargs)
         finally:
-            with self._lock:  # the fast path of release(), inlined: nobody queued
-                fast = not state.queue
-                if fast:
-                    state.active -= 1
-            if not fast:
-                self.release()
+            self.release()
 
     def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run `fn(*args, **kwargs)` inside a slot, from a thread.
+        """Run `fn(*args, **kwargs)` inside a slot, from a thread (see `acquire_sync()`).
 
         Returns:
             What `fn` returns.
 
         Raises:
-            BulkheadFullError: If no slot could be had (see `acquire_sync()`).
+            BulkheadFullError: As `call`.
         """
         self.acquire_sync()
         try:
@@ -349,38 +338,28 @@ class Bulkhead:
         finally:
             self.release()
 
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, T]]
-    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]: ...
-
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate `fn` so every call runs inside a slot (async or sync alike)."""
-        return decorate(self.call, self.call_sync, fn)
-
     async def __aenter__(self) -> None:
+        """Take a slot (see `acquire()`) for the block.
+
+        Raises:
+            BulkheadFullError: If no slot could be had.
+        """
         await self.acquire()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Give the slot back, however the block ended."""
         self.release()
 
     def __enter__(self) -> None:
+        """Take a slot from a thread (see `acquire_sync()`) for the block.
+
+        Raises:
+            BulkheadFullError: If no slot could be had.
+        """
         self.acquire_sync()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
+        """Give the slot back, however the block ended."""
         self.release()
 
     def statistics(self) -> BulkheadStatistics:

@@ -20,20 +20,27 @@ total timeout -> retry -> rate limiter -> breaker -> bulkhead -> per-attempt tim
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast, final
+import operator
+from collections.abc import Awaitable, Callable
+from typing import (
+    Any,
+    NamedTuple,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    final,
+)
 
 import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import BulkheadFullError, ConfigurationError
-from meshkit._validate import finite, gt, instance_of, optional, require
+from meshkit._validate import instance_of, optional, positive_seconds, require
 from meshkit.resilience._breaker import CircuitBreaker
 from meshkit.resilience._bulkhead import Bulkhead
+from meshkit.resilience._common import Outcome
 from meshkit.resilience._deadline import Timeout
-from meshkit.resilience._retry import Retry, _Tally
-
-if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+from meshkit.resilience._retry import Retry, RetryHistory
 
 __all__ = ["Pipeline", "PipelineOutcome"]
 
@@ -51,9 +58,27 @@ class _Limiter(Protocol):
     def call_sync(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T: ...
 
 
+class _Layer(NamedTuple):
+    """One policy of the pipeline, by name, with its async and sync faces.
+
+    Each face takes the function it protects first, then that function's arguments; the
+    retry layer's faces (`records`) take the call's `RetryHistory` (or `None`) before that.
+    """
+
+    name: str
+    call: Callable[..., Awaitable[Any]]
+    call_sync: Callable[..., Any]
+    records: bool = False
+
+
+_Face = Callable[[_Layer], Callable[..., Any]]
+_ASYNC: _Face = operator.attrgetter("call")
+_SYNC: _Face = operator.attrgetter("call_sync")
+
+
 @final
 @attrs.frozen(kw_only=True)
-class PipelineOutcome(Generic[_T]):
+class PipelineOutcome(Outcome[_T]):
     """How one call through `Pipeline.call_with_details` went.
 
     Every call gets its own outcome; nothing is shared between concurrent calls.
@@ -75,21 +100,6 @@ class PipelineOutcome(Generic[_T]):
     delay: float
     errors: tuple[Exception, ...]
     elapsed: float
-
-    @property
-    def succeeded(self) -> bool:
-        """Whether the call returned a value."""
-        return self.error is None
-
-    def unwrap(self) -> _T:
-        """Return the value, or raise the final exception unchanged."""
-        if self.error is not None:
-            raise self.error
-        return cast("_T", self.value)
-
-
-def _positive_seconds() -> Any:  # noqa: ANN401 - an attrs validator
-    return optional(attrs.validators.and_(gt(0), finite))
 
 
 def _limiter(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -148,32 +158,42 @@ class Pipeline:
         clock: The clock of the timeouts; every policy given must use this same clock.
     """
 
-    timeout: float | None = attrs.field(default=None, validator=_positive_seconds())
+    timeout: float | None = attrs.field(default=None, validator=optional(positive_seconds))
     retry: Retry | None = attrs.field(default=None, validator=optional(instance_of(Retry)))
     rate_limiter: _Limiter | None = attrs.field(default=None, validator=_limiter)
     breaker: CircuitBreaker | None = attrs.field(
         default=None, validator=optional(instance_of(CircuitBreaker))
     )
     bulkhead: Bulkhead | None = attrs.field(default=None, validator=optional(instance_of(Bulkhead)))
-    attempt_timeout: float | None = attrs.field(default=None, validator=_positive_seconds())
+    attempt_timeout: float | None = attrs.field(default=None, validator=optional(positive_seconds))
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
-    _total: Timeout | None = attrs.field(init=False)
-    _async_chain: tuple[Callable[..., Awaitable[Any]], ...] = attrs.field(init=False)
-    _sync_chain: tuple[Callable[..., Any], ...] = attrs.field(init=False)
+    _layers: tuple[_Layer, ...] = attrs.field(init=False)
+    _inner_first: tuple[_Layer, ...] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._check_combinations()
-        total = (
-            None if self.timeout is None else Timeout(self.timeout, clock=self.clock, what="call")
-        )
+        total = None if self.timeout is None else Timeout(self.timeout, clock=self.clock)
         attempt = None
         if self.attempt_timeout is not None:
             attempt = Timeout(self.attempt_timeout, clock=self.clock, what="attempt")
-        inner = (self.retry, self.rate_limiter, self.breaker, self.bulkhead, attempt)
-        policies = [p for p in inner if p is not None]
-        object.__setattr__(self, "_total", total)
-        object.__setattr__(self, "_async_chain", tuple(p.call for p in policies))
-        object.__setattr__(self, "_sync_chain", tuple(p.call_sync for p in policies))
+        policies = {
+            "timeout": total,
+            "rate_limiter": self.rate_limiter,
+            "breaker": self.breaker,
+            "bulkhead": self.bulkhead,
+            "attempt_timeout": attempt,
+        }
+        layers = [_Layer(n, p.call, p.call_sync) for n, p in policies.items() if p is not None]
+        if (retry := self.retry) is not None:  # inside the total timeout, outside the rest
+            faces = (retry.call_recording, retry.call_sync_recording)
+            layers.insert(0 if total is None else 1, _Layer("retry", *faces, records=True))
+        object.__setattr__(self, "_layers", tuple(layers))  # frozen: set once, when built
+        object.__setattr__(self, "_inner_first", tuple(reversed(layers)))
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The names of the configured policies, outermost first (`("timeout", "retry")`)."""
+        return tuple(layer.name for layer in self._layers)
 
     def _check_combinations(self) -> None:
         self._check_timeouts()
@@ -237,12 +257,8 @@ class Pipeline:
             RateLimiterUnavailableError: If a `RedisRateLimiter` failing closed could not
                 reach Redis.
         """
-        chain = self._async_chain
-        if self._total is not None:
-            return cast("_T", await self._total.call(*chain, fn, *args, **kwargs))  # type: ignore[arg-type]
-        if chain:
-            return cast("_T", await chain[0](*chain[1:], fn, *args, **kwargs))
-        return await fn(*args, **kwargs)
+        result: _T = await self._wrap(_ASYNC, fn, None)(*args, **kwargs)
+        return result
 
     def call_sync(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Call `fn(*args, **kwargs)` through every configured policy, from sync code.
@@ -258,12 +274,8 @@ class Pipeline:
             RateLimiterUnavailableError: If a `RedisRateLimiter` failing closed could not
                 reach Redis.
         """
-        chain = self._sync_chain
-        if self._total is not None:
-            return cast("_T", self._total.call_sync(*chain, fn, *args, **kwargs))  # type: ignore[arg-type]
-        if chain:
-            return cast("_T", chain[0](*chain[1:], fn, *args, **kwargs))
-        return fn(*args, **kwargs)
+        result: _T = self._wrap(_SYNC, fn, None)(*args, **kwargs)
+        return result
 
     async def call_with_details(
         self, fn: Callable[_P, Awaitable[_T]], /, *args: _P.args, **kwargs: _P.kwargs
@@ -272,24 +284,14 @@ class Pipeline:
 
         Cancellation and other `BaseException`s still propagate.
         """
-        start = self.clock.now()
-        chain: tuple[Callable[..., Awaitable[Any]], ...] = self._async_chain
-        tally = None
-        if self.retry is not None:
-            # The Retry records into this call's own tally, which survives a total timeout
-            # ending the call mid-way (a RetryOutcome would be lost with it).
-            tally = _Tally()
-            chain = (functools.partial(self.retry._run, tally), *chain[1:])  # noqa: SLF001
+        # The Retry writes into this call's own history, which survives a total timeout
+        # ending the call mid-way (a RetryOutcome would be lost with it).
+        history, start = RetryHistory(), self.clock.now()
         try:
-            if self._total is not None:
-                result = await self._total.call(*chain, fn, *args, **kwargs)  # type: ignore[arg-type]
-            elif chain:
-                result = await chain[0](*chain[1:], fn, *args, **kwargs)
-            else:
-                result = await fn(*args, **kwargs)
+            value = await self._wrap(_ASYNC, fn, history)(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - reported in the outcome, not swallowed
-            return self._outcome(start, tally, None, exc)
-        return self._outcome(start, tally, result, None)
+            return self._outcome(start, history, None, exc)
+        return self._outcome(start, history, value, None)
 
     def call_sync_with_details(
         self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
@@ -298,34 +300,39 @@ class Pipeline:
 
         `KeyboardInterrupt`, `SystemExit` and other `BaseException`s still propagate.
         """
-        start = self.clock.now()
-        chain: tuple[Callable[..., Any], ...] = self._sync_chain
-        tally = None
-        if self.retry is not None:
-            tally = _Tally()
-            chain = (functools.partial(self.retry._run_sync, tally), *chain[1:])  # noqa: SLF001
+        history, start = RetryHistory(), self.clock.now()
         try:
-            if self._total is not None:
-                result = self._total.call_sync(*chain, fn, *args, **kwargs)  # type: ignore[arg-type]
-            elif chain:
-                result = chain[0](*chain[1:], fn, *args, **kwargs)
-            else:
-                result = fn(*args, **kwargs)
+            value = self._wrap(_SYNC, fn, history)(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - reported in the outcome, not swallowed
-            return self._outcome(start, tally, None, exc)
-        return self._outcome(start, tally, result, None)
+            return self._outcome(start, history, None, exc)
+        return self._outcome(start, history, value, None)
+
+    def _wrap(
+        self, face: _Face, fn: Callable[..., Any], history: RetryHistory | None
+    ) -> Callable[..., Any]:
+        """Return `fn` wrapped in every layer, innermost first, on one face (async or sync).
+
+        Each layer's `call` takes the function it protects as its first argument, so wrapping
+        is `partial(layer.call, inner)`; the outermost partial is what the caller invokes.
+        """
+        for layer in self._inner_first:
+            if layer.records:
+                fn = functools.partial(face(layer), history, fn)
+            else:
+                fn = functools.partial(face(layer), fn)
+        return fn
 
     def _outcome(
-        self, start: float, tally: _Tally | None, value: object, error: Exception | None
+        self, start: float, history: RetryHistory, value: object, error: Exception | None
     ) -> PipelineOutcome[Any]:
-        errors = () if tally is None else tuple(tally.errors)
+        errors = tuple(history.errors)
         if error is not None and (not errors or errors[-1] is not error):
             errors = (*errors, error)  # ended by something the Retry did not see, or no Retry
         return PipelineOutcome(
             value=value,
             error=error,
-            attempts=1 if tally is None else tally.attempts,
-            delay=0.0 if tally is None else tally.delay,
+            attempts=history.attempts,
+            delay=history.delay,
             errors=errors,
             elapsed=self.clock.now() - start,
         )

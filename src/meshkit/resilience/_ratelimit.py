@@ -9,24 +9,23 @@ waiter hands its tokens back.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, final, overload
+from typing import TYPE_CHECKING, final
 
 import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import ConfigurationError, RateLimitExceededError
-from meshkit._validate import finite, ge, gt, instance_of, optional
-from meshkit.resilience._common import decorate, default_burst, valid_name
+from meshkit._validate import finite, ge, gt, instance_of, non_empty_str, optional
+from meshkit.resilience._common import TokenCalls, default_burst
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
+    from collections.abc import Iterator
 
 __all__ = ["RateLimiter", "RateLimiterStatistics"]
 
-P = ParamSpec("P")
-T = TypeVar("T")
 
 _TIME_TOLERANCE = 1e-9
 """A wait shorter than this (plus the clock's float resolution) counts as no wait."""
@@ -94,7 +93,7 @@ class RateLimiterStatistics:
 
 @final
 @attrs.define(eq=False, kw_only=True)
-class RateLimiter:
+class RateLimiter(TokenCalls):
     """Admit at most `rate` calls per second on average, with bursts of up to `burst`.
 
     `acquire_nowait()` takes tokens or raises `RateLimitExceededError` whose `retry_after`
@@ -138,10 +137,8 @@ class RateLimiter:
     burst: float = attrs.field(
         default=attrs.Factory(default_burst, takes_self=True), validator=[gt(0), finite]
     )
-    max_wait: float | None = attrs.field(
-        default=None, validator=optional(attrs.validators.and_(ge(0), finite))
-    )
-    name: str = attrs.field(default="ratelimiter", validator=valid_name)
+    max_wait: float | None = attrs.field(default=None, validator=optional([ge(0), finite]))
+    name: str = attrs.field(default="ratelimiter", validator=non_empty_str)
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
     _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
     _bucket: _TokenBucket = attrs.field(init=False)
@@ -168,14 +165,9 @@ class RateLimiter:
             RateLimitExceededError: At once, if the wait would exceed `max_wait`.
             ConfigurationError: If `tokens` is not in `(0, burst]`.
         """
-        wait = self._reserve(tokens, self.max_wait)
-        if wait <= 0:
-            return
-        try:
-            await self.clock.sleep(wait)
-        except BaseException:
-            self._refund(tokens)
-            raise
+        if (wait := self._reserve(tokens, self.max_wait)) > 0:
+            with self._refunded_on_error(tokens):
+                await self.clock.sleep(wait)
 
     def acquire_sync(self, tokens: float = 1) -> None:
         """Take `tokens` from a thread, blocking on the clock for them (at most `max_wait`).
@@ -184,14 +176,9 @@ class RateLimiter:
             RateLimitExceededError: At once, if the wait would exceed `max_wait`.
             ConfigurationError: If `tokens` is not in `(0, burst]`.
         """
-        wait = self._reserve(tokens, self.max_wait)
-        if wait <= 0:
-            return
-        try:
-            self.clock.sleep_sync(wait)
-        except BaseException:
-            self._refund(tokens)
-            raise
+        if (wait := self._reserve(tokens, self.max_wait)) > 0:
+            with self._refunded_on_error(tokens):
+                self.clock.sleep_sync(wait)
 
     def _reserve(self, tokens: float, max_wait: float | None) -> float:
         """Take `tokens` (into debt if need be) and return how long to wait for them."""
@@ -205,47 +192,20 @@ class RateLimiter:
             self._admitted += 1
         return wait
 
+    @contextlib.contextmanager
+    def _refunded_on_error(self, tokens: float) -> Iterator[None]:
+        """Around a wait for reserved tokens: a cancelled waiter hands them back."""
+        try:
+            yield
+        except BaseException:
+            self._refund(tokens)
+            raise
+
     def _refund(self, tokens: float) -> None:
         with self._lock:
             self._bucket.refill(self.clock.now())
             self._bucket.refund(tokens)
             self._admitted -= 1
-
-    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Take one token (see `acquire()`), then run `await fn(*args, **kwargs)`.
-
-        Returns:
-            What `fn` returns.
-
-        Raises:
-            RateLimitExceededError: If the token would take longer than `max_wait`.
-        """
-        await self.acquire()
-        return await fn(*args, **kwargs)
-
-    def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Take one token (see `acquire_sync()`), then run `fn(*args, **kwargs)`.
-
-        Returns:
-            What `fn` returns.
-
-        Raises:
-            RateLimitExceededError: If the token would take longer than `max_wait`.
-        """
-        self.acquire_sync()
-        return fn(*args, **kwargs)
-
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, T]]
-    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]: ...
-
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate `fn` so every call first takes a token (async or sync alike)."""
-        return decorate(self.call, self.call_sync, fn)
 
     def statistics(self) -> RateLimiterStatistics:
         """Return a snapshot of the bucket and counters."""

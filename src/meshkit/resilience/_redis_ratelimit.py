@@ -14,26 +14,22 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, final, overload
+from typing import TYPE_CHECKING, Any, final
 
 import anyio.to_thread
 import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import RateLimiterUnavailableError, RateLimitExceededError
-from meshkit._validate import finite, ge, gt, instance_of, optional, require
-from meshkit.resilience._common import decorate, default_burst, valid_name
+from meshkit._validate import finite, ge, gt, instance_of, non_empty_str, optional, require
+from meshkit.resilience._common import TokenCalls, default_burst
 from meshkit.resilience._ratelimit import check_tokens
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
-
     import redis
 
 __all__ = ["RedisRateLimiter", "RedisRateLimiterStatistics"]
 
-P = ParamSpec("P")
-T = TypeVar("T")
 
 _SCRIPT = """
 local rate = tonumber(ARGV[1])
@@ -102,7 +98,7 @@ class RedisRateLimiterStatistics:
 
 @final
 @attrs.define(eq=False, kw_only=True)
-class RedisRateLimiter:
+class RedisRateLimiter(TokenCalls):
     """A token bucket kept in Redis, so that every replica of a service shares one limit.
 
     It has the `RateLimiter` interface. Each acquisition is one round trip running an atomic
@@ -134,10 +130,8 @@ class RedisRateLimiter:
     burst: float = attrs.field(
         default=attrs.Factory(default_burst, takes_self=True), validator=[gt(0), finite]
     )
-    max_wait: float | None = attrs.field(
-        default=None, validator=optional(attrs.validators.and_(ge(0), finite))
-    )
-    name: str = attrs.field(default="ratelimiter", validator=valid_name)
+    max_wait: float | None = attrs.field(default=None, validator=optional([ge(0), finite]))
+    name: str = attrs.field(default="ratelimiter", validator=non_empty_str)
     prefix: str = attrs.field(default="meshkit:ratelimit:", validator=instance_of(str))
     fail_open: bool = attrs.field(default=False, validator=instance_of(bool))
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
@@ -285,44 +279,6 @@ class RedisRateLimiter:
             self._counts[what] = self._counts.get(what, 0) + 1
 
     # ------------------------------------------------------------ calling through it
-
-    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Take one token (see `acquire()`), then run `await fn(*args, **kwargs)`.
-
-        Returns:
-            What `fn` returns.
-
-        Raises:
-            RateLimitExceededError: If the token would take longer than `max_wait`.
-            RateLimiterUnavailableError: If Redis is unreachable and `fail_open` is off.
-        """
-        await self.acquire()
-        return await fn(*args, **kwargs)
-
-    def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Take one token (see `acquire_sync()`), then run `fn(*args, **kwargs)`.
-
-        Returns:
-            What `fn` returns.
-
-        Raises:
-            RateLimitExceededError: If the token would take longer than `max_wait`.
-            RateLimiterUnavailableError: If Redis is unreachable and `fail_open` is off.
-        """
-        self.acquire_sync()
-        return fn(*args, **kwargs)
-
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, T]]
-    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]: ...
-
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate `fn` so every call first takes a token (async or sync alike)."""
-        return decorate(self.call, self.call_sync, fn)
 
     def statistics(self) -> RedisRateLimiterStatistics:
         """Return this replica's counters."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import math
 import threading
 from typing import TypeVar, final
 
@@ -58,6 +59,17 @@ class FakeClock:
     _scopes: list[tuple[float, int, anyio.CancelScope]] = attrs.field(init=False, factory=list)
     _seq: itertools.count[int] = attrs.field(init=False, factory=itertools.count)
     _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
+
+    @_now.validator
+    def _check_start(self, _attribute: attrs.Attribute[float], start: object) -> None:
+        # The field is private; report it by its public name, `start`.
+        is_number = isinstance(start, int | float) and not isinstance(start, bool)
+        try:
+            finite = is_number and math.isfinite(start)  # type: ignore[arg-type]
+        except OverflowError:  # an int beyond any float
+            finite = False
+        if not finite:
+            raise ConfigurationError("start", start, "must be a finite number of seconds")
 
     def now(self) -> float:
         """Return the fake current time."""
