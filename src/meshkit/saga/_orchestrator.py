@@ -235,6 +235,9 @@ class SagaOrchestrator:
     async def wait(self, saga_id: str) -> SagaStatus:
         """Wait until this orchestrator stops driving `saga_id`; return its status.
 
+        A saga this orchestrator is not driving is not waited for: its current status is
+        read from the store and returned at once.
+
         Raises:
             SagaNotFoundError: If the store has no such saga.
             SagaOwnershipLostError: If another orchestrator took it over.
