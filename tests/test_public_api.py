@@ -17,6 +17,7 @@ PACKAGES = [
     "meshkit.eventsourcing",
     "meshkit.testing",
     "meshkit.discovery",
+    "meshkit.saga",
 ]
 
 
@@ -78,6 +79,7 @@ def test_import_needs_only_anyio_and_attrs() -> None:
     code = (
         "import sys, meshkit, meshkit.resilience, meshkit.balancing, meshkit.eventsourcing\n"
         "import meshkit.discovery\n"
+        "import meshkit.saga\n"
         "heavy = {'grpc', 'consul', 'psycopg', 'psycopg_pool', 'redis', 'xxhash', 'mmh3'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )

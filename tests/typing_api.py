@@ -6,6 +6,8 @@ If a signature change breaks a user's typed code, `mypy --strict` fails here fir
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
 import meshkit
@@ -50,7 +52,21 @@ from meshkit.resilience import (
     Timeout,
     time_remaining,
 )
+from meshkit.saga import (
+    Parallel,
+    Saga,
+    SagaOrchestrator,
+    SagaState,
+    SagaStatistics,
+    SagaStatus,
+    Step,
+    StepContext,
+    StepKind,
+)
 from meshkit.testing import FakeClock
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 clock: meshkit.Clock = FakeClock()
 system: meshkit.Clock = meshkit.SYSTEM_CLOCK
@@ -213,3 +229,33 @@ async def lease_usage(path: str) -> None:
         leases=memory,
     )
     await sqlite.aclose()
+
+
+async def _saga_action(data: Mapping[str, object], ctx: StepContext) -> dict[str, object]:
+    return {"step": ctx.step, "key": ctx.idempotency_key, "attempt": ctx.attempt}
+
+
+async def _saga_undo(data: Mapping[str, object], ctx: StepContext) -> None:
+    assert ctx.compensating
+
+
+async def saga_usage(store: EventStore) -> None:
+    """Define, run and observe a saga."""
+    saga = Saga(
+        name="order",
+        steps=[
+            Step(name="reserve", action=_saga_action, compensation=_saga_undo),
+            Parallel((Step(name="a", action=_saga_action, compensation=_saga_undo),)),
+            Step(name="pay", action=_saga_action, kind=StepKind.PIVOT),
+        ],
+    )
+    async with SagaOrchestrator(store=store, sagas=[saga]) as orchestrator:
+        saga_id: str = await orchestrator.start(saga, {"n": 1})
+        status: SagaStatus = await orchestrator.wait(saga_id)
+        state: SagaState = status.state
+        stats: SagaStatistics = orchestrator.statistics()
+        stuck: list[str] = orchestrator.saga_ids(SagaState.STUCK)
+        await orchestrator.resume(saga_id)
+    assert state is not None
+    assert stats.stuck >= 0
+    assert stuck is not None

@@ -24,11 +24,16 @@ MeshkitError
 │   ├── EventDecodeError                      a stored event cannot be read back
 │   │   └── UnknownEventTypeError             ... because its type is not registered
 │   └── LeaseLostError                        a subscription runner's lease was taken over
-└── DiscoveryError                            a registry (Consul) call failed
-    ├── RegistryUnavailableError              agent unreachable, timed out, answered 429/5xx
-    ├── RegistryAccessDeniedError             the ACL token was refused (401/403)
-    ├── RegistryRequestError                  the agent rejected the request (other 4xx)
-    └── RegistryNotFoundError                 the agent does not know the service or check
+├── DiscoveryError                            a registry (Consul) call failed
+│   ├── RegistryUnavailableError              agent unreachable, timed out, answered 429/5xx
+│   ├── RegistryAccessDeniedError             the ACL token was refused (401/403)
+│   ├── RegistryRequestError                  the agent rejected the request (other 4xx)
+│   └── RegistryNotFoundError                 the agent does not know the service or check
+└── SagaError
+    ├── SagaNotFoundError                     no saga has that id
+    ├── SagaAlreadyExistsError                a saga with that id was already started
+    ├── SagaStateError                        the saga is not in a state that allows it
+    └── SagaOwnershipLostError                another orchestrator now drives the saga
 ```
 """
 
@@ -55,6 +60,11 @@ __all__ = [
     "RegistryRequestError",
     "RegistryUnavailableError",
     "ResilienceError",
+    "SagaAlreadyExistsError",
+    "SagaError",
+    "SagaNotFoundError",
+    "SagaOwnershipLostError",
+    "SagaStateError",
     "StreamNotFoundError",
     "UnhandledEventError",
     "UnknownEventTypeError",
@@ -381,4 +391,68 @@ class LeaseLostError(EventSourcingError):
         self.token = token
         super().__init__(
             f"subscription {subscription!r}: runner {owner!r} lost its lease (token {token})"
+        )
+
+
+# ---------------------------------------------------------------- saga
+
+
+class SagaError(MeshkitError):
+    """A saga cannot be found, started, resumed or driven as asked."""
+
+
+class SagaNotFoundError(SagaError):
+    """No saga with this id is recorded in the store.
+
+    Attributes:
+        saga_id: The unknown id.
+    """
+
+    def __init__(self, saga_id: str) -> None:
+        self.saga_id = saga_id
+        super().__init__(f"no saga {saga_id!r} in the store")
+
+
+class SagaAlreadyExistsError(SagaError):
+    """A saga with this id has already been started (ids are never reused).
+
+    Attributes:
+        saga_id: The id that is taken.
+    """
+
+    def __init__(self, saga_id: str) -> None:
+        self.saga_id = saga_id
+        super().__init__(f"saga {saga_id!r} already exists")
+
+
+class SagaStateError(SagaError):
+    """The saga is not in a state that allows the operation (e.g. resuming one not stuck).
+
+    Attributes:
+        saga_id: The saga.
+        state: Its current state's name.
+        operation: What was asked.
+    """
+
+    def __init__(self, saga_id: str, state: str, operation: str) -> None:
+        self.saga_id = saga_id
+        self.state = state
+        self.operation = operation
+        super().__init__(f"cannot {operation} saga {saga_id!r}: it is {state}")
+
+
+class SagaOwnershipLostError(SagaError):
+    """Another orchestrator appended to the saga's log first; this one stopped driving it.
+
+    Attributes:
+        saga_id: The saga.
+        version: The log version this orchestrator expected.
+    """
+
+    def __init__(self, saga_id: str, version: int) -> None:
+        self.saga_id = saga_id
+        self.version = version
+        super().__init__(
+            f"saga {saga_id!r} is driven by another orchestrator (its log moved past version "
+            f"{version})"
         )
