@@ -28,6 +28,12 @@ from meshkit._errors import (
     UnknownEventTypeError,
     VersionConflictError,
 )
+from meshkit._errors import (
+    GrpcError,
+    IdempotencyConflictError,
+    PermissionDeniedError,
+    RpcStatusError,
+)
 from meshkit.balancing import (
     BoundedLoadRing,
     Endpoint,
@@ -129,4 +135,9 @@ __all__ = [
     "applies",
     "current_deadline",
     "time_remaining",
+    # grpc
+    "GrpcError",
+    "IdempotencyConflictError",
+    "PermissionDeniedError",
+    "RpcStatusError",
 ]

@@ -23,6 +23,10 @@ MeshkitError
     ├── EventStoreUnavailableError            the database behind a store failed
     └── EventDecodeError                      a stored event cannot be read back
         └── UnknownEventTypeError             ... because its type is not registered
+└── GrpcError
+    ├── RpcStatusError                        a gRPC call ended with a non-OK status
+    ├── PermissionDeniedError                 an AuthorizationPolicy denied the call
+    └── IdempotencyConflictError              a call with the same key is still running
 ```
 """
 
@@ -37,12 +41,16 @@ __all__ = [
     "EventDecodeError",
     "EventSourcingError",
     "EventStoreUnavailableError",
+    "GrpcError",
+    "IdempotencyConflictError",
     "MeshkitError",
     "NoAvailableEndpointError",
+    "PermissionDeniedError",
     "PublishError",
     "RateLimitExceededError",
     "RateLimiterUnavailableError",
     "ResilienceError",
+    "RpcStatusError",
     "StreamNotFoundError",
     "UnhandledEventError",
     "UnknownEventTypeError",
@@ -309,3 +317,58 @@ class UnknownEventTypeError(EventDecodeError):
 
     def __init__(self, stream_id: str, version: int, event_type: str) -> None:
         super().__init__(stream_id, version, event_type, "unknown event type")
+
+
+# ---------------------------------------------------------------- grpc
+
+
+class GrpcError(MeshkitError):
+    """A gRPC call failed, or a server-side policy of `meshkit.grpc` refused it."""
+
+
+class RpcStatusError(GrpcError):
+    """A gRPC call ended with a status other than OK (and other than DEADLINE_EXCEEDED).
+
+    The client interceptors translate grpcio's `RpcError` into this (DEADLINE_EXCEEDED
+    becomes `DeadlineExceededError`); a server interceptor answers it with the same status.
+
+    Attributes:
+        code: The status code's name (`"UNAVAILABLE"`, `"NOT_FOUND"`, ...).
+        details: The status message sent by the server.
+        method: The full method name (`/package.Service/Method`), empty when unknown.
+    """
+
+    def __init__(self, code: str, details: str, method: str = "") -> None:
+        self.code = code
+        self.details = details
+        self.method = method
+        where = f" {method}" if method else ""
+        super().__init__(f"gRPC call{where} failed with {code}: {details}")
+
+
+class PermissionDeniedError(GrpcError):
+    """An authorization policy denied the call (answered as PERMISSION_DENIED).
+
+    Attributes:
+        principal: The caller's principal (`cluster.local/ns/x/sa/y`), empty when
+            unauthenticated.
+        path: The call's path, `/package.Service/Method`.
+    """
+
+    def __init__(self, principal: str, path: str) -> None:
+        self.principal = principal
+        self.path = path
+        who = principal or "an unauthenticated caller"
+        super().__init__(f"{who} is not allowed to call {path}")
+
+
+class IdempotencyConflictError(GrpcError):
+    """A call carrying an idempotency key is still running (answered as ABORTED).
+
+    Attributes:
+        key: The idempotency key.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"a call with idempotency key {key!r} is still in progress")

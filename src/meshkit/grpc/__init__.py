@@ -1,0 +1,30 @@
+"""gRPC without sidecars: interceptors, the mesh channel, Istio-style configuration.
+
+grpcio is an optional dependency (`pip install 'meshkit[grpc]'`), imported only when an
+interceptor or channel is built; `import meshkit.grpc` needs only anyio and attrs. grpc.aio
+runs on asyncio only.
+"""
+
+from __future__ import annotations
+
+from meshkit.grpc._authz import Action, AuthorizationPolicy, Operation, Rule, Source
+from meshkit.grpc._client import ClientPolicy, RetryPolicy, is_mutating
+from meshkit.grpc._codes import Code
+from meshkit.grpc._propagation import TraceContext, current_correlation_id, current_trace
+from meshkit.grpc._server import ServerPolicy
+
+__all__ = [
+    "Action",
+    "AuthorizationPolicy",
+    "ClientPolicy",
+    "Code",
+    "Operation",
+    "RetryPolicy",
+    "Rule",
+    "ServerPolicy",
+    "Source",
+    "TraceContext",
+    "current_correlation_id",
+    "current_trace",
+    "is_mutating",
+]

@@ -1,0 +1,238 @@
+"""The `grpc.aio` client adapter of `ClientPolicy`: one interceptor class per call kind.
+
+grpc.aio registers a class that inherits several of its four interceptor bases for its first
+kind only (grpc/grpc#31442), so the four classes are generated from one table below; they
+share two shapes (a unary response; a response stream), which drive `CallPlan`.
+
+asyncio is imported here, and only here in the client, because grpc.aio forces it. When a
+cancel scope (a meshkit `Timeout`, `anyio.fail_after`) fires while a task awaits a grpc.aio
+call, grpc catches the scope's `CancelledError` and raises a bare one of its own, which the
+scope does not recognise, so it escapes the scope (grpc/grpc#43502). Here every wait on grpc
+happens in a helper task behind `asyncio.shield`: the scope's cancellation reaches this
+adapter with its own message intact, the adapter cancels the grpc call and re-raises that
+cancellation, and the scope turns it into `DeadlineExceededError` / `TimeoutError` as it
+should. On top of that, each attempt's grpc `timeout` is the meshkit deadline minus the
+margin, so grpc's own DEADLINE_EXCEEDED usually comes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from meshkit.grpc._codes import error_for
+from meshkit.grpc._sync_client import code_of, fresh, method_of, replayable
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Generator
+
+    from meshkit.grpc._client import CallPlan, ClientPolicy, Failed
+
+__all__ = ["aio_client_interceptors"]
+
+_END = object()
+_UNREAD = object()
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log it as never retrieved
+
+
+async def _shielded(call: Any, awaitable: Any) -> Any:
+    """Await `awaitable` (a wait on `call`) so that a cancellation keeps its own message."""
+    waiter = asyncio.ensure_future(awaitable)
+    try:
+        return await asyncio.shield(waiter)
+    except asyncio.CancelledError:
+        call.cancel()
+        waiter.add_done_callback(_consume)
+        raise
+
+
+def _plan(policy: ClientPolicy, details: Any, request: object) -> CallPlan:
+    return policy.plan(
+        method_of(details),
+        details.timeout,
+        tuple(details.metadata or ()),
+        replayable=replayable(request),
+    )
+
+
+def _details(details: Any, timeout: float | None, plan: CallPlan) -> Any:
+    return grpc.aio.ClientCallDetails(
+        details.method,
+        timeout,
+        grpc.aio.Metadata(*plan.metadata),
+        details.credentials,
+        details.wait_for_ready,
+    )
+
+
+async def _unary(
+    policy: ClientPolicy, continuation: Callable[..., Any], details: Any, request: Any
+) -> Any:
+    plan = _plan(policy, details, request)
+
+    async def once(limit: float | None) -> tuple[Any, Any] | Failed:
+        call = await continuation(_details(details, limit, plan), fresh(request))
+        try:
+            return call, await _shielded(call, call)
+        except grpc.aio.AioRpcError as exc:
+            return plan.failure(code_of(exc), exc.details() or "", limit)
+
+    call, response = await plan.run(once)
+    return _UnaryResponse(call, response)
+
+
+class _Delegate:
+    """The `grpc.aio.Call` methods, answered by the call the attempt loop settled on."""
+
+    _call: Any
+
+    async def write(self, request: Any) -> None:
+        """Send one more request (request-streaming calls)."""
+        await self._call.write(request)
+
+    async def done_writing(self) -> None:
+        """Close the request side (request-streaming calls)."""
+        await self._call.done_writing()
+
+    def cancelled(self) -> bool:
+        return bool(self._call.cancelled())
+
+    def done(self) -> bool:
+        return bool(self._call.done())
+
+    def time_remaining(self) -> float | None:
+        return self._call.time_remaining()  # type: ignore[no-any-return]
+
+    def cancel(self) -> bool:
+        return bool(self._call.cancel())
+
+    def add_done_callback(self, callback: Any) -> None:
+        self._call.add_done_callback(lambda _call: callback(self))
+
+    async def initial_metadata(self) -> Any:
+        return await self._call.initial_metadata()
+
+    async def trailing_metadata(self) -> Any:
+        return await self._call.trailing_metadata()
+
+    async def code(self) -> grpc.StatusCode:
+        return await self._call.code()  # type: ignore[no-any-return]
+
+    async def details(self) -> str:
+        return await self._call.details()  # type: ignore[no-any-return]
+
+    async def wait_for_connection(self) -> None:
+        await self._call.wait_for_connection()
+
+
+class _UnaryResponse(_Delegate, grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryCall):  # type: ignore[type-arg]
+    """The answer of a unary-response call, with the call that produced it."""
+
+    def __init__(self, call: Any, response: Any) -> None:
+        self._call = call
+        self._response = response
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        yield from ()  # a generator, as __await__ must be, that never suspends
+        return self._response
+
+
+class _ResponseStream(_Delegate, grpc.aio.UnaryStreamCall, grpc.aio.StreamStreamCall):  # type: ignore[type-arg]
+    """The call a streaming-response attempt loop settled on, its first message held back.
+
+    grpc.aio takes it as the call itself (it is one of its call types), so its own wrapper,
+    which would point at the first attempt's call, is not used. Reads go through `_shielded`
+    and failures become meshkit errors; nothing after the first message is retried.
+    """
+
+    def __init__(self, plan: CallPlan, call: Any, first: Any) -> None:
+        self._plan = plan
+        self._call = call
+        self._first = first
+        self._responses = call.__aiter__()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        try:
+            if self._first is not _UNREAD:
+                first, self._first = self._first, _UNREAD
+                if first is _END:
+                    return
+                yield first
+            while True:
+                try:
+                    response = await _shielded(self._call, anext(self._responses))
+                except StopAsyncIteration:
+                    return
+                yield response
+        except grpc.aio.AioRpcError as exc:
+            raise error_for(code_of(exc), exc.details() or "", self._plan.method) from exc
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def read(self) -> Any:
+        """Return the next response, or `grpc.aio.EOF`."""
+        try:
+            return await anext(self._iterate())
+        except StopAsyncIteration:
+            return grpc.aio.EOF  # type: ignore[attr-defined]
+
+
+async def _stream(
+    policy: ClientPolicy, continuation: Callable[..., Any], details: Any, request: Any
+) -> Any:
+    plan = _plan(policy, details, request)
+    if request is None:  # the caller writes with call.write(): nothing to wait for or resend
+        call = await continuation(_details(details, plan.attempt_timeout(), plan), None)
+        return _ResponseStream(plan, call, _UNREAD)
+
+    async def once(limit: float | None) -> tuple[Any, Any] | Failed:
+        call = await continuation(_details(details, limit, plan), fresh(request))
+        try:
+            return call, await _shielded(call, anext(aiter(call)))
+        except StopAsyncIteration:
+            return call, _END
+        except grpc.aio.AioRpcError as exc:
+            return plan.failure(code_of(exc), exc.details() or "", limit)
+
+    call, first = await plan.run(once)
+    return _ResponseStream(plan, call, first)
+
+
+class _AioInterceptor:
+    """What the four generated classes share: the policy."""
+
+    def __init__(self, policy: ClientPolicy) -> None:
+        self.policy = policy
+
+
+def _adapter(kind: str, base: type, shape: Callable[..., Any]) -> type:
+    async def intercept(
+        self: _AioInterceptor, continuation: Any, details: Any, request: Any
+    ) -> Any:
+        return await shape(self.policy, continuation, details, request)
+
+    name = "".join(part.title() for part in kind.split("_"))
+    return type(f"Aio{name}Interceptor", (_AioInterceptor, base), {f"intercept_{kind}": intercept})
+
+
+_ADAPTERS = tuple(
+    _adapter(kind, base, shape)
+    for kind, base, shape in (
+        ("unary_unary", grpc.aio.UnaryUnaryClientInterceptor, _unary),
+        ("unary_stream", grpc.aio.UnaryStreamClientInterceptor, _stream),
+        ("stream_unary", grpc.aio.StreamUnaryClientInterceptor, _unary),
+        ("stream_stream", grpc.aio.StreamStreamClientInterceptor, _stream),
+    )
+)
+
+
+def aio_client_interceptors(policy: ClientPolicy) -> list[Any]:
+    """Return the four interceptors applying `policy` to a grpc.aio channel's calls."""
+    return [adapter(policy) for adapter in _ADAPTERS]

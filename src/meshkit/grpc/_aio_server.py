@@ -1,0 +1,107 @@
+"""The `grpc.aio` server adapter of `ServerPolicy`.
+
+Two wrappers, one per response shape, shared by the four call kinds (as in `_sync_server`).
+The handler runs under a meshkit `Timeout` for the caller's deadline; a streaming handler gets
+a fresh `Timeout` for the time left at each step, so that no cancel scope stays open across a
+`yield` (grpcio, not this generator, runs between two responses). A handler in grpc.aio's
+reader/writer style (a coroutine calling `context.write()`) is awaited the same way.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any, final
+
+import grpc
+
+from meshkit.grpc._server import Admission, ServerPolicy
+from meshkit.grpc._sync_server import incoming_call, wrapped_handler
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+__all__ = ["AioServerInterceptor"]
+
+
+async def _bounded(admission: Admission, step: Awaitable[Any]) -> Any:
+    timeout = admission.timeout()
+    if timeout is None:
+        return await step
+    async with timeout:
+        return await step
+
+
+async def _abort(policy: ServerPolicy, method: str, context: Any, exc: Exception) -> None:
+    code, details = policy.failed(method, exc)
+    await context.abort(grpc.StatusCode[code.name], details)
+
+
+def _unary_response(
+    policy: ServerPolicy, method: str, behavior: Callable[..., Awaitable[Any]]
+) -> Callable[..., Awaitable[Any]]:
+    async def handle(request: Any, context: Any) -> Any:
+        try:
+            admission = policy.admit(incoming_call(context, method))
+            tokens = admission.enter()
+            try:
+                return await _bounded(admission, behavior(request, context))
+            finally:
+                Admission.leave(tokens)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+            await _abort(policy, method, context, exc)
+
+    return handle
+
+
+def _stream_response(
+    policy: ServerPolicy, method: str, behavior: Callable[..., Any]
+) -> Callable[..., AsyncIterator[Any]]:
+    async def handle(request: Any, context: Any) -> AsyncIterator[Any]:
+        try:
+            admission = policy.admit(incoming_call(context, method))
+            tokens = admission.enter()
+            try:
+                responses = behavior(request, context)
+                if inspect.isawaitable(responses):  # reader/writer style: it writes itself
+                    await _bounded(admission, responses)
+                    return
+                iterator = aiter(responses)
+                while True:
+                    try:
+                        item = await _bounded(admission, anext(iterator))
+                    except StopAsyncIteration:
+                        return
+                    yield item
+            finally:
+                Admission.leave(tokens)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+            await _abort(policy, method, context, exc)
+
+    return handle
+
+
+@final
+class AioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Enforce a `ServerPolicy` on a `grpc.aio` server, for all four call kinds."""
+
+    def __init__(self, policy: ServerPolicy) -> None:
+        self._policy = policy
+
+    def _wrap(self, method: str, streams: bool, behavior: Callable[..., Any]) -> Any:  # noqa: FBT001
+        wrap = _stream_response if streams else _unary_response
+        return wrap(self._policy, method, behavior)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        """Wrap the handler grpc.aio found for the call (None: unknown method, left alone)."""
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        return wrapped_handler(handler, self._wrap, handler_call_details.method)

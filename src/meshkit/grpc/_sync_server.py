@@ -1,0 +1,121 @@
+"""The grpcio (sync, thread-pool) server adapter of `ServerPolicy`.
+
+One wrapper per response shape (a value, or an iterator of values); the request shape does
+not matter to the policy, so the four call kinds share these two wrappers. The handler runs
+in a `contextvars.Context` holding the caller's deadline, correlation id and trace, and so
+does each step of a streaming handler, since a generator runs in its caller's context.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NoReturn, final
+
+import grpc
+
+from meshkit.grpc._server import IncomingCall, ServerPolicy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+__all__ = ["SyncServerInterceptor", "incoming_call", "wrapped_handler"]
+
+
+def incoming_call(context: Any, method: str) -> IncomingCall:
+    """Read what the policy needs from a sync or aio servicer context."""
+    spiffe = context.auth_context().get("peer_spiffe_id")
+    return IncomingCall(
+        method=method,
+        metadata=tuple(context.invocation_metadata() or ()),
+        spiffe_id=spiffe[0].decode("utf-8", "replace") if spiffe else None,
+        time_remaining=context.time_remaining(),
+    )
+
+
+def _aborted(context: grpc.ServicerContext) -> bool:
+    """Return whether the handler already chose a status (`context.abort()` raised)."""
+    code = context.code()  # type: ignore[attr-defined]
+    return code is not None and code != grpc.StatusCode.OK
+
+
+def _abort(
+    policy: ServerPolicy, method: str, context: grpc.ServicerContext, exc: Exception
+) -> NoReturn:
+    code, details = policy.failed(method, exc)
+    context.abort(grpc.StatusCode[code.name], details)
+    raise AssertionError  # pragma: no cover - abort() always raises
+
+
+def _unary_response(
+    policy: ServerPolicy, method: str, behavior: Callable[..., Any]
+) -> Callable[..., Any]:
+    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            run = policy.admit(incoming_call(context, method)).context().run
+            return run(behavior, request, context)
+        except Exception as exc:
+            if _aborted(context):
+                raise
+            _abort(policy, method, context, exc)
+
+    return handle
+
+
+def _stream_response(
+    policy: ServerPolicy, method: str, behavior: Callable[..., Iterator[Any]]
+) -> Callable[..., Iterator[Any]]:
+    def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            run = policy.admit(incoming_call(context, method)).context().run
+            responses = run(behavior, request, context)
+            while True:
+                try:
+                    item = run(next, responses)
+                except StopIteration:
+                    return
+                yield item
+        except Exception as exc:
+            if _aborted(context):
+                raise
+            _abort(policy, method, context, exc)
+
+    return handle
+
+
+def wrapped_handler(handler: Any, wrap: Callable[[str, bool, Any], Any], method: str) -> Any:
+    """Return `handler` with its behaviour replaced by `wrap(method, streams, behaviour)`.
+
+    Shared by the sync and aio servers: the kind is read from the handler's two flags.
+    """
+    request = "stream" if handler.request_streaming else "unary"
+    response = "stream" if handler.response_streaming else "unary"
+    kind = f"{request}_{response}"
+    factory = getattr(grpc, f"{kind}_rpc_method_handler")
+    behavior = wrap(method, handler.response_streaming, getattr(handler, kind))
+    return factory(
+        behavior,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+@final
+class SyncServerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """Enforce a `ServerPolicy` on a sync grpcio server, for all four call kinds."""
+
+    def __init__(self, policy: ServerPolicy) -> None:
+        self._policy = policy
+
+    def _wrap(self, method: str, streams: bool, behavior: Callable[..., Any]) -> Any:  # noqa: FBT001
+        wrap = _stream_response if streams else _unary_response
+        return wrap(self._policy, method, behavior)
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        """Wrap the handler grpcio found for the call (None: unknown method, left alone)."""
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        return wrapped_handler(handler, self._wrap, handler_call_details.method)
