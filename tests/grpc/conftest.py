@@ -105,6 +105,11 @@ def failure(request: echo_pb2.EchoRequest) -> Exception:
     return ERRORS[request.fail]()
 
 
+def _messages(request: echo_pb2.EchoRequest) -> int:
+    """Return how many messages a stream sends: `count`, at least 1 unless text is "empty"."""
+    return 0 if request.text == "empty" else max(request.count, 1)
+
+
 class SyncEcho(echo_pb2_grpc.EchoServicer):
     """The Echo service for sync grpcio servers."""
 
@@ -123,7 +128,7 @@ class SyncEcho(echo_pb2_grpc.EchoServicer):
 
     def _many(self, request: echo_pb2.EchoRequest, context: Any) -> Iterator[echo_pb2.EchoReply]:
         attempt = self.attempts.next(request.text)
-        for index in range(max(request.count, 1)):
+        for index in range(_messages(request)):
             if should_fail(request, attempt, index, streams=True):
                 if request.fail == "abort":
                     context.abort(grpc.StatusCode.NOT_FOUND, "aborted by handler")
@@ -169,7 +174,7 @@ class AioEcho(echo_pb2_grpc.EchoServicer):
         import anyio  # noqa: PLC0415
 
         attempt = self.attempts.next(request.text)
-        for index in range(max(request.count, 1)):
+        for index in range(_messages(request)):
             if should_fail(request, attempt, index, streams=True):
                 if request.fail == "abort":
                     await context.abort(grpc.StatusCode.NOT_FOUND, "aborted by handler")

@@ -12,6 +12,7 @@ from meshkit.grpc._client import ClientPolicy, RetryPolicy, is_mutating
 from meshkit.grpc._codes import Code
 from meshkit.grpc._propagation import TraceContext, current_correlation_id, current_trace
 from meshkit.grpc._server import ServerPolicy
+from meshkit.grpc._tls import WorkloadIdentity
 
 __all__ = [
     "Action",
@@ -24,6 +25,7 @@ __all__ = [
     "ServerPolicy",
     "Source",
     "TraceContext",
+    "WorkloadIdentity",
     "current_correlation_id",
     "current_trace",
     "is_mutating",

@@ -75,6 +75,10 @@ async def _unary(
     policy: ClientPolicy, continuation: Callable[..., Any], details: Any, request: Any
 ) -> Any:
     plan = _plan(policy, details, request)
+    if plan.retry is None and not replayable(request):
+        # A one-shot request stream (a generator, or grpc's proxy of `call.write()`, which
+        # waits for this interceptor to return): start the call and let the caller wait.
+        return _UnaryResponse(await _start(plan, continuation, details, request), _UNREAD, plan)
 
     async def once(limit: float | None) -> tuple[Any, Any] | Failed:
         call = await continuation(_details(details, limit, plan), fresh(request))
@@ -84,7 +88,18 @@ async def _unary(
             return plan.failure(code_of(exc), exc.details() or "", limit)
 
     call, response = await plan.run(once)
-    return _UnaryResponse(call, response)
+    return _UnaryResponse(call, response, plan)
+
+
+async def _start(
+    plan: CallPlan, continuation: Callable[..., Any], details: Any, request: Any
+) -> Any:
+    """Start one attempt through the breaker, without waiting for any response."""
+
+    async def start(limit: float | None) -> Any:
+        return await continuation(_details(details, limit, plan), request)
+
+    return await plan.run(start)
 
 
 class _Delegate:
@@ -92,11 +107,19 @@ class _Delegate:
 
     _call: Any
 
-    async def write(self, request: Any) -> None:
+    @property
+    def _done_writing_flag(self) -> bool:
+        # grpc.aio's `call.write()` proxy reads this private flag on the interceptor's call.
+        return bool(getattr(self._call, "_done_writing_flag", False))
+
+    # grpc.aio's own wrapper answers write(), done_writing() and time_remaining() itself;
+    # they are here because the call types declare them abstract.
+
+    async def write(self, request: Any) -> None:  # pragma: no cover - see above
         """Send one more request (request-streaming calls)."""
         await self._call.write(request)
 
-    async def done_writing(self) -> None:
+    async def done_writing(self) -> None:  # pragma: no cover - see above
         """Close the request side (request-streaming calls)."""
         await self._call.done_writing()
 
@@ -106,7 +129,7 @@ class _Delegate:
     def done(self) -> bool:
         return bool(self._call.done())
 
-    def time_remaining(self) -> float | None:
+    def time_remaining(self) -> float | None:  # pragma: no cover - see above
         return self._call.time_remaining()  # type: ignore[no-any-return]
 
     def cancel(self) -> bool:
@@ -134,11 +157,21 @@ class _Delegate:
 class _UnaryResponse(_Delegate, grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryCall):  # type: ignore[type-arg]
     """The answer of a unary-response call, with the call that produced it."""
 
-    def __init__(self, call: Any, response: Any) -> None:
+    def __init__(self, call: Any, response: Any, plan: CallPlan) -> None:
         self._call = call
         self._response = response
+        self._plan = plan
+
+    async def _wait(self) -> Any:
+        try:
+            self._response = await _shielded(self._call, self._call)
+        except grpc.aio.AioRpcError as exc:
+            raise error_for(code_of(exc), exc.details() or "", self._plan.method) from exc
+        return self._response
 
     def __await__(self) -> Generator[Any, None, Any]:
+        if self._response is _UNREAD:
+            return (yield from self._wait().__await__())
         yield from ()  # a generator, as __await__ must be, that never suspends
         return self._response
 
@@ -156,6 +189,7 @@ class _ResponseStream(_Delegate, grpc.aio.UnaryStreamCall, grpc.aio.StreamStream
         self._call = call
         self._first = first
         self._responses = call.__aiter__()
+        self._iterator = self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Any]:
         try:
@@ -174,12 +208,12 @@ class _ResponseStream(_Delegate, grpc.aio.UnaryStreamCall, grpc.aio.StreamStream
             raise error_for(code_of(exc), exc.details() or "", self._plan.method) from exc
 
     def __aiter__(self) -> AsyncIterator[Any]:
-        return self._iterate()
+        return self._iterator
 
-    async def read(self) -> Any:
+    async def read(self) -> Any:  # pragma: no cover - grpc.aio's wrapper reads via __aiter__
         """Return the next response, or `grpc.aio.EOF`."""
         try:
-            return await anext(self._iterate())
+            return await anext(self._iterator)
         except StopAsyncIteration:
             return grpc.aio.EOF  # type: ignore[attr-defined]
 
@@ -188,9 +222,10 @@ async def _stream(
     policy: ClientPolicy, continuation: Callable[..., Any], details: Any, request: Any
 ) -> Any:
     plan = _plan(policy, details, request)
-    if request is None:  # the caller writes with call.write(): nothing to wait for or resend
-        call = await continuation(_details(details, plan.attempt_timeout(), plan), None)
-        return _ResponseStream(plan, call, _UNREAD)
+    if plan.retry is None and not replayable(request):
+        # A one-shot request stream (see `_unary`): nothing to resend, and the caller may
+        # have to write before the first response comes.
+        return _ResponseStream(plan, await _start(plan, continuation, details, request), _UNREAD)
 
     async def once(limit: float | None) -> tuple[Any, Any] | Failed:
         call = await continuation(_details(details, limit, plan), fresh(request))

@@ -15,7 +15,7 @@ Strings match as Istio matches them: exact, `prefix*`, `*suffix`, or `*` (presen
 from __future__ import annotations
 
 import enum
-from typing import Any, final
+from typing import final
 
 import attrs
 
@@ -42,10 +42,6 @@ class Action(enum.Enum):
 
     ALLOW = "ALLOW"
     DENY = "DENY"
-
-
-def _field() -> Any:  # noqa: ANN401 - an attrs field of string patterns
-    return list_of(str, "patterns")
 
 
 def _match(pattern: str, value: str | None) -> bool:
@@ -76,8 +72,8 @@ class Source:
         not_principals: Patterns of principals that never match.
     """
 
-    principals: tuple[str, ...] = _field()
-    not_principals: tuple[str, ...] = _field()
+    principals: tuple[str, ...] = list_of(str, "principals")
+    not_principals: tuple[str, ...] = list_of(str, "not_principals")
 
     def matches(self, principal: str | None) -> bool:
         """Return whether a caller with `principal` (None: no mTLS identity) matches."""
@@ -96,10 +92,10 @@ class Operation:
         not_paths: Paths that never match.
     """
 
-    methods: tuple[str, ...] = _field()
-    not_methods: tuple[str, ...] = _field()
-    paths: tuple[str, ...] = _field()
-    not_paths: tuple[str, ...] = _field()
+    methods: tuple[str, ...] = list_of(str, "methods")
+    not_methods: tuple[str, ...] = list_of(str, "not_methods")
+    paths: tuple[str, ...] = list_of(str, "paths")
+    not_paths: tuple[str, ...] = list_of(str, "not_paths")
 
     def matches(self, path: str) -> bool:
         """Return whether a gRPC call to `path` matches."""

@@ -9,7 +9,7 @@ import attrs
 
 from meshkit._validate import instance_of, require
 
-__all__ = ["list_of"]
+__all__ = ["callable_or_none", "list_of"]
 
 
 def list_of(kind: type, field: str) -> Any:  # noqa: ANN401 - an attrs field
@@ -30,3 +30,8 @@ def list_of(kind: type, field: str) -> Any:  # noqa: ANN401 - an attrs field
             check(None, attribute, item)
 
     return attrs.field(default=(), converter=convert, validator=validate)
+
+
+def callable_or_none(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """Require a callable or None."""
+    require(value is None or callable(value), attribute.name, value, "must be callable or None")

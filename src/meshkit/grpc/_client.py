@@ -23,6 +23,7 @@ import attrs
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import DeadlineExceededError, RpcStatusError
 from meshkit._validate import finite, ge, gt, instance_of, optional
+from meshkit.grpc._checks import callable_or_none
 from meshkit.grpc._codes import SERVER_FAILURES, Code, error_for
 from meshkit.grpc._propagation import (
     CORRELATION_HEADER,
@@ -265,12 +266,17 @@ class ClientPolicy:
     breaker: CircuitBreaker | None = attrs.field(
         default=None, validator=optional(instance_of(CircuitBreaker))
     )
-    idempotency_keys: Callable[[str], bool] | None = attrs.field(default=is_mutating)
+    idempotency_keys: Callable[[str], bool] | None = attrs.field(
+        default=is_mutating, validator=callable_or_none
+    )
     propagate: bool = attrs.field(default=True, validator=instance_of(bool))
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
-    _retry: Retry | None = attrs.field(init=False, eq=False, repr=False)
+    _retry: Retry | None = attrs.field(init=False, default=None, eq=False, repr=False)
 
-    @_retry.default
+    def __attrs_post_init__(self) -> None:
+        # After the validators: frozen, so set once, here.
+        object.__setattr__(self, "_retry", self._make_retry())
+
     def _make_retry(self) -> Retry | None:
         if self.retries is None or self.retries.attempts == 0:
             return None

@@ -88,6 +88,8 @@ class ResponseStream:
         if self._first is not _END:
             first, self._first = self._first, _END
             return first
+        if self._call is None:  # cancelled before it started
+            raise error_for(Code.CANCELLED, "cancelled before it started", self._plan.method)
         try:
             return next(self._call)
         except grpc.RpcError as exc:
