@@ -8,9 +8,21 @@ runs on asyncio only.
 from __future__ import annotations
 
 from meshkit.grpc._authz import Action, AuthorizationPolicy, Operation, Rule, Source
+from meshkit.grpc._channel import EndpointWatch, MeshChannel
 from meshkit.grpc._client import ClientPolicy, RetryPolicy, is_mutating
 from meshkit.grpc._codes import Code
 from meshkit.grpc._propagation import TraceContext, current_correlation_id, current_trace
+from meshkit.grpc._routing import (
+    Destination,
+    Fault,
+    HeaderMatch,
+    HttpRoute,
+    LoadBalancerKind,
+    MeshConfig,
+    RouteMatch,
+    Subset,
+    TrafficPolicy,
+)
 from meshkit.grpc._server import ServerPolicy
 from meshkit.grpc._tls import WorkloadIdentity
 
@@ -19,12 +31,23 @@ __all__ = [
     "AuthorizationPolicy",
     "ClientPolicy",
     "Code",
+    "Destination",
+    "EndpointWatch",
+    "Fault",
+    "HeaderMatch",
+    "HttpRoute",
+    "LoadBalancerKind",
+    "MeshChannel",
+    "MeshConfig",
     "Operation",
     "RetryPolicy",
+    "RouteMatch",
     "Rule",
     "ServerPolicy",
     "Source",
+    "Subset",
     "TraceContext",
+    "TrafficPolicy",
     "WorkloadIdentity",
     "current_correlation_id",
     "current_trace",

@@ -1,0 +1,239 @@
+"""MeshChannel over three real loopback servers: balancing, routing, ejection, draining."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import echo_pb2
+import echo_pb2_grpc
+import pytest
+
+from conftest import AioEcho, Attempts, aio_server
+from meshkit import BulkheadFullError, NoAvailableEndpointError, RpcStatusError
+from meshkit.balancing import Endpoint, OutlierConfig
+from meshkit.grpc import (
+    Code,
+    Destination,
+    Fault,
+    HeaderMatch,
+    HttpRoute,
+    LoadBalancerKind,
+    MeshChannel,
+    MeshConfig,
+    RetryPolicy,
+    RouteMatch,
+    Subset,
+    TrafficPolicy,
+)
+from meshkit.resilience import ExponentialBackoff
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+SERVICE = "echo"
+FAST = ExponentialBackoff(base=0.001, cap=0.002)
+CANARY = HttpRoute(
+    name="canary",
+    match=(RouteMatch(headers=(HeaderMatch(name="x-canary", exact="true"),)),),
+    destinations=(Destination(subset="v2"),),
+)
+SPLIT = HttpRoute(
+    name="split",
+    destinations=(Destination(subset="v1", weight=90), Destination(subset="v2", weight=10)),
+)
+SUBSETS = (Subset(name="v1", labels={"version": "v1"}), Subset(name="v2", labels={"version": "v2"}))
+
+
+class Registry:
+    """A registry with a watch: the current endpoints, then every change."""
+
+    def __init__(self, endpoints: Sequence[Endpoint]) -> None:
+        self.endpoints = tuple(endpoints)
+        self._changed = anyio.Event()
+
+    def set(self, endpoints: Sequence[Endpoint]) -> None:
+        self.endpoints = tuple(endpoints)
+        self._changed.set()
+
+    async def watch(self, service: str) -> AsyncIterator[Sequence[Endpoint]]:
+        while True:
+            yield self.endpoints
+            await self._changed.wait()
+            self._changed = anyio.Event()
+
+
+class Failing(AioEcho):
+    """An Echo whose Unary always fails with UNAVAILABLE."""
+
+    async def Unary(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.attempts.next(request.text)
+        raise RpcStatusError("UNAVAILABLE", "down")
+
+
+async def _servers(
+    stack: AsyncExitStack, versions: Sequence[str], failing: int | None = None
+) -> tuple[list[Endpoint], list[Attempts]]:
+    endpoints, counters = [], []
+    for index, version in enumerate(versions):
+        attempts = Attempts()
+        servicer = Failing(attempts) if index == failing else AioEcho(attempts)
+        address, _ = await stack.enter_async_context(aio_server(servicer=servicer))
+        host, port = address.rsplit(":", 1)
+        endpoints.append(Endpoint(host=host, port=int(port), metadata={"version": version}))
+        counters.append(attempts)
+    return endpoints, counters
+
+
+def _served(counters: list[Attempts]) -> list[int]:
+    return [sum(c.counts.values()) for c in counters]
+
+
+class TestBalancing:
+    """Per-call balancing over three servers."""
+
+    @pytest.mark.anyio
+    async def test_least_request_spreads_and_follows_the_registry(self) -> None:
+        """Calls reach every endpoint; an endpoint added to the registry gets calls too."""
+        async with AsyncExitStack() as stack:
+            endpoints, counters = await _servers(stack, ["v1", "v1", "v1"])
+            registry = Registry(endpoints[:2])
+            mesh = await stack.enter_async_context(MeshChannel(SERVICE, registry))
+            stub: Any = echo_pb2_grpc.EchoStub(mesh)  # type: ignore[call-overload]
+            for _ in range(60):
+                await stub.Unary(echo_pb2.EchoRequest(text="x"))
+            assert all(n > 0 for n in _served(counters)[:2])
+            registry.set(endpoints)
+            with anyio.fail_after(5):
+                while len(mesh.endpoints) < 3:  # noqa: ASYNC110 - the mesh has no event to wait on
+                    await anyio.sleep(0.01)
+            for _ in range(60):
+                await stub.Unary(echo_pb2.EchoRequest(text="y"))
+            assert counters[2].counts["y"] > 0
+            replies = [r async for r in stub.ServerStream(echo_pb2.EchoRequest(count=2))]
+            assert len(replies) == 2
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("kind", [LoadBalancerKind.RING_HASH, LoadBalancerKind.MAGLEV])
+    async def test_consistent_hash_on_a_header(self, kind: LoadBalancerKind) -> None:
+        """The same x-user value always reaches the same server."""
+        config = MeshConfig(
+            host=SERVICE, traffic_policy=TrafficPolicy(load_balancer=kind, hash_header="x-user")
+        )
+        async with AsyncExitStack() as stack:
+            endpoints, counters = await _servers(stack, ["v1", "v1", "v1"])
+            mesh = await stack.enter_async_context(MeshChannel(config, Registry(endpoints)))
+            stub: Any = echo_pb2_grpc.EchoStub(mesh)  # type: ignore[call-overload]
+            for user in ("ann", "bob", "cy"):
+                for _ in range(10):
+                    meta = (("x-user", user),)
+                    await stub.Unary(echo_pb2.EchoRequest(text=user), metadata=meta)
+                assert sorted(c.counts[user] for c in counters) == [0, 0, 10]
+
+    @pytest.mark.anyio
+    async def test_outlier_ejection_and_retries(self) -> None:
+        """A failing endpoint is ejected; retries pick again and succeed."""
+        outlier = OutlierConfig(consecutive_errors=2, max_ejection_percent=50)
+        retries = RetryPolicy(attempts=3, retry_on=("unavailable",), backoff=FAST)
+        config = MeshConfig(
+            host=SERVICE,
+            routes=(HttpRoute(destinations=(Destination(),), retries=retries),),
+            traffic_policy=TrafficPolicy(outlier=outlier),
+        )
+        async with AsyncExitStack() as stack:
+            endpoints, counters = await _servers(stack, ["v1", "v1", "v1"], failing=0)
+            mesh = await stack.enter_async_context(MeshChannel(config, Registry(endpoints)))
+            stub: Any = echo_pb2_grpc.EchoStub(mesh)  # type: ignore[call-overload]
+            for _ in range(60):
+                assert (await stub.Unary(echo_pb2.EchoRequest(text="r"))).text == "r"
+            assert counters[0].counts["r"] <= 3  # ejected after its consecutive errors
+            assert endpoints[0] in mesh.balancer().ejected  # type: ignore[attr-defined]
+
+    @pytest.mark.anyio
+    async def test_draining(self) -> None:
+        """A removed endpoint finishes its call in flight, then its channel closes."""
+        async with AsyncExitStack() as stack:
+            endpoints, _ = await _servers(stack, ["v1"])
+            mesh = await stack.enter_async_context(MeshChannel(SERVICE, Registry(endpoints)))
+            stub: Any = echo_pb2_grpc.EchoStub(mesh)  # type: ignore[call-overload]
+            replies: list[Any] = []
+            async with anyio.create_task_group() as tg:
+
+                async def slow() -> None:
+                    replies.append(await stub.Unary(echo_pb2.EchoRequest(text="s", sleep=0.3)))
+
+                tg.start_soon(slow)
+                with anyio.fail_after(5):
+                    while mesh.in_flight(endpoints[0]) == 0:  # noqa: ASYNC110 - as above
+                        await anyio.sleep(0.01)
+                await mesh.update(())
+                assert mesh.endpoints == (endpoints[0],)  # still draining
+                with pytest.raises(NoAvailableEndpointError):
+                    await stub.Unary(echo_pb2.EchoRequest())
+            assert [r.text for r in replies] == ["s"]
+            assert mesh.endpoints == ()
+
+
+class TestRouting:
+    """VirtualService routing over subsets."""
+
+    def test_split_is_90_10(self) -> None:
+        """10,000 weighted picks split 90/10 within four standard deviations."""
+        rng = random.Random(7)
+        picks = Counter(SPLIT.destination(rng.random()).subset for _ in range(10_000))
+        assert abs(picks["v2"] - 1000) < 4 * 30  # binomial sd = sqrt(10000 * .1 * .9) = 30
+
+    @pytest.mark.anyio
+    async def test_header_match_and_split_on_real_calls(self) -> None:
+        """x-canary: true always reaches v2; other calls split 90/10 by subset."""
+        config = MeshConfig(host=SERVICE, routes=(CANARY, SPLIT), subsets=SUBSETS)
+        async with AsyncExitStack() as stack:
+            endpoints, counters = await _servers(stack, ["v1", "v1", "v2"])
+            mesh = await stack.enter_async_context(
+                MeshChannel(config, Registry(endpoints), rng=random.Random(3))
+            )
+            stub: Any = echo_pb2_grpc.EchoStub(mesh)  # type: ignore[call-overload]
+            for _ in range(50):
+                meta = (("x-canary", "true"),)
+                await stub.Unary(echo_pb2.EchoRequest(text="c"), metadata=meta)
+            assert counters[2].counts["c"] == 50
+            for _ in range(400):
+                await stub.Unary(echo_pb2.EchoRequest(text="n"))
+            v2 = counters[2].counts["n"]
+            assert abs(v2 - 40) < 4 * 6  # binomial sd = sqrt(400 * .1 * .9) = 6
+
+    @pytest.mark.anyio
+    async def test_fault_and_bulkhead(self) -> None:
+        """An abort fault answers its status; a full connection pool rejects the call."""
+        abort = HttpRoute(
+            match=(RouteMatch(headers=(HeaderMatch(name="x-fault", prefix="y"),)),),
+            destinations=(Destination(),),
+            fault=Fault(abort=Code.UNAVAILABLE, delay=0.001),
+        )
+        config = MeshConfig(
+            host=SERVICE,
+            routes=(abort,),
+            traffic_policy=TrafficPolicy(max_requests=1, max_pending=0),
+        )
+        async with AsyncExitStack() as stack:
+            endpoints, counters = await _servers(stack, ["v1"])
+            mesh = await stack.enter_async_context(MeshChannel(config, Registry(endpoints)))
+            stub: Any = echo_pb2_grpc.EchoStub(mesh)  # type: ignore[call-overload]
+            with pytest.raises(RpcStatusError, match="fault injected"):
+                await stub.Unary(echo_pb2.EchoRequest(text="f"), metadata=(("x-fault", "yes"),))
+            assert counters[0].counts["f"] == 0
+            errors: list[BaseException] = []
+            async with anyio.create_task_group() as tg:
+
+                async def call() -> None:
+                    try:
+                        await stub.Unary(echo_pb2.EchoRequest(sleep=0.2))
+                    except BulkheadFullError as exc:
+                        errors.append(exc)
+
+                tg.start_soon(call)
+                tg.start_soon(call)
+            assert len(errors) == 1
