@@ -11,6 +11,7 @@ from meshkit.grpc._authz import Action, AuthorizationPolicy, Operation, Rule, So
 from meshkit.grpc._channel import EndpointWatch, MeshChannel
 from meshkit.grpc._client import ClientPolicy, RetryPolicy, is_mutating
 from meshkit.grpc._codes import Code
+from meshkit.grpc._istio import IstioConfig, load_istio
 from meshkit.grpc._propagation import TraceContext, current_correlation_id, current_trace
 from meshkit.grpc._routing import (
     Destination,
@@ -36,6 +37,7 @@ __all__ = [
     "Fault",
     "HeaderMatch",
     "HttpRoute",
+    "IstioConfig",
     "LoadBalancerKind",
     "MeshChannel",
     "MeshConfig",
@@ -52,4 +54,5 @@ __all__ = [
     "current_correlation_id",
     "current_trace",
     "is_mutating",
+    "load_istio",
 ]
