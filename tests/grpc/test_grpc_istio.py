@@ -17,6 +17,8 @@ from meshkit.grpc._yaml import duration
 
 MANIFEST = Path(__file__).resolve().parents[2] / "docs" / "istio" / "order-service.yaml"
 ROUTE = "    - route: [{destination: {host: x}}]\n"
+VSX = "kind: VirtualService\nspec: {hosts: [x], http: "
+DRT = "kind: DestinationRule\nspec: {host: x, trafficPolicy: "
 VS = """
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -77,7 +79,7 @@ class TestErrors:
              "spec.http[0].fault.abort.grpcStatus"),
             ("kind: Gateway\nspec: {}", "doc[0].kind"),
             ("kind: [1", "yaml"),
-            ("kind: DestinationRule\nspec: {host: x, trafficPolicy: {loadBalancer: {simple: F}}}",
+            (DRT + "{loadBalancer: {simple: F}}}",
              "spec.trafficPolicy.loadBalancer.simple"),
             ("kind: AuthorizationPolicy\nspec: {action: AUDIT}", "spec.action"),
             ("kind: PeerAuthentication\nspec: {mtls: {mode: SOMETIMES}}", "spec.mtls.mode"),
@@ -125,3 +127,165 @@ class TestErrors:
         assert duration("2m") == 120
         assert duration("5") is None
         assert duration("9" * 400 + "h") is None
+
+
+KITCHEN_SINK = """
+kind: VirtualService
+spec:
+  hosts: [shop]
+  gateways: [mesh]
+  http:
+    - name: hashed
+      match:
+        - headers: {x-user: {prefix: "a"}, x-tier: {regex: "gold|silver"}}
+          uri: {prefix: /}
+      route: [{destination: {host: shop}}]
+      timeout: 250ms
+      retries: {attempts: 1, perTryTimeout: 100ms, retryOn: "5xx,gateway-error,reset"}
+      fault:
+        delay: {fixedDelay: 1s, percentage: {value: 5}}
+        abort: {httpStatus: 503, percentage: {value: 1.5}}
+    - route: [{destination: {host: shop}}]
+      retries: {attempts: 0}
+      fault: {abort: {httpStatus: 418}}
+---
+kind: DestinationRule
+spec:
+  host: shop
+  exportTo: ["."]
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {httpHeaderName: X-User, maglev: {tableSize: 65537}}
+    connectionPool: {tcp: {maxConnections: 10}, http: {maxRetries: 3}}
+    outlierDetection:
+      consecutiveErrors: 0
+      consecutiveGatewayErrors: 3
+      minHealthPercent: 25
+---
+kind: DestinationRule
+spec:
+  host: ring
+  trafficPolicy:
+    loadBalancer: {consistentHash: {httpHeaderName: k, ringHash: {minimumRingSize: 64}}}
+---
+kind: DestinationRule
+spec:
+  host: rr
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+---
+kind: DestinationRule
+spec:
+  host: lc
+  trafficPolicy: {loadBalancer: {simple: LEAST_CONN, localityLbSetting: {enabled: true}}}
+---
+kind: AuthorizationPolicy
+metadata: {name: deny-writes}
+spec:
+  action: DENY
+  selector: {matchLabels: {app: shop}}
+  rules:
+    - from: [{source: {notPrincipals: ["cluster.local/ns/shop/*"], namespaces: [shop]}}]
+      to: [{operation: {notMethods: [GET], notPaths: ["/shop.Cart/Get*"], ports: ["80"]}}]
+      when: [{key: "request.auth.claims[iss]", values: ["x"]}]
+---
+kind: PeerAuthentication
+spec: {}
+"""
+
+
+class TestCoverage:
+    """Every enforced field, and the unsupported ones next to them."""
+
+    def test_kitchen_sink(self) -> None:
+        """Each field lands where it should; unsupported ones are listed."""
+        config = load_istio(KITCHEN_SINK)
+        shop = config.mesh_config("shop")
+        hashed, plain = shop.routes
+        assert hashed.matches({"x-user": "ann", "x-tier": "gold"})
+        assert not hashed.matches({"x-user": "bob", "x-tier": "gold"})
+        assert not hashed.matches({"x-user": "ann", "x-tier": "iron"})
+        assert hashed.timeout == 0.25
+        assert hashed.retries is not None
+        assert Code.DATA_LOSS in hashed.retries.retry_on
+        assert hashed.fault is not None
+        assert hashed.fault.abort is Code.UNAVAILABLE
+        assert hashed.fault.decide(0.04, 0.014) == (1.0, Code.UNAVAILABLE)
+        assert hashed.fault.decide(0.06, 0.016) == (0.0, None)
+        assert plain.fault is not None
+        assert plain.fault.abort is Code.UNKNOWN
+        policy = shop.traffic_policy
+        assert (policy.load_balancer, policy.hash_header) == (LoadBalancerKind.MAGLEV, "x-user")
+        assert policy.outlier is not None
+        assert policy.outlier.consecutive_errors is None
+        assert policy.outlier.consecutive_gateway_errors == 3
+        assert config.mesh_config("ring").traffic_policy.load_balancer is LoadBalancerKind.RING_HASH
+        assert config.mesh_config("rr").traffic_policy.load_balancer is LoadBalancerKind.ROUND_ROBIN
+        lc = config.mesh_config("lc").traffic_policy.load_balancer
+        assert lc is LoadBalancerKind.LEAST_REQUEST
+        assert config.mtls_mode == "UNSET"
+        assert set(config.unsupported) >= {
+            "spec.gateways",
+            "spec.http[0].match[0].uri",
+            "spec.exportTo",
+            "spec.trafficPolicy.connectionPool.tcp",
+            "spec.trafficPolicy.connectionPool.http.maxRetries",
+            "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize",
+            "spec.selector",
+            "spec.rules[0].when",
+            "spec.rules[0].from[0].source.namespaces",
+            "spec.rules[0].to[0].operation.ports",
+        }
+        (deny,) = config.authorization
+        authorize(config.authorization, "cluster.local/ns/shop/sa/a", "/shop.Cart/Add")
+        with pytest.raises(PermissionDeniedError):
+            authorize(config.authorization, "cluster.local/ns/x/sa/a", "/shop.Cart/Add")
+        assert deny.name == "deny-writes"
+
+    @pytest.mark.parametrize(
+        ("yaml", "path"),
+        [
+            ("kind: VirtualService\nspec: {}", "spec"),
+            ("kind: VirtualService\nspec: {hosts: []}", "spec.hosts"),
+            (VSX + "[{}]}", "spec.http[0]"),
+            (VSX + "[{route: [{}]}]}",
+             "spec.http[0].route[0]"),
+            (VSX + "[{route: [{destination: {}, weight: 0}]}]}",
+             "spec.http[0].route"),
+            (VSX + "[{match: [{headers: [a]}], route: []}]}",
+             "spec.http[0].match[0].headers"),
+            (VSX + "[{match: [{headers: {a: {}}}], route: [{destination: {}}]}]}",
+             "spec.http[0].match[0].headers.a"),
+            (VSX + "[{match: [{headers: {a: {regex: '('}}}], route: [{destination: {}}]}]}",
+             "spec.http[0].match[0].headers.a"),
+            (VSX + "[{route: [{destination: {subset: v9}}]}]}",
+             "spec.http.route.destination.subset"),
+            ("kind: DestinationRule\nspec: {}", "spec"),
+            ("kind: DestinationRule\nspec: {host: x, subsets: [{labels: {}}]}", "spec.subsets[0]"),
+            ("kind: DestinationRule\nspec: {host: x, subsets: [{name: a, labels: [1]}]}",
+             "spec.subsets[0].labels"),
+            ("kind: DestinationRule\nspec: {host: x, subsets: [{name: a, labels: {v: 1}}]}",
+             "spec.subsets[0].labels.v"),
+            (DRT + "{loadBalancer: {simple: PASSTHROUGH}}}",
+             "spec.trafficPolicy.loadBalancer.simple"),
+            (DRT + "{outlierDetection: {interval: 0s}}}",
+             "spec.trafficPolicy.outlierDetection"),
+            (DRT + "{outlierDetection: {maxEjectionPercent: 101}}}",
+             "spec.trafficPolicy.outlierDetection.maxEjectionPercent"),
+            (DRT + "{connectionPool: {http: {http2MaxRequests: true}}}}",
+             "spec.trafficPolicy.connectionPool.http.http2MaxRequests"),
+            (VSX + "[{route: [{destination: {}}], fault: {delay: {percentage: 5}}}]}",
+             "spec.http[0].fault.delay.percentage"),
+            (VSX + "[{route: [{destination: {}}], fault: {delay: {percentage: {value: .nan}}}}]}",
+             "spec.http[0].fault.delay.percentage.value"),
+            (VSX + "[{name: 7, route: [{destination: {}}]}]}",
+             "spec.http[0].name"),
+            ("kind: VirtualService\nspec: {hosts: x}", "spec.hosts"),
+            ("- 1", "doc[0]"),
+            ("kind: VirtualService", "spec"),
+        ],
+    )  # fmt: skip
+    def test_more_errors(self, yaml: str, path: str) -> None:
+        """Each malformed value names its path."""
+        with pytest.raises(ConfigurationError) as caught:
+            load_istio(yaml)
+        assert caught.value.field == path

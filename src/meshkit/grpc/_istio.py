@@ -257,19 +257,20 @@ def _outlier(node: Node) -> OutlierConfig:
         fields["consecutiveGatewayErrors"].integer(0) if "consecutiveGatewayErrors" in fields else 0
     )
     base = fields["baseEjectionTime"].seconds() if "baseEjectionTime" in fields else 30.0
+    interval = fields["interval"].seconds() if "interval" in fields else 10.0
+    percent = (
+        fields["maxEjectionPercent"].number(0, 100) if "maxEjectionPercent" in fields else 10.0
+    )
+    health = fields["minHealthPercent"].number(0, 100) if "minHealthPercent" in fields else 0.0
     try:
         return OutlierConfig(
             consecutive_errors=consecutive or None,
             consecutive_gateway_errors=gateway or None,
-            interval=fields["interval"].seconds() if "interval" in fields else 10.0,
+            interval=interval,
             base_ejection_time=base,
             max_ejection_time=max(base, 300.0),
-            max_ejection_percent=fields["maxEjectionPercent"].number(0, 100)
-            if "maxEjectionPercent" in fields
-            else 10.0,
-            panic_threshold=fields["minHealthPercent"].number(0, 100)
-            if "minHealthPercent" in fields
-            else 0.0,
+            max_ejection_percent=percent,
+            panic_threshold=health,
         )
     except ConfigurationError as exc:
         raise node.error(f"{exc.field}: {exc.reason}") from exc
