@@ -31,6 +31,7 @@ from meshkit._errors import (
 from meshkit._errors import (
     GrpcError,
     IdempotencyConflictError,
+    IdempotencyStoreError,
     PermissionDeniedError,
     RpcStatusError,
 )
@@ -138,6 +139,7 @@ __all__ = [
     # grpc
     "GrpcError",
     "IdempotencyConflictError",
+    "IdempotencyStoreError",
     "PermissionDeniedError",
     "RpcStatusError",
 ]

@@ -26,7 +26,8 @@ MeshkitError
 └── GrpcError
     ├── RpcStatusError                        a gRPC call ended with a non-OK status
     ├── PermissionDeniedError                 an AuthorizationPolicy denied the call
-    └── IdempotencyConflictError              a call with the same key is still running
+    ├── IdempotencyConflictError              a call with the same key is still running
+    └── IdempotencyStoreError                 the idempotency store's database failed
 ```
 """
 
@@ -43,6 +44,7 @@ __all__ = [
     "EventStoreUnavailableError",
     "GrpcError",
     "IdempotencyConflictError",
+    "IdempotencyStoreError",
     "MeshkitError",
     "NoAvailableEndpointError",
     "PermissionDeniedError",
@@ -372,3 +374,17 @@ class IdempotencyConflictError(GrpcError):
     def __init__(self, key: str) -> None:
         self.key = key
         super().__init__(f"a call with idempotency key {key!r} is still in progress")
+
+
+class IdempotencyStoreError(GrpcError):
+    """The database behind an idempotency store failed (its own error is the `__cause__`).
+
+    Attributes:
+        backend: `"sqlite"` or `"postgres"`.
+        reason: The driver's message.
+    """
+
+    def __init__(self, backend: str, reason: str) -> None:
+        self.backend = backend
+        self.reason = reason
+        super().__init__(f"{backend} idempotency store failed: {reason}")

@@ -11,6 +11,12 @@ from meshkit.grpc._authz import Action, AuthorizationPolicy, Operation, Rule, So
 from meshkit.grpc._channel import EndpointWatch, MeshChannel
 from meshkit.grpc._client import ClientPolicy, RetryPolicy, is_mutating
 from meshkit.grpc._codes import Code
+from meshkit.grpc._idempotency import (
+    IdempotencyStore,
+    MemoryIdempotencyStore,
+    PostgresIdempotencyStore,
+    SQLiteIdempotencyStore,
+)
 from meshkit.grpc._istio import IstioConfig, load_istio
 from meshkit.grpc._propagation import TraceContext, current_correlation_id, current_trace
 from meshkit.grpc._routing import (
@@ -37,14 +43,18 @@ __all__ = [
     "Fault",
     "HeaderMatch",
     "HttpRoute",
+    "IdempotencyStore",
     "IstioConfig",
     "LoadBalancerKind",
+    "MemoryIdempotencyStore",
     "MeshChannel",
     "MeshConfig",
     "Operation",
+    "PostgresIdempotencyStore",
     "RetryPolicy",
     "RouteMatch",
     "Rule",
+    "SQLiteIdempotencyStore",
     "ServerPolicy",
     "Source",
     "Subset",

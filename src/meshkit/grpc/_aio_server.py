@@ -12,9 +12,10 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any, final
 
+import anyio
 import grpc
 
-from meshkit.grpc._server import Admission, ServerPolicy
+from meshkit.grpc._server import Admission, Memo, ServerPolicy
 from meshkit.grpc._sync_server import incoming_call, wrapped_handler
 
 if TYPE_CHECKING:
@@ -36,15 +37,42 @@ async def _abort(policy: ServerPolicy, method: str, context: Any, exc: Exception
     await context.abort(grpc.StatusCode[code.name], details)
 
 
+async def _io(memo: Memo, fn: Callable[..., Any], *args: Any) -> Any:
+    if memo.store.blocking:
+        return await anyio.to_thread.run_sync(fn, *args)
+    return fn(*args)
+
+
+async def _remembered(
+    admission: Admission, memo: Memo, run: Callable[[], Awaitable[Any]], serialize: Any
+) -> Any:
+    stored = await _io(memo, memo.begin)
+    if stored is not None:
+        return stored  # bytes: the handler's serializer passes them through
+    try:
+        response = await _bounded(admission, run())
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await _io(memo, memo.abandon)
+        raise
+    await _io(memo, memo.complete, serialize(response))
+    return response
+
+
 def _unary_response(
-    policy: ServerPolicy, method: str, behavior: Callable[..., Awaitable[Any]]
+    policy: ServerPolicy, method: str, behavior: Callable[..., Awaitable[Any]], serialize: Any
 ) -> Callable[..., Awaitable[Any]]:
     async def handle(request: Any, context: Any) -> Any:
         try:
             admission = policy.admit(incoming_call(context, method))
             tokens = admission.enter()
             try:
-                return await _bounded(admission, behavior(request, context))
+                memo = policy.memo(admission)
+                if memo is None:
+                    return await _bounded(admission, behavior(request, context))
+                return await _remembered(
+                    admission, memo, lambda: behavior(request, context), serialize
+                )
             finally:
                 Admission.leave(tokens)
         except grpc.aio.AbortError:
@@ -56,8 +84,10 @@ def _unary_response(
 
 
 def _stream_response(
-    policy: ServerPolicy, method: str, behavior: Callable[..., Any]
+    policy: ServerPolicy, method: str, behavior: Callable[..., Any], serialize: Any
 ) -> Callable[..., AsyncIterator[Any]]:
+    del serialize  # streamed answers are not remembered
+
     async def handle(request: Any, context: Any) -> AsyncIterator[Any]:
         try:
             admission = policy.admit(incoming_call(context, method))
@@ -91,9 +121,9 @@ class AioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
     def __init__(self, policy: ServerPolicy) -> None:
         self._policy = policy
 
-    def _wrap(self, method: str, streams: bool, behavior: Callable[..., Any]) -> Any:  # noqa: FBT001
+    def _wrap(self, method: str, streams: bool, behavior: Any, serialize: Any) -> Any:  # noqa: FBT001
         wrap = _stream_response if streams else _unary_response
-        return wrap(self._policy, method, behavior)
+        return wrap(self._policy, method, behavior, serialize)
 
     async def intercept_service(
         self,

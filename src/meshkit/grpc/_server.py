@@ -23,6 +23,7 @@ from meshkit._validate import instance_of, optional
 from meshkit.grpc._authz import AuthorizationPolicy, authorize, principal_of
 from meshkit.grpc._checks import list_of
 from meshkit.grpc._codes import Code, status_for
+from meshkit.grpc._idempotency import IdempotencyStore
 from meshkit.grpc._propagation import (
     CORRELATION_HEADER,
     CORRELATION_ID,
@@ -38,7 +39,7 @@ from meshkit.resilience import RateLimiter, Timeout
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["Admission", "IncomingCall", "ServerPolicy"]
+__all__ = ["Admission", "IncomingCall", "Memo", "ServerPolicy"]
 
 _LOG = logging.getLogger("meshkit.grpc")
 
@@ -140,6 +141,47 @@ class Admission:
 
 @final
 @attrs.frozen(kw_only=True)
+class Memo:
+    """One call's record in an idempotency store (see `meshkit.grpc.IdempotencyStore`).
+
+    Attributes:
+        store: The store.
+        method: The call's method.
+        key: The call's idempotency key.
+    """
+
+    store: IdempotencyStore
+    method: str
+    key: str
+
+    def begin(self) -> bytes | None:
+        """Claim the key; return the stored answer if the call was already answered.
+
+        Raises:
+            IdempotencyConflictError: If the same call is still running.
+            IdempotencyStoreError: If the store failed.
+        """
+        return self.store.begin(self.method, self.key)
+
+    def complete(self, payload: bytes) -> None:
+        """Store the answer (serialized).
+
+        Raises:
+            IdempotencyStoreError: If the store failed.
+        """
+        self.store.complete(self.method, self.key, payload)
+
+    def abandon(self) -> None:
+        """Release the claim of a call that failed.
+
+        Raises:
+            IdempotencyStoreError: If the store failed.
+        """
+        self.store.abandon(self.method, self.key)
+
+
+@final
+@attrs.frozen(kw_only=True)
 class ServerPolicy:
     """The policies a meshkit server enforces on every call, of every kind.
 
@@ -149,6 +191,9 @@ class ServerPolicy:
     Attributes:
         authorization: Istio AuthorizationPolicies, evaluated as Istio does.
         rate_limiter: Admits calls; a call without a token gets RESOURCE_EXHAUSTED.
+        idempotency: Where answers to calls with an `idempotency-key` are kept (unary
+            responses only): a repeat gets the stored answer, a repeat of a call still
+            running gets ABORTED.
         clock: The clock deadlines are read on.
         logger: Where refused and failed calls are logged (structured: `extra` fields
             `grpc_method`, `grpc_code`, `correlation_id`).
@@ -157,6 +202,9 @@ class ServerPolicy:
     authorization: tuple[AuthorizationPolicy, ...] = list_of(AuthorizationPolicy, "authorization")
     rate_limiter: RateLimiter | None = attrs.field(
         default=None, validator=optional(instance_of(RateLimiter))
+    )
+    idempotency: IdempotencyStore | None = attrs.field(
+        default=None, validator=optional(instance_of(IdempotencyStore))
     )
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
     logger: logging.Logger = attrs.field(default=_LOG, validator=instance_of(logging.Logger))
@@ -190,6 +238,12 @@ class ServerPolicy:
             expires_at=None if remaining is None else self.clock.now() + remaining,
             clock=self.clock,
         )
+
+    def memo(self, admission: Admission) -> Memo | None:
+        """Return the idempotency record of an admitted call, None if it has none."""
+        if self.idempotency is None or admission.idempotency_key is None:
+            return None
+        return Memo(store=self.idempotency, method=admission.method, key=admission.idempotency_key)
 
     def failed(self, method: str, exc: Exception) -> tuple[Code, str]:
         """Return the status to answer `exc` with, logging the failure."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, final
 
 import grpc
 
-from meshkit.grpc._server import IncomingCall, ServerPolicy
+from meshkit.grpc._server import IncomingCall, Memo, ServerPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -45,13 +45,33 @@ def _abort(
     raise AssertionError  # pragma: no cover - abort() always raises
 
 
+def _remembered(memo: Memo, run: Callable[[], Any], serialize: Callable[[Any], bytes]) -> Any:
+    stored = memo.begin()
+    if stored is not None:
+        return stored  # bytes: the handler's serializer passes them through
+    try:
+        response = run()
+    except BaseException:
+        memo.abandon()
+        raise
+    memo.complete(serialize(response))
+    return response
+
+
 def _unary_response(
-    policy: ServerPolicy, method: str, behavior: Callable[..., Any]
+    policy: ServerPolicy,
+    method: str,
+    behavior: Callable[..., Any],
+    serialize: Callable[[Any], bytes],
 ) -> Callable[..., Any]:
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            run = policy.admit(incoming_call(context, method)).context().run
-            return run(behavior, request, context)
+            admission = policy.admit(incoming_call(context, method))
+            run = admission.context().run
+            memo = policy.memo(admission)
+            if memo is None:
+                return run(behavior, request, context)
+            return _remembered(memo, lambda: run(behavior, request, context), serialize)
         except Exception as exc:
             if _aborted(context):
                 raise
@@ -61,8 +81,10 @@ def _unary_response(
 
 
 def _stream_response(
-    policy: ServerPolicy, method: str, behavior: Callable[..., Iterator[Any]]
+    policy: ServerPolicy, method: str, behavior: Callable[..., Iterator[Any]], serialize: Any
 ) -> Callable[..., Iterator[Any]]:
+    del serialize  # streamed answers are not remembered
+
     def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
             run = policy.admit(incoming_call(context, method)).context().run
@@ -81,8 +103,18 @@ def _stream_response(
     return handle
 
 
-def wrapped_handler(handler: Any, wrap: Callable[[str, bool, Any], Any], method: str) -> Any:
-    """Return `handler` with its behaviour replaced by `wrap(method, streams, behaviour)`.
+def _serializer(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes]:
+    def passthrough(response: Any) -> bytes:
+        # A stored (already serialized) answer is sent as it is.
+        if isinstance(response, bytes) or serialize is None:
+            return response  # type: ignore[no-any-return]
+        return serialize(response)
+
+    return passthrough
+
+
+def wrapped_handler(handler: Any, wrap: Callable[..., Any], method: str) -> Any:
+    """Return `handler` with its behaviour replaced by `wrap(method, streams, behaviour, ser)`.
 
     Shared by the sync and aio servers: the kind is read from the handler's two flags.
     """
@@ -90,11 +122,12 @@ def wrapped_handler(handler: Any, wrap: Callable[[str, bool, Any], Any], method:
     response = "stream" if handler.response_streaming else "unary"
     kind = f"{request}_{response}"
     factory = getattr(grpc, f"{kind}_rpc_method_handler")
-    behavior = wrap(method, handler.response_streaming, getattr(handler, kind))
+    serialize = _serializer(handler.response_serializer)
+    behavior = wrap(method, handler.response_streaming, getattr(handler, kind), serialize)
     return factory(
         behavior,
         request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
+        response_serializer=serialize,
     )
 
 
@@ -105,9 +138,9 @@ class SyncServerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, policy: ServerPolicy) -> None:
         self._policy = policy
 
-    def _wrap(self, method: str, streams: bool, behavior: Callable[..., Any]) -> Any:  # noqa: FBT001
+    def _wrap(self, method: str, streams: bool, behavior: Any, serialize: Any) -> Any:  # noqa: FBT001
         wrap = _stream_response if streams else _unary_response
-        return wrap(self._policy, method, behavior)
+        return wrap(self._policy, method, behavior, serialize)
 
     def intercept_service(
         self,
