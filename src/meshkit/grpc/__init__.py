@@ -31,6 +31,7 @@ from meshkit.grpc._routing import (
     TrafficPolicy,
 )
 from meshkit.grpc._server import ServerPolicy
+from meshkit.grpc._standard import add_standard_services, add_standard_services_aio
 from meshkit.grpc._tls import WorkloadIdentity
 
 __all__ = [
@@ -61,6 +62,8 @@ __all__ = [
     "TraceContext",
     "TrafficPolicy",
     "WorkloadIdentity",
+    "add_standard_services",
+    "add_standard_services_aio",
     "current_correlation_id",
     "current_trace",
     "is_mutating",

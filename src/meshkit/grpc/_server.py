@@ -194,6 +194,8 @@ class ServerPolicy:
         idempotency: Where answers to calls with an `idempotency-key` are kept (unary
             responses only): a repeat gets the stored answer, a repeat of a call still
             running gets ABORTED.
+        exempt: Method prefixes that skip authorization and rate limiting (by default the
+            standard health and reflection services, which probes and tools call).
         clock: The clock deadlines are read on.
         logger: Where refused and failed calls are logged (structured: `extra` fields
             `grpc_method`, `grpc_code`, `correlation_id`).
@@ -205,6 +207,11 @@ class ServerPolicy:
     )
     idempotency: IdempotencyStore | None = attrs.field(
         default=None, validator=optional(instance_of(IdempotencyStore))
+    )
+    exempt: tuple[str, ...] = attrs.field(
+        default=("/grpc.health.v1.Health/", "/grpc.reflection."),
+        converter=tuple,
+        validator=attrs.validators.deep_iterable(instance_of(str)),
     )
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
     logger: logging.Logger = attrs.field(default=_LOG, validator=instance_of(logging.Logger))
@@ -219,9 +226,10 @@ class ServerPolicy:
             DeadlineExceededError: If the caller's deadline has already passed.
         """
         principal = principal_of(call.spiffe_id)
-        authorize(self.authorization, principal, call.method)
-        if self.rate_limiter is not None:
-            self.rate_limiter.acquire_nowait()
+        if not call.method.startswith(self.exempt):
+            authorize(self.authorization, principal, call.method)
+            if self.rate_limiter is not None:
+                self.rate_limiter.acquire_nowait()
         key = call.header(IDEMPOTENCY_HEADER)
         if key is not None:
             check_idempotency_key(key)
