@@ -18,6 +18,7 @@ from meshkit.grpc._idempotency import (
     SQLiteIdempotencyStore,
 )
 from meshkit.grpc._istio import IstioConfig, load_istio
+from meshkit.grpc._metrics import CallObserver, OpenTelemetryObserver, PrometheusObserver
 from meshkit.grpc._propagation import TraceContext, current_correlation_id, current_trace
 from meshkit.grpc._routing import (
     Destination,
@@ -37,6 +38,7 @@ from meshkit.grpc._tls import WorkloadIdentity
 __all__ = [
     "Action",
     "AuthorizationPolicy",
+    "CallObserver",
     "ClientPolicy",
     "Code",
     "Destination",
@@ -50,8 +52,10 @@ __all__ = [
     "MemoryIdempotencyStore",
     "MeshChannel",
     "MeshConfig",
+    "OpenTelemetryObserver",
     "Operation",
     "PostgresIdempotencyStore",
+    "PrometheusObserver",
     "RetryPolicy",
     "RouteMatch",
     "Rule",

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from meshkit.grpc._codes import error_for
+from meshkit.grpc._metrics import GRPC_TYPES
 from meshkit.grpc._sync_client import code_of, fresh, method_of, replayable
 
 if TYPE_CHECKING:
@@ -52,12 +53,13 @@ async def _shielded(call: Any, awaitable: Any) -> Any:
         raise
 
 
-def _plan(policy: ClientPolicy, details: Any, request: object) -> CallPlan:
+def _plan(policy: ClientPolicy, details: Any, request: object, kind: str) -> CallPlan:
     return policy.plan(
         method_of(details),
         details.timeout,
         tuple(details.metadata or ()),
         replayable=replayable(request),
+        kind=kind,
     )
 
 
@@ -72,9 +74,9 @@ def _details(details: Any, timeout: float | None, plan: CallPlan) -> Any:
 
 
 async def _unary(
-    policy: ClientPolicy, continuation: Callable[..., Any], details: Any, request: Any
+    policy: ClientPolicy, continuation: Callable[..., Any], details: Any, request: Any, kind: str
 ) -> Any:
-    plan = _plan(policy, details, request)
+    plan = _plan(policy, details, request, kind)
     if plan.retry is None and not replayable(request):
         # A one-shot request stream (a generator, or grpc's proxy of `call.write()`, which
         # waits for this interceptor to return): start the call and let the caller wait.
@@ -219,9 +221,9 @@ class _ResponseStream(_Delegate, grpc.aio.UnaryStreamCall, grpc.aio.StreamStream
 
 
 async def _stream(
-    policy: ClientPolicy, continuation: Callable[..., Any], details: Any, request: Any
+    policy: ClientPolicy, continuation: Callable[..., Any], details: Any, request: Any, kind: str
 ) -> Any:
-    plan = _plan(policy, details, request)
+    plan = _plan(policy, details, request, kind)
     if plan.retry is None and not replayable(request):
         # A one-shot request stream (see `_unary`): nothing to resend, and the caller may
         # have to write before the first response comes.
@@ -251,7 +253,7 @@ def _adapter(kind: str, base: type, shape: Callable[..., Any]) -> type:
     async def intercept(
         self: _AioInterceptor, continuation: Any, details: Any, request: Any
     ) -> Any:
-        return await shape(self.policy, continuation, details, request)
+        return await shape(self.policy, continuation, details, request, GRPC_TYPES[kind])
 
     name = "".join(part.title() for part in kind.split("_"))
     return type(f"Aio{name}Interceptor", (_AioInterceptor, base), {f"intercept_{kind}": intercept})

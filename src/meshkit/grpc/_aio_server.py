@@ -15,11 +15,14 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 import grpc
 
+from meshkit.grpc._metrics import GRPC_TYPES
 from meshkit.grpc._server import Admission, Memo, ServerPolicy
-from meshkit.grpc._sync_server import incoming_call, wrapped_handler
+from meshkit.grpc._sync_server import incoming_call, status_of, wrapped_handler
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from meshkit.grpc._metrics import CallObserver
 
 __all__ = ["AioServerInterceptor"]
 
@@ -114,6 +117,29 @@ def _stream_response(
     return handle
 
 
+def _observed_unary(observer: CallObserver, kind: str, method: str, handle: Any) -> Any:
+    async def observed(request: Any, context: Any) -> Any:
+        token = observer.started("server", kind, method)
+        try:
+            return await handle(request, context)
+        finally:
+            observer.handled(token, status_of(context))
+
+    return observed
+
+
+def _observed_stream(observer: CallObserver, kind: str, method: str, handle: Any) -> Any:
+    async def observed(request: Any, context: Any) -> AsyncIterator[Any]:
+        token = observer.started("server", kind, method)
+        try:
+            async for item in handle(request, context):
+                yield item
+        finally:
+            observer.handled(token, status_of(context))
+
+    return observed
+
+
 @final
 class AioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Enforce a `ServerPolicy` on a `grpc.aio` server, for all four call kinds."""
@@ -121,9 +147,15 @@ class AioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
     def __init__(self, policy: ServerPolicy) -> None:
         self._policy = policy
 
-    def _wrap(self, method: str, streams: bool, behavior: Any, serialize: Any) -> Any:  # noqa: FBT001
+    def _wrap(self, method: str, kind: str, behavior: Any, serialize: Any) -> Any:
+        streams = kind.endswith("_stream")
         wrap = _stream_response if streams else _unary_response
-        return wrap(self._policy, method, behavior, serialize)
+        handle = wrap(self._policy, method, behavior, serialize)
+        observer = self._policy.observer
+        if observer is None:
+            return handle
+        observe = _observed_stream if streams else _observed_unary
+        return observe(observer, GRPC_TYPES[kind], method, handle)
 
     async def intercept_service(
         self,

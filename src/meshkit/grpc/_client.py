@@ -24,7 +24,8 @@ from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import DeadlineExceededError, RpcStatusError
 from meshkit._validate import finite, ge, gt, instance_of, optional
 from meshkit.grpc._checks import callable_or_none
-from meshkit.grpc._codes import SERVER_FAILURES, Code, error_for
+from meshkit.grpc._codes import SERVER_FAILURES, Code, error_for, status_for
+from meshkit.grpc._metrics import CallObserver
 from meshkit.grpc._propagation import (
     CORRELATION_HEADER,
     CORRELATION_ID,
@@ -143,6 +144,8 @@ class CallPlan:
     retry: Retry | None
     breaker: CircuitBreaker | None
     clock: Clock = attrs.field(eq=False)
+    kind: str = "unary"
+    observer: CallObserver | None = None
 
     def time_left(self) -> float | None:
         """Return the seconds left before the call's deadline, None without one."""
@@ -205,7 +208,25 @@ class CallPlan:
                 return self._guard(once(timeout))
             return self._guard(self.breaker.call_sync(once, timeout))
 
-        return attempt() if self.retry is None else self.retry.call_sync(attempt)
+        token = self._started()
+        try:
+            result = attempt() if self.retry is None else self.retry.call_sync(attempt)
+        except Exception as exc:
+            self._handled(token, exc)
+            raise
+        self._handled(token, None)
+        return result
+
+    def _started(self) -> Any:  # noqa: ANN401
+        return (
+            None
+            if self.observer is None
+            else self.observer.started("client", self.kind, self.method)
+        )
+
+    def _handled(self, token: Any, error: Exception | None) -> None:  # noqa: ANN401
+        if self.observer is not None:
+            self.observer.handled(token, Code.OK if error is None else status_for(error)[0])
 
     async def run(self, once: Callable[[float | None], Awaitable[_T | Failed]]) -> _T:
         """Await `once(timeout)` through the breaker and the retries; return its result.
@@ -220,7 +241,14 @@ class CallPlan:
                 return self._guard(await once(timeout))
             return self._guard(await self.breaker.call(once, timeout))
 
-        return await attempt() if self.retry is None else await self.retry.call(attempt)
+        token = self._started()
+        try:
+            result = await attempt() if self.retry is None else await self.retry.call(attempt)
+        except Exception as exc:
+            self._handled(token, exc)
+            raise
+        self._handled(token, None)
+        return result
 
 
 def _retryable(codes: frozenset[Code]) -> Callable[[Exception], bool]:
@@ -250,6 +278,8 @@ class ClientPolicy:
         idempotency_keys: Which methods get an `idempotency-key` (the same on every retry);
             None: none. By default `is_mutating`.
         propagate: Whether to send the correlation id and `traceparent`.
+        observer: Told when calls start and end (a stream's call ends, for it, at its first
+            response); None: none.
         clock: The clock deadlines are measured on.
     """
 
@@ -270,6 +300,9 @@ class ClientPolicy:
         default=is_mutating, validator=callable_or_none
     )
     propagate: bool = attrs.field(default=True, validator=instance_of(bool))
+    observer: CallObserver | None = attrs.field(
+        default=None, validator=optional(instance_of(CallObserver))
+    )
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
     _retry: Retry | None = attrs.field(init=False, default=None, eq=False, repr=False)
 
@@ -297,6 +330,7 @@ class ClientPolicy:
         *,
         replayable: bool = True,
         scope_left: float | None = None,
+        kind: str = "unary",
     ) -> CallPlan:
         """Return the plan of one outgoing call.
 
@@ -307,6 +341,7 @@ class ClientPolicy:
             replayable: Whether the request can be sent again (a streamed request can only
                 when it is a list or tuple); a call that cannot gets one attempt.
             scope_left: Seconds left in the caller's cancel scope (`anyio.fail_after`), if any.
+            kind: The call's `grpc_type` for metrics (`unary`, `server_stream`, ...).
         """
         limits = [t for t in (timeout, self.timeout, scope_left) if t is not None]
         deadline = current_deadline()
@@ -321,6 +356,8 @@ class ClientPolicy:
             retry=self._retry if replayable else None,
             breaker=self.breaker,
             clock=self.clock,
+            kind=kind,
+            observer=self.observer,
         )
 
     def _metadata(self, method: str, given: Sequence[tuple[str, str | bytes]] | None) -> Metadata:

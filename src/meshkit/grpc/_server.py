@@ -24,6 +24,7 @@ from meshkit.grpc._authz import AuthorizationPolicy, authorize, principal_of
 from meshkit.grpc._checks import list_of
 from meshkit.grpc._codes import Code, status_for
 from meshkit.grpc._idempotency import IdempotencyStore
+from meshkit.grpc._metrics import CallObserver
 from meshkit.grpc._propagation import (
     CORRELATION_HEADER,
     CORRELATION_ID,
@@ -196,6 +197,8 @@ class ServerPolicy:
             running gets ABORTED.
         exempt: Method prefixes that skip authorization and rate limiting (by default the
             standard health and reflection services, which probes and tools call).
+        observer: Told when calls start and end (`PrometheusObserver`,
+            `OpenTelemetryObserver`); None: none.
         clock: The clock deadlines are read on.
         logger: Where refused and failed calls are logged (structured: `extra` fields
             `grpc_method`, `grpc_code`, `correlation_id`).
@@ -212,6 +215,9 @@ class ServerPolicy:
         default=("/grpc.health.v1.Health/", "/grpc.reflection."),
         converter=tuple,
         validator=attrs.validators.deep_iterable(instance_of(str)),
+    )
+    observer: CallObserver | None = attrs.field(
+        default=None, validator=optional(instance_of(CallObserver))
     )
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
     logger: logging.Logger = attrs.field(default=_LOG, validator=instance_of(logging.Logger))

@@ -146,16 +146,19 @@ class SyncClientInterceptor(
     def __init__(self, policy: ClientPolicy) -> None:
         self._policy = policy
 
-    def _plan(self, details: Any, request: object) -> CallPlan:
+    def _plan(self, details: Any, request: object, kind: str) -> CallPlan:
         return self._policy.plan(
             method_of(details),
             details.timeout,
             details.metadata,
             replayable=replayable(request),
+            kind=kind,
         )
 
-    def _unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        plan = self._plan(details, request)
+    def _unary(
+        self, continuation: Callable[..., Any], details: Any, request: Any, kind: str
+    ) -> Any:
+        plan = self._plan(details, request, kind)
 
         def once(limit: float | None) -> Any:
             outcome = continuation(_details(details, limit, plan), fresh(request))
@@ -167,8 +170,10 @@ class SyncClientInterceptor(
 
         return plan.run_sync(once)
 
-    def _stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        plan = self._plan(details, request)
+    def _stream(
+        self, continuation: Callable[..., Any], details: Any, request: Any, kind: str
+    ) -> Any:
+        plan = self._plan(details, request, kind)
 
         def once(limit: float | None) -> tuple[Any, Any] | Failed:
             call = continuation(_details(details, limit, plan), fresh(request))
@@ -184,19 +189,19 @@ class SyncClientInterceptor(
     def intercept_unary_unary(
         self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:
-        return self._unary(continuation, client_call_details, request)
+        return self._unary(continuation, client_call_details, request, "unary")
 
     def intercept_stream_unary(
         self, continuation: Any, client_call_details: Any, request_iterator: Any
     ) -> Any:
-        return self._unary(continuation, client_call_details, request_iterator)
+        return self._unary(continuation, client_call_details, request_iterator, "client_stream")
 
     def intercept_unary_stream(
         self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:
-        return self._stream(continuation, client_call_details, request)
+        return self._stream(continuation, client_call_details, request, "server_stream")
 
     def intercept_stream_stream(
         self, continuation: Any, client_call_details: Any, request_iterator: Any
     ) -> Any:
-        return self._stream(continuation, client_call_details, request_iterator)
+        return self._stream(continuation, client_call_details, request_iterator, "bidi_stream")

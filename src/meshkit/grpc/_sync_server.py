@@ -12,12 +12,16 @@ from typing import TYPE_CHECKING, Any, NoReturn, final
 
 import grpc
 
+from meshkit.grpc._codes import Code
+from meshkit.grpc._metrics import GRPC_TYPES
 from meshkit.grpc._server import IncomingCall, Memo, ServerPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ["SyncServerInterceptor", "incoming_call", "wrapped_handler"]
+    from meshkit.grpc._metrics import CallObserver
+
+__all__ = ["SyncServerInterceptor", "incoming_call", "status_of", "wrapped_handler"]
 
 
 def incoming_call(context: Any, method: str) -> IncomingCall:
@@ -103,6 +107,34 @@ def _stream_response(
     return handle
 
 
+def status_of(context: Any) -> Code:
+    """Return the status a handler ended with (OK unless it was aborted)."""
+    code = context.code()
+    return Code.OK if code is None else Code(code.value[0])
+
+
+def _observed_unary(observer: CallObserver, kind: str, method: str, handle: Any) -> Any:
+    def observed(request: Any, context: Any) -> Any:
+        token = observer.started("server", kind, method)
+        try:
+            return handle(request, context)
+        finally:
+            observer.handled(token, status_of(context))
+
+    return observed
+
+
+def _observed_stream(observer: CallObserver, kind: str, method: str, handle: Any) -> Any:
+    def observed(request: Any, context: Any) -> Iterator[Any]:
+        token = observer.started("server", kind, method)
+        try:
+            yield from handle(request, context)
+        finally:
+            observer.handled(token, status_of(context))
+
+    return observed
+
+
 def _serializer(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes]:
     def passthrough(response: Any) -> bytes:
         # A stored (already serialized) answer is sent as it is.
@@ -123,7 +155,7 @@ def wrapped_handler(handler: Any, wrap: Callable[..., Any], method: str) -> Any:
     kind = f"{request}_{response}"
     factory = getattr(grpc, f"{kind}_rpc_method_handler")
     serialize = _serializer(handler.response_serializer)
-    behavior = wrap(method, handler.response_streaming, getattr(handler, kind), serialize)
+    behavior = wrap(method, kind, getattr(handler, kind), serialize)
     return factory(
         behavior,
         request_deserializer=handler.request_deserializer,
@@ -138,9 +170,15 @@ class SyncServerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, policy: ServerPolicy) -> None:
         self._policy = policy
 
-    def _wrap(self, method: str, streams: bool, behavior: Any, serialize: Any) -> Any:  # noqa: FBT001
+    def _wrap(self, method: str, kind: str, behavior: Any, serialize: Any) -> Any:
+        streams = kind.endswith("_stream")
         wrap = _stream_response if streams else _unary_response
-        return wrap(self._policy, method, behavior, serialize)
+        handle = wrap(self._policy, method, behavior, serialize)
+        observer = self._policy.observer
+        if observer is None:
+            return handle
+        observe = _observed_stream if streams else _observed_unary
+        return observe(observer, GRPC_TYPES[kind], method, handle)
 
     def intercept_service(
         self,
