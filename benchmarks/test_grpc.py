@@ -1,0 +1,259 @@
+"""gRPC benchmarks: unary round trips on loopback, meshkit against bare grpc.aio and peers.
+
+Every server answers the standard `grpc.health.v1.Health/Check` (a tiny unary call), so the
+figures are the chains' own cost on top of a loopback round trip. One asyncio loop runs all
+servers and clients of the module; each benchmark round makes `N` calls, sequentially (the
+per-call figure is a latency: `extra_info["us_per_call"]`) or `CONCURRENCY` at a time
+(`extra_info["calls_per_s"]`: throughput).
+
+Groups:
+
+* `grpc-unary-latency` / `grpc-unary-throughput`: bare grpc.aio (no interceptors), meshkit's
+  full chain (client: `MeshChannel` over one endpoint with deadline, retries, breaker,
+  least-request balancing and Prometheus metrics, inside a meshkit `Timeout`; server:
+  `ServerPolicy` with authorization, deadline context and metrics), grpc-interceptor (an
+  empty `AsyncServerInterceptor`: it does less) and opentelemetry-instrumentation-grpc
+  (client and server tracing to a no-op provider: it does less);
+* `grpc-balancing-throughput`: `MeshChannel` over three servers against grpc's own
+  `round_robin` policy over the same three.
+"""
+
+from __future__ import annotations
+
+import asyncio  # noqa: TID251 - grpc.aio runs on asyncio; the benchmark drives one loop
+import os
+from typing import TYPE_CHECKING, Any
+
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_interceptor import AsyncServerInterceptor
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from prometheus_client import CollectorRegistry
+
+from meshkit.balancing import Endpoint
+from meshkit.grpc import (
+    ClientPolicy,
+    Destination,
+    HttpRoute,
+    MeshChannel,
+    MeshConfig,
+    PrometheusObserver,
+    RetryPolicy,
+    ServerPolicy,
+    add_standard_services_aio,
+)
+from meshkit.resilience import CircuitBreaker, RetryBudget, Timeout
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+
+N = 200
+CONCURRENCY = 20
+REQUEST = health_pb2.HealthCheckRequest(service="")
+
+
+class _Noop(AsyncServerInterceptor):
+    """grpc-interceptor's async server interceptor, passing the call through."""
+
+    async def intercept(
+        self, method: Any, request_or_iterator: Any, context: Any, method_name: str
+    ) -> Any:
+        return await method(request_or_iterator, context)
+
+
+class _Watch:
+    def __init__(self, endpoints: Sequence[Endpoint]) -> None:
+        self.endpoints = tuple(endpoints)
+
+    async def watch(self, service: str) -> AsyncIterator[Sequence[Endpoint]]:
+        yield self.endpoints
+        await asyncio.Event().wait()
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """One event loop for the module's servers and clients."""
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+async def _server(interceptors: list[Any]) -> tuple[Any, int]:
+    server = grpc.aio.server(interceptors=interceptors)
+    await add_standard_services_aio(server, [])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port
+
+
+def _observer() -> PrometheusObserver:
+    return PrometheusObserver(CollectorRegistry())
+
+
+def _mesh_config() -> MeshConfig:
+    retries = RetryPolicy(attempts=2, retry_on=["unavailable"])
+    return MeshConfig(
+        host="health", routes=(HttpRoute(destinations=(Destination(),), retries=retries),)
+    )
+
+
+def _client_policy(observer: PrometheusObserver) -> ClientPolicy:
+    return ClientPolicy(budget=RetryBudget(), observer=observer)
+
+
+async def _owned(mesh: MeshChannel, closers: list[Any]) -> MeshChannel:
+    """Enter `mesh` in a task of its own (its task group must be left in the same task)."""
+    ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+
+    async def own() -> None:
+        async with mesh:
+            ready.set_result(None)
+            await stop.wait()
+
+    task = asyncio.get_running_loop().create_task(own())
+    await ready
+
+    async def close() -> None:
+        stop.set()
+        await task
+
+    closers.append(close)
+    return mesh
+
+
+@pytest.fixture(scope="module")
+def stubs(loop: asyncio.AbstractEventLoop) -> Iterator[dict[str, Any]]:
+    """The stubs under test, keyed by chain name, and the servers behind them."""
+    servers: list[Any] = []
+    closers: list[Any] = []
+
+    async def setup() -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        bare, port = await _server([])
+        servers.append(bare)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        closers.append(channel.close)
+        result["bare"] = health_pb2_grpc.HealthStub(channel)
+
+        observer = _observer()
+        server_policy = ServerPolicy(observer=observer)
+        full, port = await _server([server_policy.aio_interceptor()])
+        servers.append(full)
+        mesh = await _owned(
+            MeshChannel(
+                _mesh_config(),
+                _Watch([Endpoint(host="127.0.0.1", port=port)]),
+                policy=_client_policy(observer),
+                breaker=CircuitBreaker,
+            ),
+            closers,
+        )
+        result["meshkit"] = health_pb2_grpc.HealthStub(mesh)
+
+        peer, port = await _server([_Noop()])
+        servers.append(peer)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        closers.append(channel.close)
+        result["grpc-interceptor"] = health_pb2_grpc.HealthStub(channel)
+
+        otel, port = await _server([aio_server_interceptor()])  # type: ignore[no-untyped-call]
+        servers.append(otel)
+        channel = grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}",
+            interceptors=aio_client_interceptors(),  # type: ignore[no-untyped-call]
+        )
+        closers.append(channel.close)
+        result["opentelemetry"] = health_pb2_grpc.HealthStub(channel)
+
+        ports = []
+        for _ in range(3):
+            server, port = await _server([])
+            servers.append(server)
+            ports.append(port)
+        targets = ",".join(f"127.0.0.1:{p}" for p in ports)
+        channel = grpc.aio.insecure_channel(
+            f"ipv4:{targets}", options=[("grpc.lb_policy_name", "round_robin")]
+        )
+        closers.append(channel.close)
+        result["round_robin"] = health_pb2_grpc.HealthStub(channel)
+        watch = _Watch([Endpoint(host="127.0.0.1", port=p) for p in ports])
+        mesh3 = await _owned(MeshChannel("health", watch), closers)
+        result["meshchannel-3"] = health_pb2_grpc.HealthStub(mesh3)
+        return result
+
+    result = loop.run_until_complete(setup())
+    yield result
+
+    async def teardown() -> None:
+        for close in closers:
+            await close()
+        for server in servers:
+            await server.stop(None)
+
+    loop.run_until_complete(teardown())
+
+
+async def _sequential(stub: Any, deadline: bool) -> None:
+    for _ in range(N):
+        if deadline:
+            async with Timeout(5):
+                await stub.Check(REQUEST)
+        else:
+            await stub.Check(REQUEST)
+
+
+async def _concurrent(stub: Any, deadline: bool) -> None:
+    async def worker() -> None:
+        for _ in range(N // CONCURRENCY):
+            if deadline:
+                async with Timeout(5):
+                    await stub.Check(REQUEST)
+            else:
+                await stub.Check(REQUEST)
+
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+
+
+def _run(benchmark: Any, loop: asyncio.AbstractEventLoop, body: Callable[[], Any]) -> None:
+    loop.run_until_complete(body())  # warm up connections
+    benchmark.pedantic(lambda: loop.run_until_complete(body()), rounds=15, iterations=1)
+    median = benchmark.stats.stats.median
+    benchmark.extra_info["us_per_call"] = round(median / N * 1e6, 1)
+    benchmark.extra_info["calls_per_s"] = round(N / median)
+
+
+CHAINS = ["bare", "meshkit", "grpc-interceptor", "opentelemetry"]
+
+
+@pytest.mark.parametrize("chain", CHAINS)
+def test_unary_latency(
+    benchmark: Any, loop: asyncio.AbstractEventLoop, stubs: dict[str, Any], chain: str
+) -> None:
+    """Sequential unary calls: the per-call time is a round-trip latency."""
+    benchmark.group = "grpc-unary-latency"
+    stub = stubs[chain]
+    _run(benchmark, loop, lambda: _sequential(stub, deadline=chain == "meshkit"))
+
+
+@pytest.mark.parametrize("chain", CHAINS)
+def test_unary_throughput(
+    benchmark: Any, loop: asyncio.AbstractEventLoop, stubs: dict[str, Any], chain: str
+) -> None:
+    """Unary calls, CONCURRENCY at a time: calls per second."""
+    benchmark.group = "grpc-unary-throughput"
+    stub = stubs[chain]
+    _run(benchmark, loop, lambda: _concurrent(stub, deadline=chain == "meshkit"))
+
+
+@pytest.mark.parametrize("chain", ["round_robin", "meshchannel-3"])
+def test_balancing_throughput(
+    benchmark: Any, loop: asyncio.AbstractEventLoop, stubs: dict[str, Any], chain: str
+) -> None:
+    """Three servers: MeshChannel (least-request, per call) against grpc's round_robin."""
+    benchmark.group = "grpc-balancing-throughput"
+    stub = stubs[chain]
+    _run(benchmark, loop, lambda: _concurrent(stub, deadline=False))
