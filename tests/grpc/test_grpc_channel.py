@@ -237,3 +237,51 @@ class TestRouting:
                 tg.start_soon(call)
                 tg.start_soon(call)
             assert len(errors) == 1
+
+
+class TestEdges:
+    """Outcomes, other balancers, breakers and streams through the mesh."""
+
+    def test_outcome_of(self) -> None:
+        """What each ending tells the balancer."""
+        from meshkit import CircuitOpenError, DeadlineExceededError  # noqa: PLC0415
+        from meshkit.balancing import Outcome  # noqa: PLC0415
+        from meshkit.grpc._channel import outcome_of  # noqa: PLC0415
+
+        assert outcome_of(None) is Outcome.SUCCESS
+        assert outcome_of(DeadlineExceededError(1.0)) is Outcome.GATEWAY_ERROR
+        assert outcome_of(CircuitOpenError("b", 1.0)) is Outcome.GATEWAY_ERROR
+        assert outcome_of(RpcStatusError("UNAVAILABLE", "")) is Outcome.GATEWAY_ERROR
+        assert outcome_of(RpcStatusError("INTERNAL", "")) is Outcome.ERROR
+        assert outcome_of(RpcStatusError("NOT_FOUND", "")) is Outcome.SUCCESS
+        assert outcome_of(KeyError("x")) is Outcome.ERROR
+        assert outcome_of(KeyboardInterrupt()) is Outcome.SUCCESS
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("kind", [LoadBalancerKind.ROUND_ROBIN, LoadBalancerKind.RANDOM])
+    async def test_breaker_and_streams(self, kind: LoadBalancerKind) -> None:
+        """A failing endpoint's breaker opens; a failing stream raises a meshkit error."""
+        from meshkit import CircuitOpenError  # noqa: PLC0415
+        from meshkit.resilience import CircuitBreaker, CircuitBreakerConfig  # noqa: PLC0415
+
+        def breaker() -> CircuitBreaker:
+            return CircuitBreaker(CircuitBreakerConfig(failure_threshold=1, open_duration=60.0))
+
+        config = MeshConfig(host=SERVICE, traffic_policy=TrafficPolicy(load_balancer=kind))
+        async with AsyncExitStack() as stack:
+            endpoints, counters = await _servers(stack, ["v1"], failing=0)
+            mesh = await stack.enter_async_context(
+                MeshChannel(config, Registry(endpoints), breaker=breaker)
+            )
+            stub: Any = echo_pb2_grpc.EchoStub(mesh)  # type: ignore[call-overload]
+            with pytest.raises(RpcStatusError, match="ABORTED"):
+                async for _ in stub.ServerStream(
+                    echo_pb2.EchoRequest(text="s", fail="conflict", count=2)
+                ):
+                    pass
+            assert (await stub.ClientStream([echo_pb2.EchoRequest(text="c")])).text == "c"
+            with pytest.raises(RpcStatusError):
+                await stub.Unary(echo_pb2.EchoRequest(text="b"))
+            with pytest.raises(CircuitOpenError):
+                await stub.Unary(echo_pb2.EchoRequest(text="b"))
+            assert counters[0].counts["b"] == 1

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from meshkit.grpc._client import CallPlan, ClientPolicy, Failed
 
-__all__ = ["aio_client_interceptors"]
+__all__ = ["aio_client_interceptors", "shielded"]
 
 _END = object()
 _UNREAD = object()
@@ -42,7 +42,7 @@ def _consume(task: asyncio.Future[Any]) -> None:
         task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
-async def _shielded(call: Any, awaitable: Any) -> Any:
+async def shielded(call: Any, awaitable: Any) -> Any:
     """Await `awaitable` (a wait on `call`) so that a cancellation keeps its own message."""
     waiter = asyncio.ensure_future(awaitable)
     try:
@@ -85,7 +85,7 @@ async def _unary(
     async def once(limit: float | None) -> tuple[Any, Any] | Failed:
         call = await continuation(_details(details, limit, plan), fresh(request))
         try:
-            return call, await _shielded(call, call)
+            return call, await shielded(call, call)
         except grpc.aio.AioRpcError as exc:
             return plan.failure(code_of(exc), exc.details() or "", limit)
 
@@ -166,7 +166,7 @@ class _UnaryResponse(_Delegate, grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryCal
 
     async def _wait(self) -> Any:
         try:
-            self._response = await _shielded(self._call, self._call)
+            self._response = await shielded(self._call, self._call)
         except grpc.aio.AioRpcError as exc:
             raise error_for(code_of(exc), exc.details() or "", self._plan.method) from exc
         return self._response
@@ -182,7 +182,7 @@ class _ResponseStream(_Delegate, grpc.aio.UnaryStreamCall, grpc.aio.StreamStream
     """The call a streaming-response attempt loop settled on, its first message held back.
 
     grpc.aio takes it as the call itself (it is one of its call types), so its own wrapper,
-    which would point at the first attempt's call, is not used. Reads go through `_shielded`
+    which would point at the first attempt's call, is not used. Reads go through `shielded`
     and failures become meshkit errors; nothing after the first message is retried.
     """
 
@@ -202,7 +202,7 @@ class _ResponseStream(_Delegate, grpc.aio.UnaryStreamCall, grpc.aio.StreamStream
                 yield first
             while True:
                 try:
-                    response = await _shielded(self._call, anext(self._responses))
+                    response = await shielded(self._call, anext(self._responses))
                 except StopAsyncIteration:
                     return
                 yield response
@@ -232,7 +232,7 @@ async def _stream(
     async def once(limit: float | None) -> tuple[Any, Any] | Failed:
         call = await continuation(_details(details, limit, plan), fresh(request))
         try:
-            return call, await _shielded(call, anext(aiter(call)))
+            return call, await shielded(call, anext(aiter(call)))
         except StopAsyncIteration:
             return call, _END
         except grpc.aio.AioRpcError as exc:

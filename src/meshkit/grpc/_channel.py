@@ -35,7 +35,7 @@ from meshkit.balancing import (
     RoundRobin,
 )
 from meshkit.balancing import Random as RandomBalancer
-from meshkit.grpc._client import ClientPolicy
+from meshkit.grpc._client import ClientPolicy, Failed
 from meshkit.grpc._codes import SERVER_FAILURES, Code, error_for
 from meshkit.grpc._routing import HttpRoute, LoadBalancerKind, MeshConfig
 from meshkit.resilience import Bulkhead, CircuitBreaker
@@ -79,6 +79,13 @@ def outcome_of(error: BaseException | None) -> Outcome:
     return Outcome.SUCCESS if not isinstance(error, Exception) else Outcome.ERROR
 
 
+def _unwrap(result: Any) -> Any:
+    """Return an attempt's result, raising the error of a `Failed` one."""
+    if isinstance(result, Failed):
+        raise result.error
+    return result
+
+
 def _balancer(config: MeshConfig, clock: Clock, rng: random.Random) -> LoadBalancer:
     kind = config.traffic_policy.load_balancer
     inner: LoadBalancer
@@ -100,8 +107,21 @@ def _balancer(config: MeshConfig, clock: Clock, rng: random.Random) -> LoadBalan
 class _Connection:
     endpoint: Endpoint
     channel: Any
+    breaker: CircuitBreaker | None = None
     active: int = 0
     draining: bool = False
+    callables: dict[tuple[str, str], Any] = attrs.field(factory=dict)
+
+    def callable(self, kind: str, method: str, serializer: Any, deserializer: Any) -> Any:
+        """Return (and keep) the channel's multi-callable for a method."""
+        found = self.callables.get((kind, method))
+        if found is None:
+            factory = getattr(self.channel, kind)
+            found = factory(
+                method, request_serializer=serializer, response_deserializer=deserializer
+            )
+            self.callables[kind, method] = found
+        return found
 
 
 @final
@@ -216,26 +236,16 @@ class MeshChannel:
     def _connect(self, endpoint: Endpoint) -> _Connection:
         import grpc  # noqa: PLC0415 - optional dependency
 
-        policy = attrs.evolve(
-            self._policy,
-            retries=None,
-            breaker=None if self._breaker is None else self._breaker(),
-            propagate=False,
-            idempotency_keys=None,
-        )
-        interceptors = policy.aio_interceptors()
+        # Plain channels: the mesh runs the policy itself (one plan per call, the breaker of
+        # the endpoint picked), which saves grpc.aio's interceptor task and a second plan.
         if self._credentials is None:
-            channel = grpc.aio.insecure_channel(
-                endpoint.address, options=self._options, interceptors=interceptors
-            )
+            channel = grpc.aio.insecure_channel(endpoint.address, options=self._options)
         else:
             channel = grpc.aio.secure_channel(
-                endpoint.address,
-                self._credentials,
-                options=self._options,
-                interceptors=interceptors,
+                endpoint.address, self._credentials, options=self._options
             )
-        return _Connection(endpoint, channel)
+        breaker = None if self._breaker is None else self._breaker()
+        return _Connection(endpoint, channel, breaker)
 
     async def _maybe_close(self, address: str, connection: _Connection) -> None:
         if (
@@ -367,12 +377,7 @@ class _MeshCallable:
         self._deserializer = deserializer
 
     def _callable(self, connection: _Connection) -> Any:
-        factory = getattr(connection.channel, self._kind)
-        return factory(
-            self._method,
-            request_serializer=self._serializer,
-            response_deserializer=self._deserializer,
-        )
+        return connection.callable(self._kind, self._method, self._serializer, self._deserializer)
 
     def __call__(
         self, request: Any, *, timeout: float | None = None, metadata: Any = None, **_: Any
@@ -387,10 +392,20 @@ class _MeshCallable:
         return await (work() if bulkhead is None else bulkhead.call(work))
 
     async def _unary(self, request: Any, seconds: float | None, metadata: Any) -> Any:
-        from meshkit.grpc._sync_client import fresh  # noqa: PLC0415 - imports grpc
+        import grpc  # noqa: PLC0415 - optional dependency, loaded by now
+
+        from meshkit.grpc import _aio_client as aio  # noqa: PLC0415 - imports grpc
+        from meshkit.grpc._sync_client import code_of, fresh  # noqa: PLC0415 - imports grpc
 
         mesh = self._mesh
         plan, route, headers = mesh._plan(self._method, seconds, metadata, request)  # noqa: SLF001
+
+        async def wait(connection: _Connection, limit: float | None) -> Any:
+            call = self._callable(connection)(fresh(request), timeout=limit, metadata=plan.metadata)
+            try:
+                return await aio.shielded(call, call)
+            except grpc.aio.AioRpcError as exc:
+                return plan.failure(code_of(exc), exc.details() or "", limit)
 
         async def once(limit: float | None) -> Any:
             await mesh._fault(route, self._method)  # noqa: SLF001
@@ -399,9 +414,10 @@ class _MeshCallable:
             start = mesh._clock.now()  # noqa: SLF001
             error: BaseException | None = None
             try:
-                return await self._callable(connection)(
-                    fresh(request), timeout=limit, metadata=plan.metadata
-                )
+                breaker = connection.breaker
+                if breaker is None:
+                    return _unwrap(await wait(connection, limit))
+                return _unwrap(await breaker.call(wait, connection, limit))
             except BaseException as exc:
                 error = exc
                 raise
@@ -413,7 +429,13 @@ class _MeshCallable:
     async def _stream(
         self, request: Any, seconds: float | None, metadata: Any
     ) -> AsyncIterator[Any]:
-        # One attempt: a stream is not retried across endpoints once it has started.
+        # One attempt: a stream is not retried across endpoints once it has started, and it is
+        # not gated by the endpoint's breaker (which judges unary calls).
+        import grpc  # noqa: PLC0415 - optional dependency, loaded by now
+
+        from meshkit.grpc import _aio_client as aio  # noqa: PLC0415 - imports grpc
+        from meshkit.grpc._sync_client import code_of  # noqa: PLC0415 - imports grpc
+
         mesh = self._mesh
         plan, route, headers = mesh._plan(self._method, seconds, metadata, request)  # noqa: SLF001
         await mesh._fault(route, self._method)  # noqa: SLF001
@@ -425,8 +447,16 @@ class _MeshCallable:
             call = self._callable(connection)(
                 request, timeout=plan.attempt_timeout(), metadata=plan.metadata
             )
-            async for response in call:
+            responses = aiter(call)
+            while True:
+                try:
+                    response = await aio.shielded(call, anext(responses))
+                except StopAsyncIteration:
+                    return
                 yield response
+        except grpc.aio.AioRpcError as exc:
+            error = error_for(code_of(exc), exc.details() or "", self._method)
+            raise error from exc
         except BaseException as exc:
             error = exc
             raise
