@@ -178,3 +178,31 @@ class TestAioServer:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.Unary(echo_pb2.EchoRequest(sleep=5), timeout=0.2)
             assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class TestBadInput:
+    """Malformed or oversized metadata gets a status, never a crash or a hang."""
+
+    def test_oversized_and_odd_metadata(self) -> None:
+        """A huge header, binary headers and junk trace/correlation values."""
+        with (
+            sync_server() as (address, _),
+            grpc.insecure_channel(address) as channel,
+        ):
+            stub = echo_pb2_grpc.EchoStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Unary(echo_pb2.EchoRequest(), metadata=(("x-big", "x" * 100_000),), timeout=5)
+            assert _code(caught.value) in {
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                grpc.StatusCode.INTERNAL,
+                grpc.StatusCode.UNAVAILABLE,
+            }
+            odd = (
+                ("traceparent", "00-zz-yy-01"),
+                ("x-correlation-id", "a b"),
+                ("idempotency-key-bin", b"\x00\xff"),
+            )
+            reply = stub.Unary(echo_pb2.EchoRequest(text="ok"), metadata=odd, timeout=5)
+            assert reply.text == "ok"
+            assert reply.correlation_id != "a b"
+            assert reply.traceparent.startswith("00-")
