@@ -14,6 +14,8 @@ Groups:
   `ServerPolicy` with authorization, deadline context and metrics), grpc-interceptor (an
   empty `AsyncServerInterceptor`: it does less) and opentelemetry-instrumentation-grpc
   (client and server tracing to a no-op provider: it does less);
+* `meshkit-server-only` (a default `ServerPolicy`, bare client) and `meshkit-client-only`
+  (a default `ClientPolicy` on a grpc.aio channel, bare server) split the chain's cost;
 * `grpc-balancing-throughput`: `MeshChannel` over three servers against grpc's own
   `round_robin` policy over the same three.
 """
@@ -154,6 +156,20 @@ def stubs(loop: asyncio.AbstractEventLoop) -> Iterator[dict[str, Any]]:
         )
         result["meshkit"] = health_pb2_grpc.HealthStub(mesh)
 
+        server_only, port = await _server([ServerPolicy().aio_interceptor()])
+        servers.append(server_only)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        closers.append(channel.close)
+        result["meshkit-server-only"] = health_pb2_grpc.HealthStub(channel)
+
+        client_only, port = await _server([])
+        servers.append(client_only)
+        channel = grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", interceptors=ClientPolicy().aio_interceptors()
+        )
+        closers.append(channel.close)
+        result["meshkit-client-only"] = health_pb2_grpc.HealthStub(channel)
+
         peer, port = await _server([_Noop()])
         servers.append(peer)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -226,7 +242,14 @@ def _run(benchmark: Any, loop: asyncio.AbstractEventLoop, body: Callable[[], Any
     benchmark.extra_info["calls_per_s"] = round(N / median)
 
 
-CHAINS = ["bare", "meshkit", "grpc-interceptor", "opentelemetry"]
+CHAINS = [
+    "bare",
+    "meshkit",
+    "meshkit-server-only",
+    "meshkit-client-only",
+    "grpc-interceptor",
+    "opentelemetry",
+]
 
 
 @pytest.mark.parametrize("chain", CHAINS)
