@@ -71,6 +71,7 @@ class PrometheusObserver:
         self._started: dict[str, Any] = {}
         self._handled: dict[str, Any] = {}
         self._seconds: dict[str, Any] = {}
+        self._cache: dict[tuple[str, str, str], tuple[Any, Any, dict[Code, Any]]] = {}
         for side, what in (
             ("server", "completed on the server"),
             ("client", "completed by the client"),
@@ -87,17 +88,32 @@ class PrometheusObserver:
                 buckets=_BUCKETS, registry=registry,
             )  # fmt: skip
 
+    def _children(self, side: str, kind: str, method: str) -> tuple[Any, Any, dict[Code, Any]]:
+        # `labels()` costs a lock and a tuple hash per use: keep each method's children.
+        key = (side, kind, method)
+        found = self._cache.get(key)
+        if found is None:
+            labels = (kind, *_split(method))
+            handled = self._handled[side]
+            found = (
+                self._started[side].labels(*labels),
+                self._seconds[side].labels(*labels),
+                {code: handled.labels(*labels, code.name) for code in Code},
+            )
+            self._cache[key] = found
+        return found
+
     def started(self, side: str, kind: str, method: str) -> Any:  # noqa: ANN401
         """Count a started call; return its token."""
-        labels = (kind, *_split(method))
-        self._started[side].labels(*labels).inc()
-        return side, labels, time.perf_counter()
+        started, seconds, handled = self._children(side, kind, method)
+        started.inc()
+        return seconds, handled, time.perf_counter()
 
     def handled(self, token: Any, code: Code) -> None:  # noqa: ANN401
         """Count the handled call and observe its duration."""
-        side, labels, start = token
-        self._handled[side].labels(*labels, code.name).inc()
-        self._seconds[side].labels(*labels).observe(time.perf_counter() - start)
+        seconds, handled, start = token
+        handled[code].inc()
+        seconds.observe(time.perf_counter() - start)
 
 
 @final
