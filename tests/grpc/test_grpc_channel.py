@@ -285,3 +285,32 @@ class TestEdges:
             with pytest.raises(CircuitOpenError):
                 await stub.Unary(echo_pb2.EchoRequest(text="b"))
             assert counters[0].counts["b"] == 1
+
+
+class TestFaultRetries:
+    """Injected aborts are retried like real failures."""
+
+    @pytest.mark.anyio
+    async def test_half_aborted_calls_succeed_with_retries(self) -> None:
+        """With 50% UNAVAILABLE faults and three retries, calls succeed; some were retried."""
+        retries = RetryPolicy(attempts=3, retry_on=("unavailable",), backoff=FAST)
+        route = HttpRoute(
+            destinations=(Destination(),),
+            retries=retries,
+            fault=Fault(abort=Code.UNAVAILABLE, abort_percent=50),
+        )
+        config = MeshConfig(host=SERVICE, routes=(route,))
+        async with AsyncExitStack() as stack:
+            endpoints, counters = await _servers(stack, ["v1"])
+            mesh = await stack.enter_async_context(
+                MeshChannel(config, Registry(endpoints), rng=random.Random(5))
+            )
+            stub: Any = echo_pb2_grpc.EchoStub(mesh)  # type: ignore[call-overload]
+            failures = 0
+            for _ in range(40):
+                try:
+                    await stub.Unary(echo_pb2.EchoRequest(text="f"))
+                except RpcStatusError:
+                    failures += 1
+            assert counters[0].counts["f"] == 40 - failures
+            assert failures <= 3  # 0.5**4 per call: about 2.5 expected
