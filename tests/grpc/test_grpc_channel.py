@@ -314,3 +314,24 @@ class TestFaultRetries:
                     failures += 1
             assert counters[0].counts["f"] == 40 - failures
             assert failures <= 3  # 0.5**4 per call: about 2.5 expected
+
+
+class BrokenRegistry:
+    """A registry whose watch fails at once."""
+
+    async def watch(self, service: str) -> AsyncIterator[Sequence[Endpoint]]:
+        if service:
+            raise RuntimeError("consul is down")
+        yield ()  # never reached: makes this an async generator
+
+
+class TestRegistryFailure:
+    """A watch that fails before its first snapshot."""
+
+    @pytest.mark.anyio
+    async def test_enter_raises_the_watch_error(self) -> None:
+        """Entering the channel raises the registry's error instead of hanging."""
+        with pytest.raises(BaseExceptionGroup) as caught:
+            async with MeshChannel(SERVICE, BrokenRegistry()):
+                pass  # pragma: no cover - never entered
+        assert caught.group_contains(RuntimeError, match="consul is down")

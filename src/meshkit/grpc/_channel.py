@@ -188,11 +188,22 @@ class MeshChannel:
     # ------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> MeshChannel:
-        """Start following the registry; return when the first snapshot has arrived."""
+        """Start following the registry; return when the first snapshot has arrived.
+
+        Raises:
+            BaseExceptionGroup: If the registry's watch fails before its first snapshot
+                (its error inside), or whatever cancelled the wait.
+        """
         self._group = anyio.create_task_group()
         await self._group.__aenter__()
         self._group.start_soon(self._follow)
-        await self._ready.wait()
+        try:
+            await self._ready.wait()
+        except BaseException as exc:
+            # The watch failed (its error cancelled this wait) or we were cancelled: leave the
+            # task group now, so that its error surfaces here and nothing is left running.
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
     async def __aexit__(
