@@ -388,38 +388,15 @@ def load_istio(text: str) -> IstioConfig:
     """Load Istio documents (YAML, `---` separated) into an `IstioConfig`.
 
     Raises:
-            ConfigurationError: If the YAML is malformed, a document is not one of the four
-                kinds, or a field is unknown or has a bad value (the error names its path,
-                e.g. `spec.http[0].route[1].weight`).
+        ConfigurationError: If the YAML is malformed, a document is not one of the four
+            kinds, or a field is unknown or has a bad value (the error names its path,
+            e.g. `spec.http[0].route[1].weight`).
     """
-    import yaml  # noqa: PLC0415 - optional dependency (the grpc extra)
-
-    given: object = text  # checked at run time: untyped callers may pass bytes or None
-    if not isinstance(given, str) or len(text) > _MAX_DOCUMENT:
-        raise ConfigurationError(
-            "text", str(text)[:80], f"must be YAML text of at most {_MAX_DOCUMENT} bytes"
-        )
-    try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except (yaml.YAMLError, RecursionError, ValueError) as exc:
-        raise ConfigurationError("yaml", text[:80], f"is not valid YAML: {exc}") from exc
     unsupported: list[str] = []
     services: dict[str, dict[str, object]] = {}
     policies: list[AuthorizationPolicy] = []
     mode: str | None = None
-    for index, document in enumerate(documents):
-        root = Node(document, f"doc[{index}]", unsupported).fields(
-            _F({"apiVersion", "kind", "metadata", "spec"}), _F({"status"})
-        )
-        kind = root["kind"].choice(_KINDS) if "kind" in root else None
-        if kind is None:
-            raise ConfigurationError(
-                f"doc[{index}].kind", None, f"must be one of {', '.join(_KINDS)}"
-            )
-        name = _name(root)
-        spec = root.get("spec") or Node({}, f"doc[{index}].spec", unsupported)
-        # Paths inside a document read `spec.http[0]...`, as Istio's own validation prints.
-        spec = Node(spec.value, "spec", unsupported)
+    for kind, name, spec in _documents(text, unsupported):
         if kind == "VirtualService":
             host, routes = _virtual_service(spec)
             services.setdefault(_short(host), {"host": host})["routes"] = routes
@@ -439,6 +416,33 @@ def load_istio(text: str) -> IstioConfig:
         mtls_mode=mode,
         unsupported=tuple(unsupported),
     )
+
+
+def _documents(text: str, unsupported: list[str]) -> list[tuple[str, str, Node]]:
+    """Parse the YAML; return each document's kind, name and spec node."""
+    import yaml  # noqa: PLC0415 - optional dependency (the grpc extra)
+
+    given: object = text  # checked at run time: untyped callers may pass bytes or None
+    if not isinstance(given, str) or len(text) > _MAX_DOCUMENT:
+        reason = f"must be YAML text of at most {_MAX_DOCUMENT} bytes"
+        raise ConfigurationError("text", str(text)[:80], reason)
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:
+        raise ConfigurationError("yaml", text[:80], f"is not valid YAML: {exc}") from exc
+    result = []
+    for index, document in enumerate(documents):
+        root = Node(document, f"doc[{index}]", unsupported).fields(
+            _F({"apiVersion", "kind", "metadata", "spec"}), _F({"status"})
+        )
+        if "kind" not in root:
+            reason = f"must be one of {', '.join(_KINDS)}"
+            raise ConfigurationError(f"doc[{index}].kind", None, reason)
+        kind = root["kind"].choice(_KINDS)
+        spec = root["spec"].value if "spec" in root else {}
+        # Paths inside a document read `spec.http[0]...`, as Istio's own validation prints.
+        result.append((kind, _name(root), Node(spec, "spec", unsupported)))
+    return result
 
 
 def _name(root: dict[str, Node]) -> str:
