@@ -9,8 +9,8 @@ import echo_pb2
 import echo_pb2_grpc
 import grpc
 import pytest
+from grpc_helpers import AioEcho, Attempts, aio_server, sync_server
 
-from conftest import AioEcho, Attempts, aio_server, sync_server
 from meshkit import DeadlineExceededError, RpcStatusError
 from meshkit.grpc import ClientPolicy, RetryPolicy, ServerPolicy
 from meshkit.resilience import ExponentialBackoff

@@ -11,8 +11,8 @@ import anyio
 import echo_pb2
 import echo_pb2_grpc
 import pytest
+from grpc_helpers import AioEcho, Attempts, aio_server
 
-from conftest import AioEcho, Attempts, aio_server
 from meshkit import BulkheadFullError, NoAvailableEndpointError, RpcStatusError
 from meshkit.balancing import Endpoint, OutlierConfig
 from meshkit.grpc import (

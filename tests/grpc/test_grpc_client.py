@@ -9,8 +9,8 @@ import echo_pb2
 import echo_pb2_grpc
 import grpc
 import pytest
+from grpc_helpers import KINDS, aio_server, call_aio, call_sync, sync_server
 
-from conftest import KINDS, aio_server, call_aio, call_sync, sync_server
 from meshkit import CircuitOpenError, DeadlineExceededError, RpcStatusError
 from meshkit.grpc import ClientPolicy, RetryPolicy, ServerPolicy
 from meshkit.resilience import (

@@ -8,8 +8,8 @@ import echo_pb2
 import echo_pb2_grpc
 import grpc
 import pytest
+from grpc_helpers import AioEcho, Attempts, aio_server
 
-from conftest import AioEcho, Attempts, aio_server
 from meshkit import DeadlineExceededError
 from meshkit.grpc import ClientPolicy, ServerPolicy
 

@@ -10,8 +10,8 @@ import echo_pb2
 import echo_pb2_grpc
 import grpc
 import pytest
+from grpc_helpers import aio_server, sync_server
 
-from conftest import aio_server, sync_server
 from meshkit import ConfigurationError, IdempotencyConflictError, IdempotencyStoreError
 from meshkit.grpc import (
     IdempotencyStore,

@@ -8,6 +8,7 @@ import echo_pb2
 import echo_pb2_grpc
 import grpc
 import pytest
+from grpc_helpers import KINDS, aio_server, call_aio, call_sync, sync_server
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -15,7 +16,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from conftest import KINDS, aio_server, call_aio, call_sync, sync_server
 from meshkit import RpcStatusError
 from meshkit.grpc import ClientPolicy, OpenTelemetryObserver, PrometheusObserver, ServerPolicy
 from meshkit.grpc._metrics import GRPC_TYPES

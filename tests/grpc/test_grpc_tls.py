@@ -8,9 +8,9 @@ import echo_pb2
 import echo_pb2_grpc
 import grpc
 import pytest
+from grpc_helpers import aio_server, sync_server
 from pki import TestCA
 
-from conftest import aio_server, sync_server
 from meshkit import ConfigurationError
 from meshkit.grpc import AuthorizationPolicy, Rule, ServerPolicy, Source, WorkloadIdentity
 
