@@ -136,75 +136,50 @@ def stubs(loop: asyncio.AbstractEventLoop) -> Iterator[dict[str, Any]]:
     servers: list[Any] = []
     closers: list[Any] = []
 
-    async def setup() -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        bare, port = await _server([])
-        servers.append(bare)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    async def plain(name: str, server_side: list[Any], client_side: list[Any] | None) -> None:
+        server, port = await _server(server_side)
+        servers.append(server)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=client_side)
         closers.append(channel.close)
-        result["bare"] = health_pb2_grpc.HealthStub(channel)
+        result[name] = health_pb2_grpc.HealthStub(channel)
 
+    async def full() -> None:
         observer = _observer()
-        server_policy = ServerPolicy(observer=observer)
-        full, port = await _server([server_policy.aio_interceptor()])
-        servers.append(full)
-        mesh = await _owned(
-            MeshChannel(
-                _mesh_config(),
-                _Watch([Endpoint(host="127.0.0.1", port=port)]),
-                policy=_client_policy(observer),
-                breaker=CircuitBreaker,
-            ),
-            closers,
-        )
-        result["meshkit"] = health_pb2_grpc.HealthStub(mesh)
+        server, port = await _server([ServerPolicy(observer=observer).aio_interceptor()])
+        servers.append(server)
+        watch = _Watch([Endpoint(host="127.0.0.1", port=port)])
+        policy = _client_policy(observer)
+        mesh = MeshChannel(_mesh_config(), watch, policy=policy, breaker=CircuitBreaker)
+        result["meshkit"] = health_pb2_grpc.HealthStub(await _owned(mesh, closers))
 
-        server_only, port = await _server([ServerPolicy().aio_interceptor()])
-        servers.append(server_only)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        closers.append(channel.close)
-        result["meshkit-server-only"] = health_pb2_grpc.HealthStub(channel)
-
-        client_only, port = await _server([])
-        servers.append(client_only)
-        channel = grpc.aio.insecure_channel(
-            f"127.0.0.1:{port}", interceptors=ClientPolicy().aio_interceptors()
-        )
-        closers.append(channel.close)
-        result["meshkit-client-only"] = health_pb2_grpc.HealthStub(channel)
-
-        peer, port = await _server([_Noop()])
-        servers.append(peer)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        closers.append(channel.close)
-        result["grpc-interceptor"] = health_pb2_grpc.HealthStub(channel)
-
-        otel, port = await _server([aio_server_interceptor()])  # type: ignore[no-untyped-call]
-        servers.append(otel)
-        channel = grpc.aio.insecure_channel(
-            f"127.0.0.1:{port}",
-            interceptors=aio_client_interceptors(),  # type: ignore[no-untyped-call]
-        )
-        closers.append(channel.close)
-        result["opentelemetry"] = health_pb2_grpc.HealthStub(channel)
-
+    async def three() -> None:
         ports = []
         for _ in range(3):
             server, port = await _server([])
             servers.append(server)
             ports.append(port)
         targets = ",".join(f"127.0.0.1:{p}" for p in ports)
-        channel = grpc.aio.insecure_channel(
-            f"ipv4:{targets}", options=[("grpc.lb_policy_name", "round_robin")]
-        )
+        options = [("grpc.lb_policy_name", "round_robin")]
+        channel = grpc.aio.insecure_channel(f"ipv4:{targets}", options=options)
         closers.append(channel.close)
         result["round_robin"] = health_pb2_grpc.HealthStub(channel)
         watch = _Watch([Endpoint(host="127.0.0.1", port=p) for p in ports])
         mesh3 = await _owned(MeshChannel("health", watch), closers)
         result["meshchannel-3"] = health_pb2_grpc.HealthStub(mesh3)
-        return result
 
-    result = loop.run_until_complete(setup())
+    async def setup() -> None:
+        await plain("bare", [], None)
+        await full()
+        await plain("meshkit-server-only", [ServerPolicy().aio_interceptor()], None)
+        await plain("meshkit-client-only", [], ClientPolicy().aio_interceptors())
+        await plain("grpc-interceptor", [_Noop()], None)
+        otel_server = aio_server_interceptor()  # type: ignore[no-untyped-call]
+        otel_client = aio_client_interceptors()  # type: ignore[no-untyped-call]
+        await plain("opentelemetry", [otel_server], otel_client)
+        await three()
+
+    result: dict[str, Any] = {}
+    loop.run_until_complete(setup())
     yield result
 
     async def teardown() -> None:
