@@ -229,6 +229,15 @@ class TestClientPlan:
         assert RetryPolicy(retry_on="unavailable").retry_on == {Code.UNAVAILABLE}
         assert ClientPolicy(retries=RetryPolicy(attempts=0))._retry is None
 
+    def test_unknown_status_names_are_not_retried(self) -> None:
+        """An RpcStatusError with a code name no status has is simply not retried."""
+        from meshkit.grpc._client import _retryable  # noqa: PLC0415
+
+        retryable = _retryable(frozenset({Code.UNAVAILABLE}))
+        assert retryable(RpcStatusError("UNAVAILABLE", ""))
+        assert not retryable(RpcStatusError("BOGUS", ""))
+        assert not retryable(KeyError("x"))
+
 
 class TestServerAdmission:
     """ServerPolicy.admit."""

@@ -255,7 +255,7 @@ def _retryable(codes: frozenset[Code]) -> Callable[[Exception], bool]:
     def retryable(exc: Exception) -> bool:
         if isinstance(exc, PerTryTimeoutError):
             return True
-        return isinstance(exc, RpcStatusError) and Code[exc.code] in codes
+        return isinstance(exc, RpcStatusError) and Code.__members__.get(exc.code) in codes
 
     return retryable
 
