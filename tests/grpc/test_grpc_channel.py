@@ -335,3 +335,34 @@ class TestRegistryFailure:
             async with MeshChannel(SERVICE, BrokenRegistry()):
                 pass  # pragma: no cover - never entered
         assert caught.group_contains(RuntimeError, match="consul is down")
+
+
+class TestStreamRetries:
+    """Streams through the mesh: retried before their first response only."""
+
+    @pytest.mark.anyio
+    async def test_stream_retried_before_first_message_only(self) -> None:
+        """A stream failing at once is retried on another pick; one failing later is not."""
+        retries = RetryPolicy(attempts=2, retry_on=("unavailable",), backoff=FAST)
+        config = MeshConfig(
+            host=SERVICE, routes=(HttpRoute(destinations=(Destination(),), retries=retries),)
+        )
+        async with AsyncExitStack() as stack:
+            endpoints, counters = await _servers(stack, ["v1"])
+            mesh = await stack.enter_async_context(MeshChannel(config, Registry(endpoints)))
+            stub: Any = echo_pb2_grpc.EchoStub(mesh)  # type: ignore[call-overload]
+            # Echo fails a stream after `fail_after` messages; attempts are counted per text.
+            early = echo_pb2.EchoRequest(text="early", fail="unavailable", count=2, fail_after=0)
+            with pytest.raises(RpcStatusError):
+                async for _ in stub.ServerStream(early):
+                    pass  # pragma: no cover - fails before the first message
+            assert counters[0].counts["early"] == 3
+            late = echo_pb2.EchoRequest(text="late", fail="unavailable", count=3, fail_after=1)
+            received = []
+            with pytest.raises(RpcStatusError):  # noqa: PT012 - the error comes mid-loop
+                async for reply in stub.ServerStream(late):
+                    received.append(reply)  # noqa: PERF401 - keep what came before the error
+            assert len(received) == 1
+            assert counters[0].counts["late"] == 1
+            empty = [r async for r in stub.ServerStream(echo_pb2.EchoRequest(text="empty"))]
+            assert empty == []

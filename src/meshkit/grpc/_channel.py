@@ -63,6 +63,7 @@ class EndpointWatch(Protocol):
 
 
 _GATEWAY = frozenset({Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED})
+_END = object()
 
 
 def outcome_of(error: BaseException | None) -> Outcome:
@@ -440,25 +441,44 @@ class _MeshCallable:
     async def _stream(
         self, request: Any, seconds: float | None, metadata: Any
     ) -> AsyncIterator[Any]:
-        # One attempt: a stream is not retried across endpoints once it has started, and it is
-        # not gated by the endpoint's breaker (which judges unary calls).
+        # Attempts end at the first response (each retry picks again); after it, a failure is
+        # raised, never retried. A stream is not gated by the endpoint's breaker, which
+        # judges unary calls.
         import grpc  # noqa: PLC0415 - optional dependency, loaded by now
 
         from meshkit.grpc import _aio_client as aio  # noqa: PLC0415 - imports grpc
-        from meshkit.grpc._sync_client import code_of  # noqa: PLC0415 - imports grpc
+        from meshkit.grpc._sync_client import code_of, fresh  # noqa: PLC0415 - imports grpc
 
         mesh = self._mesh
         plan, route, headers = mesh._plan(self._method, seconds, metadata, request)  # noqa: SLF001
-        await mesh._fault(route, self._method)  # noqa: SLF001
-        endpoint, connection, balancer = mesh._pick(route, headers)  # noqa: SLF001
-        connection.active += 1
-        start = mesh._clock.now()  # noqa: SLF001
+
+        async def once(limit: float | None) -> Any:
+            await mesh._fault(route, self._method)  # noqa: SLF001
+            endpoint, connection, balancer = mesh._pick(route, headers)  # noqa: SLF001
+            connection.active += 1
+            start = mesh._clock.now()  # noqa: SLF001
+            call = self._callable(connection)(fresh(request), timeout=limit, metadata=plan.metadata)
+            responses = aiter(call)
+            try:
+                first = await aio.shielded(call, anext(responses))
+            except StopAsyncIteration:
+                first = _END
+            except grpc.aio.AioRpcError as exc:
+                code, details = code_of(exc), exc.details() or ""
+                error = error_for(code, details, self._method)
+                await mesh._finish(endpoint, connection, balancer, start, error)  # noqa: SLF001
+                return plan.failure(code, details, limit)
+            except BaseException as exc:
+                await mesh._finish(endpoint, connection, balancer, start, exc)  # noqa: SLF001
+                raise
+            return endpoint, connection, balancer, start, call, responses, first
+
+        endpoint, connection, balancer, start, call, responses, first = await plan.run(once)
         error: BaseException | None = None
         try:
-            call = self._callable(connection)(
-                request, timeout=plan.attempt_timeout(), metadata=plan.metadata
-            )
-            responses = aiter(call)
+            if first is _END:
+                return
+            yield first
             while True:
                 try:
                     response = await aio.shielded(call, anext(responses))
