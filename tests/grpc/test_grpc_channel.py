@@ -366,3 +366,34 @@ class TestStreamRetries:
             assert counters[0].counts["late"] == 1
             empty = [r async for r in stub.ServerStream(echo_pb2.EchoRequest(text="empty"))]
             assert empty == []
+
+
+class TestSecureMesh:
+    """MeshChannel over mTLS endpoints, and statuses that do not count against them."""
+
+    @pytest.mark.anyio
+    async def test_mtls_endpoints_and_not_found(self) -> None:
+        """Calls reach an mTLS server; NOT_FOUND is raised without counting as a failure."""
+        from pki import TestCA  # noqa: PLC0415
+
+        ca = TestCA()
+        server_identity = ca.issue("spiffe://cluster.local/ns/ecommerce/sa/echo")
+        client_identity = ca.issue("spiffe://cluster.local/ns/ecommerce/sa/api-gateway")
+        async with AsyncExitStack() as stack:
+            address, attempts = await stack.enter_async_context(
+                aio_server(credentials=server_identity.server_credentials())
+            )
+            host, port = address.rsplit(":", 1)
+            endpoint = Endpoint(host=host, port=int(port))
+            mesh = await stack.enter_async_context(
+                MeshChannel(
+                    SERVICE,
+                    Registry([endpoint]),
+                    credentials=client_identity.channel_credentials(),
+                )
+            )
+            stub: Any = echo_pb2_grpc.EchoStub(mesh)  # type: ignore[call-overload]
+            assert (await stub.Unary(echo_pb2.EchoRequest(text="tls"))).text == "tls"
+            with pytest.raises(RpcStatusError, match="NOT_FOUND"):
+                await stub.Unary(echo_pb2.EchoRequest(text="nf", fail="notfound"))
+            assert attempts.counts["nf"] == 1
