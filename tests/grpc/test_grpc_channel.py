@@ -246,7 +246,7 @@ class TestEdges:
         """What each ending tells the balancer."""
         from meshkit import CircuitOpenError, DeadlineExceededError  # noqa: PLC0415
         from meshkit.balancing import Outcome  # noqa: PLC0415
-        from meshkit.grpc._channel import outcome_of  # noqa: PLC0415
+        from meshkit.grpc._mesh import outcome_of  # noqa: PLC0415
 
         assert outcome_of(None) is Outcome.SUCCESS
         assert outcome_of(DeadlineExceededError(1.0)) is Outcome.GATEWAY_ERROR

@@ -33,6 +33,7 @@ from meshkit.grpc._routing import (
 )
 from meshkit.grpc._server import ServerPolicy
 from meshkit.grpc._standard import add_standard_services, add_standard_services_aio
+from meshkit.grpc._sync_channel import SyncMeshChannel
 from meshkit.grpc._tls import WorkloadIdentity
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "ServerPolicy",
     "Source",
     "Subset",
+    "SyncMeshChannel",
     "TraceContext",
     "TrafficPolicy",
     "WorkloadIdentity",

@@ -7,122 +7,32 @@ interceptors use too), bounds concurrency with the connection pool's bulkhead, p
 endpoint with the subset's balancer (least-request by default, ring hash or Maglev on a
 metadata key), and reports the outcome to it, which feeds outlier ejection. Each retry picks
 again. An endpoint that leaves the registry stops being picked at once; its channel is closed
-when its last call in flight ends (draining).
+when its last call in flight ends (draining). The decisions are `MeshCore`'s (shared with
+`SyncMeshChannel`); this shell only waits.
 """
 
 from __future__ import annotations
 
-import random
-from typing import TYPE_CHECKING, Any, Protocol, final, runtime_checkable
+from typing import TYPE_CHECKING, Any, final
 
 import anyio
-import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
-from meshkit._errors import (
-    CircuitOpenError,
-    DeadlineExceededError,
-    RpcStatusError,
-)
-from meshkit.balancing import (
-    Endpoint,
-    HashRing,
-    LeastRequest,
-    LoadBalancer,
-    Maglev,
-    Outcome,
-    OutlierDetector,
-    RoundRobin,
-)
-from meshkit.balancing import Random as RandomBalancer
-from meshkit.grpc._client import ClientPolicy, Failed
-from meshkit.grpc._codes import SERVER_FAILURES, Code, error_for
-from meshkit.grpc._routing import HttpRoute, LoadBalancerKind, MeshConfig
-from meshkit.resilience import Bulkhead, CircuitBreaker
+from meshkit.grpc._client import ClientPolicy
+from meshkit.grpc._codes import error_for
+from meshkit.grpc._mesh import END, Connection, EndpointWatch, MeshCore, unwrap
+from meshkit.grpc._metrics import GRPC_TYPES
+from meshkit.grpc._routing import MeshConfig
 
 if TYPE_CHECKING:
+    import random
     from collections.abc import AsyncIterator, Callable, Sequence
     from types import TracebackType
 
-    from meshkit.grpc._client import CallPlan
+    from meshkit.balancing import Endpoint, LoadBalancer
+    from meshkit.resilience import CircuitBreaker
 
 __all__ = ["EndpointWatch", "MeshChannel"]
-
-
-@runtime_checkable
-class EndpointWatch(Protocol):
-    """What `MeshChannel` needs from a registry: snapshots of a service's endpoints.
-
-    `meshkit.discovery`'s `Registry` (and its `StaticRegistry`) provide `watch(service)`; any
-    object with this one method works.
-    """
-
-    def watch(self, service: str) -> AsyncIterator[Sequence[Endpoint]]:
-        """Yield the service's endpoints now, then again after every change."""
-        ...
-
-
-_GATEWAY = frozenset({Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED})
-_END = object()
-
-
-def outcome_of(error: BaseException | None) -> Outcome:
-    """Return what a call's ending tells the balancer about the endpoint."""
-    if error is None:
-        return Outcome.SUCCESS
-    if isinstance(error, DeadlineExceededError | CircuitOpenError):
-        return Outcome.GATEWAY_ERROR
-    if isinstance(error, RpcStatusError):
-        code = Code.__members__.get(error.code, Code.UNKNOWN)
-        if code in _GATEWAY:
-            return Outcome.GATEWAY_ERROR
-        return Outcome.ERROR if code in SERVER_FAILURES else Outcome.SUCCESS
-    return Outcome.SUCCESS if not isinstance(error, Exception) else Outcome.ERROR
-
-
-def _unwrap(result: Any) -> Any:
-    """Return an attempt's result, raising the error of a `Failed` one."""
-    if isinstance(result, Failed):
-        raise result.error
-    return result
-
-
-def _balancer(config: MeshConfig, clock: Clock, rng: random.Random) -> LoadBalancer:
-    kind = config.traffic_policy.load_balancer
-    inner: LoadBalancer
-    if kind is LoadBalancerKind.ROUND_ROBIN:
-        inner = RoundRobin(rng=rng)
-    elif kind is LoadBalancerKind.RANDOM:
-        inner = RandomBalancer(rng=rng)
-    elif kind is LoadBalancerKind.RING_HASH:
-        inner = HashRing()
-    elif kind is LoadBalancerKind.MAGLEV:
-        inner = Maglev()
-    else:
-        inner = LeastRequest(rng=rng, clock=clock)
-    outlier = config.traffic_policy.outlier
-    return inner if outlier is None else OutlierDetector(inner, outlier, clock=clock)
-
-
-@attrs.define(eq=False)
-class _Connection:
-    endpoint: Endpoint
-    channel: Any
-    breaker: CircuitBreaker | None = None
-    active: int = 0
-    draining: bool = False
-    callables: dict[tuple[str, str], Any] = attrs.field(factory=dict)
-
-    def callable(self, kind: str, method: str, serializer: Any, deserializer: Any) -> Any:
-        """Return (and keep) the channel's multi-callable for a method."""
-        found = self.callables.get((kind, method))
-        if found is None:
-            factory = getattr(self.channel, kind)
-            found = factory(
-                method, request_serializer=serializer, response_deserializer=deserializer
-            )
-            self.callables[kind, method] = found
-        return found
 
 
 @final
@@ -135,8 +45,8 @@ class MeshChannel:
     Args:
         config: The service's `MeshConfig` (or just its name, for defaults).
         registry: Where endpoints come from (`watch(service)`).
-        policy: The client policy per endpoint (deadline margin, propagation, idempotency
-            keys); its `retries`/`timeout` are replaced by the route's.
+        policy: The client policy (deadline margin, propagation, idempotency keys, metrics);
+            its `retries`/`timeout` are replaced by the route's.
         breaker: Makes the circuit breaker of each endpoint (None: no breakers).
         credentials: `grpc.ChannelCredentials` for the endpoint channels (None: insecure).
         options: grpc channel options for the endpoint channels.
@@ -157,34 +67,13 @@ class MeshChannel:
         rng: random.Random | None = None,
     ) -> None:
         self.config = MeshConfig(host=config) if isinstance(config, str) else config
+        policy = ClientPolicy(clock=clock) if policy is None else policy
+        self._core = MeshCore(self.config, policy, breaker, clock, rng)
         self._registry = registry
-        self._policy = ClientPolicy(clock=clock) if policy is None else policy
-        self._breaker = breaker
         self._credentials = credentials
         self._options = tuple(options)
-        self._clock = clock
-        self._rng = random.Random() if rng is None else rng  # noqa: S311 - not cryptography
-        self._balancers = {
-            name: _balancer(self.config, clock, self._rng)
-            for name in (None, *(s.name for s in self.config.subsets))
-        }
-        self._routes = {id(r): self._route_policy(r) for r in self.config.routes}
-        self._default_policy = attrs.evolve(self._policy, breaker=None)
-        limit = self.config.traffic_policy.max_requests
-        pending = self.config.traffic_policy.max_pending
-        self._bulkhead = (
-            None
-            if limit is None
-            else Bulkhead(max_concurrent=limit, max_queued=pending, clock=clock)
-        )
-        self._connections: dict[str, _Connection] = {}
         self._ready = anyio.Event()
         self._group: anyio.abc.TaskGroup | None = None
-
-    def _route_policy(self, route: HttpRoute) -> ClientPolicy:
-        return attrs.evolve(
-            self._policy, timeout=route.timeout or None, retries=route.retries, breaker=None
-        )
 
     # ------------------------------------------------------------ lifecycle
 
@@ -220,10 +109,7 @@ class MeshChannel:
         try:
             return await group.__aexit__(exc_type, exc, tb)
         finally:
-            with anyio.CancelScope(shield=True):
-                for connection in list(self._connections.values()):
-                    await connection.channel.close()
-                self._connections.clear()
+            await _close(self._core.close_all())
 
     async def _follow(self) -> None:
         async for snapshot in self._registry.watch(self.config.host):
@@ -232,56 +118,29 @@ class MeshChannel:
 
     async def update(self, endpoints: Sequence[Endpoint]) -> None:
         """Swap in a new endpoint set: new endpoints get channels, removed ones drain."""
-        endpoints = tuple(endpoints)
-        for name, balancer in self._balancers.items():
-            subset = self.config.subset(name)
-            balancer.update(e for e in endpoints if subset is None or subset.selects(e))
-        current = {e.address for e in endpoints}
-        for endpoint in endpoints:
-            if endpoint.address not in self._connections:
-                self._connections[endpoint.address] = self._connect(endpoint)
-        for address, connection in list(self._connections.items()):
-            if address not in current:
-                connection.draining = True
-                await self._maybe_close(address, connection)
+        await _close(self._core.apply(endpoints, self._connect))
 
-    def _connect(self, endpoint: Endpoint) -> _Connection:
+    def _connect(self, endpoint: Endpoint) -> Any:
         import grpc  # noqa: PLC0415 - optional dependency
 
         # Plain channels: the mesh runs the policy itself (one plan per call, the breaker of
         # the endpoint picked), which saves grpc.aio's interceptor task and a second plan.
         if self._credentials is None:
-            channel = grpc.aio.insecure_channel(endpoint.address, options=self._options)
-        else:
-            channel = grpc.aio.secure_channel(
-                endpoint.address, self._credentials, options=self._options
-            )
-        breaker = None if self._breaker is None else self._breaker()
-        return _Connection(endpoint, channel, breaker)
-
-    async def _maybe_close(self, address: str, connection: _Connection) -> None:
-        if (
-            connection.draining
-            and connection.active == 0
-            and self._connections.get(address) is connection
-        ):
-            del self._connections[address]
-            with anyio.CancelScope(shield=True):
-                await connection.channel.close()
+            return grpc.aio.insecure_channel(endpoint.address, options=self._options)
+        return grpc.aio.secure_channel(endpoint.address, self._credentials, options=self._options)
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
         """The endpoints with an open channel (including those draining)."""
-        return tuple(c.endpoint for c in self._connections.values())
+        return tuple(c.endpoint for c in self._core.connections.values())
 
     def in_flight(self, endpoint: Endpoint) -> int:
         """Return the calls in flight on `endpoint` (0 once its channel is closed)."""
-        connection = self._connections.get(endpoint.address)
-        return 0 if connection is None else connection.active
+        return self._core.in_flight(endpoint)
 
     def balancer(self, subset: str | None = None) -> LoadBalancer:
         """Return the balancer of a subset (None: all endpoints)."""
-        return self._balancers[subset]
+        return self._core.balancers[subset]
 
     # ------------------------------------------------------------ calls
 
@@ -293,7 +152,9 @@ class MeshChannel:
         **_: Any,
     ) -> Any:
         """Return a callable making unary calls (what generated stubs use)."""
-        return _MeshCallable(self, method, "unary_unary", request_serializer, response_deserializer)
+        return _MeshCallable(
+            self._core, method, "unary_unary", request_serializer, response_deserializer
+        )
 
     def unary_stream(
         self,
@@ -304,7 +165,7 @@ class MeshChannel:
     ) -> Any:
         """Return a callable making server-streaming calls."""
         return _MeshCallable(
-            self, method, "unary_stream", request_serializer, response_deserializer
+            self._core, method, "unary_stream", request_serializer, response_deserializer
         )
 
     def stream_unary(
@@ -316,7 +177,7 @@ class MeshChannel:
     ) -> Any:
         """Return a callable making client-streaming calls."""
         return _MeshCallable(
-            self, method, "stream_unary", request_serializer, response_deserializer
+            self._core, method, "stream_unary", request_serializer, response_deserializer
         )
 
     def stream_stream(
@@ -328,51 +189,14 @@ class MeshChannel:
     ) -> Any:
         """Return a callable making bidirectional-streaming calls."""
         return _MeshCallable(
-            self, method, "stream_stream", request_serializer, response_deserializer
+            self._core, method, "stream_stream", request_serializer, response_deserializer
         )
 
-    def _plan(
-        self, method: str, timeout: float | None, metadata: Any, request: Any
-    ) -> tuple[CallPlan, HttpRoute, dict[str, str]]:
-        from meshkit.grpc._sync_client import replayable  # noqa: PLC0415 - imports grpc
 
-        pairs = tuple(metadata or ())
-        headers = {k.lower(): v for k, v in pairs if isinstance(k, str) and isinstance(v, str)}
-        route = self.config.route(headers)
-        policy = self._routes.get(id(route), self._default_policy)
-        plan = policy.plan(method, timeout, pairs, replayable=replayable(request))
-        return plan, route, headers
-
-    async def _fault(self, route: HttpRoute, method: str) -> None:
-        if route.fault is None:
-            return
-        delay, abort = route.fault.decide(self._rng.random(), self._rng.random())
-        if delay:
-            await self._clock.sleep(delay)
-        if abort is not None:
-            raise error_for(abort, "fault injected", method)
-
-    def _pick(
-        self, route: HttpRoute, headers: dict[str, str]
-    ) -> tuple[Endpoint, _Connection, LoadBalancer]:
-        destination = route.destination(self._rng.random())
-        balancer = self._balancers[destination.subset]
-        header = self.config.traffic_policy.hash_header
-        endpoint = balancer.pick(None if header is None else headers.get(header.lower()))
-        connection = self._connections[endpoint.address]
-        return endpoint, connection, balancer
-
-    async def _finish(
-        self,
-        endpoint: Endpoint,
-        connection: _Connection,
-        balancer: LoadBalancer,
-        start: float,
-        error: BaseException | None,
-    ) -> None:
-        connection.active -= 1
-        balancer.report(endpoint, outcome_of(error), max(self._clock.now() - start, 0.0))
-        await self._maybe_close(endpoint.address, connection)
+async def _close(connections: list[Connection]) -> None:
+    with anyio.CancelScope(shield=True):
+        for connection in connections:
+            await connection.channel.close()
 
 
 @final
@@ -380,15 +204,16 @@ class _MeshCallable:
     """A multi-callable of `MeshChannel`: each call is routed, balanced and retried."""
 
     def __init__(
-        self, mesh: MeshChannel, method: str, kind: str, serializer: Any, deserializer: Any
+        self, core: MeshCore, method: str, kind: str, serializer: Any, deserializer: Any
     ) -> None:
-        self._mesh = mesh
+        self._core = core
         self._method = method
         self._kind = kind
         self._serializer = serializer
         self._deserializer = deserializer
+        self._grpc_type = GRPC_TYPES[kind]
 
-    def _callable(self, connection: _Connection) -> Any:
+    def _callable(self, connection: Connection) -> Any:
         return connection.callable(self._kind, self._method, self._serializer, self._deserializer)
 
     def __call__(
@@ -399,20 +224,29 @@ class _MeshCallable:
             return self._unary(request, timeout, metadata)
         return self._stream(request, timeout, metadata)
 
-    async def _bounded(self, work: Callable[[], Any]) -> Any:
-        bulkhead = self._mesh._bulkhead  # noqa: SLF001 - the channel's own helper
-        return await (work() if bulkhead is None else bulkhead.call(work))
+    async def _attempt_start(self, route: Any, headers: dict[str, str]) -> Any:
+        delay = self._core.fault(route, self._method)
+        if delay:
+            await self._core.clock.sleep(delay)
+        return self._core.pick(route, headers)
+
+    async def _finish(self, picked: Any, error: BaseException | None) -> None:
+        drained = self._core.finish(picked, error)
+        if drained is not None:
+            await _close([drained])
 
     async def _unary(self, request: Any, seconds: float | None, metadata: Any) -> Any:
         import grpc  # noqa: PLC0415 - optional dependency, loaded by now
 
         from meshkit.grpc import _aio_client as aio  # noqa: PLC0415 - imports grpc
-        from meshkit.grpc._sync_client import code_of, fresh  # noqa: PLC0415 - imports grpc
+        from meshkit.grpc._sync_client import code_of, fresh, replayable  # noqa: PLC0415
 
-        mesh = self._mesh
-        plan, route, headers = mesh._plan(self._method, seconds, metadata, request)  # noqa: SLF001
+        core = self._core
+        plan, route, headers = core.plan(
+            self._method, seconds, metadata, replayable=replayable(request), kind=self._grpc_type
+        )
 
-        async def wait(connection: _Connection, limit: float | None) -> Any:
+        async def wait(connection: Connection, limit: float | None) -> Any:
             call = self._callable(connection)(fresh(request), timeout=limit, metadata=plan.metadata)
             try:
                 return await aio.shielded(call, call)
@@ -420,23 +254,22 @@ class _MeshCallable:
                 return plan.failure(code_of(exc), exc.details() or "", limit)
 
         async def once(limit: float | None) -> Any:
-            await mesh._fault(route, self._method)  # noqa: SLF001
-            endpoint, connection, balancer = mesh._pick(route, headers)  # noqa: SLF001
-            connection.active += 1
-            start = mesh._clock.now()  # noqa: SLF001
+            picked = await self._attempt_start(route, headers)
+            connection = picked[1]
             error: BaseException | None = None
             try:
-                breaker = connection.breaker
-                if breaker is None:
-                    return _unwrap(await wait(connection, limit))
-                return _unwrap(await breaker.call(wait, connection, limit))
+                if connection.breaker is None:
+                    return unwrap(await wait(connection, limit))
+                return unwrap(await connection.breaker.call(wait, connection, limit))
             except BaseException as exc:
                 error = exc
                 raise
             finally:
-                await mesh._finish(endpoint, connection, balancer, start, error)  # noqa: SLF001
+                await self._finish(picked, error)
 
-        return await self._bounded(lambda: plan.run(once))
+        if core.bulkhead is None:
+            return await plan.run(once)
+        return await core.bulkhead.call(plan.run, once)
 
     async def _stream(
         self, request: Any, seconds: float | None, metadata: Any
@@ -447,36 +280,34 @@ class _MeshCallable:
         import grpc  # noqa: PLC0415 - optional dependency, loaded by now
 
         from meshkit.grpc import _aio_client as aio  # noqa: PLC0415 - imports grpc
-        from meshkit.grpc._sync_client import code_of, fresh  # noqa: PLC0415 - imports grpc
+        from meshkit.grpc._sync_client import code_of, fresh, replayable  # noqa: PLC0415
 
-        mesh = self._mesh
-        plan, route, headers = mesh._plan(self._method, seconds, metadata, request)  # noqa: SLF001
+        core = self._core
+        plan, route, headers = core.plan(
+            self._method, seconds, metadata, replayable=replayable(request), kind=self._grpc_type
+        )
 
         async def once(limit: float | None) -> Any:
-            await mesh._fault(route, self._method)  # noqa: SLF001
-            endpoint, connection, balancer = mesh._pick(route, headers)  # noqa: SLF001
-            connection.active += 1
-            start = mesh._clock.now()  # noqa: SLF001
-            call = self._callable(connection)(fresh(request), timeout=limit, metadata=plan.metadata)
+            picked = await self._attempt_start(route, headers)
+            call = self._callable(picked[1])(fresh(request), timeout=limit, metadata=plan.metadata)
             responses = aiter(call)
             try:
                 first = await aio.shielded(call, anext(responses))
             except StopAsyncIteration:
-                first = _END
+                first = END
             except grpc.aio.AioRpcError as exc:
                 code, details = code_of(exc), exc.details() or ""
-                error = error_for(code, details, self._method)
-                await mesh._finish(endpoint, connection, balancer, start, error)  # noqa: SLF001
+                await self._finish(picked, error_for(code, details, self._method))
                 return plan.failure(code, details, limit)
             except BaseException as exc:
-                await mesh._finish(endpoint, connection, balancer, start, exc)  # noqa: SLF001
+                await self._finish(picked, exc)
                 raise
-            return endpoint, connection, balancer, start, call, responses, first
+            return picked, call, responses, first
 
-        endpoint, connection, balancer, start, call, responses, first = await plan.run(once)
+        picked, call, responses, first = await plan.run(once)
         error: BaseException | None = None
         try:
-            if first is _END:
+            if first is END:
                 return
             yield first
             while True:
@@ -492,4 +323,4 @@ class _MeshCallable:
             error = exc
             raise
         finally:
-            await mesh._finish(endpoint, connection, balancer, start, error)  # noqa: SLF001
+            await self._finish(picked, error)
