@@ -127,3 +127,44 @@ class TestSyncMeshChannel:
             with pytest.raises(CircuitOpenError):
                 stub.Unary(echo_pb2.EchoRequest(text="x", fail="unavailable"))
             assert counters[0].counts["x"] == 1
+
+
+class TestSyncMeshEdges:
+    """Streams retried before their first message, faults, mTLS, empty streams."""
+
+    def test_streams_faults_and_mtls(self) -> None:
+        """Early stream failures are retried; a delay fault waits; mTLS endpoints work."""
+        from pki import TestCA  # noqa: PLC0415
+
+        from meshkit.grpc import Fault  # noqa: PLC0415
+
+        ca = TestCA()
+        server_identity = ca.issue("spiffe://cluster.local/ns/e/sa/echo")
+        client_identity = ca.issue("spiffe://cluster.local/ns/e/sa/client")
+        route = HttpRoute(destinations=(Destination(),), retries=RETRIES, fault=Fault(delay=0.001))
+        config = MeshConfig(
+            host="echo", routes=(route,), traffic_policy=TrafficPolicy(max_requests=4)
+        )
+        with ExitStack() as stack:
+            address, attempts = stack.enter_context(
+                sync_server(credentials=server_identity.server_credentials())
+            )
+            host, port = address.rsplit(":", 1)
+            mesh = stack.enter_context(
+                SyncMeshChannel(
+                    config,
+                    [Endpoint(host=host, port=int(port))],
+                    credentials=client_identity.channel_credentials(),
+                )
+            )
+            stub = echo_pb2_grpc.EchoStub(mesh)  # type: ignore[call-overload]
+            assert stub.Unary(echo_pb2.EchoRequest(text="u")).text == "u"
+            early = echo_pb2.EchoRequest(text="e", fail="unavailable", count=2, fail_after=0)
+            with pytest.raises(RpcStatusError):
+                list(stub.ServerStream(early))
+            assert attempts.counts["e"] == 4  # the first attempt and three retries
+            assert list(stub.ServerStream(echo_pb2.EchoRequest(text="empty"))) == []
+            stream = stub.ServerStream(echo_pb2.EchoRequest(text="b", count=3))
+            assert next(stream).index == 0
+            stream.close()  # the caller stops early: the attempt is finished all the same
+            assert mesh.in_flight(Endpoint(host=host, port=int(port))) == 0
