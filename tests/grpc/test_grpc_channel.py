@@ -397,3 +397,28 @@ class TestSecureMesh:
             with pytest.raises(RpcStatusError, match="NOT_FOUND"):
                 await stub.Unary(echo_pb2.EchoRequest(text="nf", fail="notfound"))
             assert attempts.counts["nf"] == 1
+
+
+class TestMeshDeadlines:
+    """A meshkit deadline over MeshChannel calls (grpc/grpc#43502)."""
+
+    @pytest.mark.anyio
+    async def test_timeout_gives_deadline_exceeded(self) -> None:
+        """Unary and streaming calls past a Timeout raise DeadlineExceededError."""
+        from meshkit import DeadlineExceededError  # noqa: PLC0415
+        from meshkit.resilience import Timeout  # noqa: PLC0415
+
+        async with AsyncExitStack() as stack:
+            endpoints, _ = await _servers(stack, ["v1"])
+            mesh = await stack.enter_async_context(MeshChannel(SERVICE, Registry(endpoints)))
+            stub: Any = echo_pb2_grpc.EchoStub(mesh)  # type: ignore[call-overload]
+            slow = echo_pb2.EchoRequest(sleep=5, count=2)
+            for _ in range(3):
+                with pytest.raises(DeadlineExceededError):
+                    async with Timeout(0.1):
+                        await stub.Unary(slow)
+                with pytest.raises(DeadlineExceededError):
+                    async with Timeout(0.1):
+                        async for _ in stub.ServerStream(slow):
+                            pass  # pragma: no cover - nothing arrives in time
+            assert mesh.in_flight(endpoints[0]) == 0
