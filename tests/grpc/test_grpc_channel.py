@@ -417,7 +417,7 @@ class TestMeshDeadlines:
                 with pytest.raises(DeadlineExceededError):
                     async with Timeout(0.1):
                         await stub.Unary(slow)
-                with pytest.raises(DeadlineExceededError):
+                with pytest.raises(DeadlineExceededError):  # noqa: PT012 - a scope around a loop
                     async with Timeout(0.1):
                         async for _ in stub.ServerStream(slow):
                             pass  # pragma: no cover - nothing arrives in time
