@@ -188,7 +188,7 @@ class TestRouting:
 
     @pytest.mark.anyio
     async def test_header_match_and_split_on_real_calls(self) -> None:
-        """x-canary: true always reaches v2; other calls split 90/10 by subset."""
+        """x-canary: true always reaches v2; 10,000 other calls split 90/10 by subset."""
         config = MeshConfig(host=SERVICE, routes=(CANARY, SPLIT), subsets=SUBSETS)
         async with AsyncExitStack() as stack:
             endpoints, counters = await _servers(stack, ["v1", "v1", "v2"])
@@ -200,10 +200,17 @@ class TestRouting:
                 meta = (("x-canary", "true"),)
                 await stub.Unary(echo_pb2.EchoRequest(text="c"), metadata=meta)
             assert counters[2].counts["c"] == 50
-            for _ in range(400):
-                await stub.Unary(echo_pb2.EchoRequest(text="n"))
+
+            async def caller() -> None:
+                for _ in range(500):
+                    await stub.Unary(echo_pb2.EchoRequest(text="n"))
+
+            async with anyio.create_task_group() as tg:  # 20 x 500 = 10,000 real calls
+                for _ in range(20):
+                    tg.start_soon(caller)
             v2 = counters[2].counts["n"]
-            assert abs(v2 - 40) < 4 * 6  # binomial sd = sqrt(400 * .1 * .9) = 6
+            assert counters[0].counts["n"] + counters[1].counts["n"] + v2 == 10_000
+            assert abs(v2 - 1000) < 4 * 30  # binomial sd = sqrt(10000 * .1 * .9) = 30
 
     @pytest.mark.anyio
     async def test_fault_and_bulkhead(self) -> None:
