@@ -11,7 +11,7 @@ import anyio
 import echo_pb2
 import echo_pb2_grpc
 import pytest
-from grpc_helpers import AioEcho, Attempts, aio_server
+from grpc_helpers import KINDS, AioEcho, Attempts, aio_server, call_aio
 
 from meshkit import BulkheadFullError, NoAvailableEndpointError, RpcStatusError
 from meshkit.balancing import Endpoint, OutlierConfig
@@ -428,4 +428,18 @@ class TestMeshDeadlines:
                     async with Timeout(0.1):
                         async for _ in stub.ServerStream(slow):
                             pass  # pragma: no cover - nothing arrives in time
+            assert mesh.in_flight(endpoints[0]) == 0
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("kind", KINDS)
+    async def test_fail_after_is_timeout_error(self, kind: str) -> None:
+        """An anyio scope the plan cannot see, expiring mid-call, raises TimeoutError."""
+        async with AsyncExitStack() as stack:
+            endpoints, _ = await _servers(stack, ["v1"])
+            mesh = await stack.enter_async_context(MeshChannel(SERVICE, Registry(endpoints)))
+            stub: Any = echo_pb2_grpc.EchoStub(mesh)  # type: ignore[call-overload]
+            slow = echo_pb2.EchoRequest(sleep=5, count=2)
+            for _ in range(3):
+                with pytest.raises(TimeoutError), anyio.fail_after(0.1):
+                    await call_aio(stub, kind, slow)
             assert mesh.in_flight(endpoints[0]) == 0

@@ -7,19 +7,31 @@ share two shapes (a unary response; a response stream), which drive `CallPlan`.
 asyncio is imported here, and only here in the client, because grpc.aio forces it. When a
 cancel scope (a meshkit `Timeout`, `anyio.fail_after`) fires while a task awaits a grpc.aio
 call, grpc catches the scope's `CancelledError` and raises a bare one of its own, which the
-scope does not recognise, so it escapes the scope (grpc/grpc#43502). Here every wait on grpc
-happens in a helper task behind `asyncio.shield`: the scope's cancellation reaches this
-adapter with its own message intact, the adapter cancels the grpc call and re-raises that
-cancellation, and the scope turns it into `DeadlineExceededError` / `TimeoutError` as it
-should. On top of that, each attempt's grpc `timeout` is the meshkit deadline minus the
+scope does not recognise, so it would escape the scope (grpc/grpc#43502). Two remedies,
+depending on which task waits:
+
+* `scoped_wait`, for code running in the caller's own task (`MeshChannel`): it catches the
+  bare error and, when an anyio scope around the task has been cancelled, waits for anyio to
+  deliver the cancellation again (anyio retries on every loop iteration until the task
+  leaves the scope), now with its message, which the scope recognises. Nothing extra on
+  the success path.
+* `shielded`, for these interceptors, which grpc.aio runs in a task of its own where the
+  caller's scopes are invisible: every wait on grpc happens in a helper task behind
+  `asyncio.shield`, so the cancellation of grpc's interceptor task reaches this adapter with
+  its message intact; the adapter cancels the grpc call and re-raises it.
+
+Either way the scope turns the cancellation into `DeadlineExceededError` / `TimeoutError` as
+it should. On top of that, each attempt's grpc `timeout` is the meshkit deadline minus the
 margin, so grpc's own DEADLINE_EXCEEDED usually comes first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import grpc
 
 from meshkit.grpc._codes import error_for
@@ -31,7 +43,7 @@ if TYPE_CHECKING:
 
     from meshkit.grpc._client import CallPlan, ClientPolicy, Failed
 
-__all__ = ["aio_client_interceptors", "shielded"]
+__all__ = ["aio_client_interceptors", "scoped_wait", "shielded"]
 
 _END = object()
 _UNREAD = object()
@@ -43,13 +55,35 @@ def _consume(task: asyncio.Future[Any]) -> None:
 
 
 async def shielded(call: Any, awaitable: Any) -> Any:
-    """Await `awaitable` (a wait on `call`) so that a cancellation keeps its own message."""
+    """Await `awaitable` (a wait on `call`) in a helper task, so a cancellation keeps its message.
+
+    For code in a task other than the caller's (grpc.aio's interceptor task).
+    """
     waiter = asyncio.ensure_future(awaitable)
     try:
         return await asyncio.shield(waiter)
     except asyncio.CancelledError:
         call.cancel()
         waiter.add_done_callback(_consume)
+        raise
+
+
+async def scoped_wait(call: Any, awaitable: Any) -> Any:
+    """Await `awaitable` (a wait on `call`) so that a scope's cancellation keeps its message.
+
+    For code in the caller's own task; no helper task.
+
+    Raises:
+        CancelledError: The cancelling scope's own, when grpc replaced it by a bare one.
+    """
+    try:
+        return await awaitable
+    except asyncio.CancelledError as exc:
+        call.cancel()
+        if not exc.args and anyio.current_effective_deadline() == -math.inf:
+            # grpc/grpc#43502: grpc swallowed the scope's cancellation and raised a bare one.
+            # anyio delivers it again, with its message, at our next wait: wait for it.
+            await anyio.sleep_forever()
         raise
 
 

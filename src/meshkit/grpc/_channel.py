@@ -249,7 +249,7 @@ class _MeshCallable:
         async def wait(connection: Connection, limit: float | None) -> Any:
             call = self._callable(connection)(fresh(request), timeout=limit, metadata=plan.metadata)
             try:
-                return await aio.shielded(call, call)
+                return await aio.scoped_wait(call, call)
             except grpc.aio.AioRpcError as exc:
                 return plan.failure(code_of(exc), exc.details() or "", limit)
 
@@ -292,7 +292,7 @@ class _MeshCallable:
             call = self._callable(picked[1])(fresh(request), timeout=limit, metadata=plan.metadata)
             responses = aiter(call)
             try:
-                first = await aio.shielded(call, anext(responses))
+                first = await aio.scoped_wait(call, anext(responses))
             except StopAsyncIteration:
                 first = END
             except grpc.aio.AioRpcError as exc:
@@ -312,7 +312,7 @@ class _MeshCallable:
             yield first
             while True:
                 try:
-                    response = await aio.shielded(call, anext(responses))
+                    response = await aio.scoped_wait(call, anext(responses))
                 except StopAsyncIteration:
                     return
                 yield response
