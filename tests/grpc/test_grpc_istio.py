@@ -289,3 +289,45 @@ class TestCoverage:
         with pytest.raises(ConfigurationError) as caught:
             load_istio(yaml)
         assert caught.value.field == path
+
+
+ALLOW_WHEN = """
+kind: AuthorizationPolicy
+metadata: {name: allow-gateway}
+spec:
+  rules:
+    - from: [{source: {principals: ["cluster.local/ns/shop/sa/gateway"]}}]
+      when: [{key: "request.headers[x-admin]", values: ["yes"]}]
+    - from: [{source: {namespaces: [shop]}}]
+"""
+
+DENY_WHEN = """
+kind: AuthorizationPolicy
+metadata: {name: deny-writes}
+spec:
+  action: DENY
+  rules:
+    - to: [{operation: {paths: ["/shop.Cart/Add"]}}]
+      when: [{key: "request.headers[x-dry-run]", values: ["yes"]}]
+"""
+
+
+class TestUnenforcedConditions:
+    """A rule meshkit cannot fully evaluate fails closed, as Istio does, never open."""
+
+    def test_allow_rule_with_unenforced_condition_never_allows(self) -> None:
+        """An ALLOW rule with `when` or `namespaces` does not match without its conditions."""
+        config = load_istio(ALLOW_WHEN)
+        assert {"spec.rules[0].when", "spec.rules[1].from[0].source.namespaces"} <= set(
+            config.unsupported
+        )
+        for principal in ("cluster.local/ns/shop/sa/gateway", "cluster.local/ns/x/sa/y", None):
+            with pytest.raises(PermissionDeniedError):
+                authorize(config.authorization, principal, "/shop.Cart/Add")
+
+    def test_deny_rule_with_when_denies_without_its_conditions(self) -> None:
+        """A DENY rule with `when` matches as if its conditions held (denies more)."""
+        config = load_istio(DENY_WHEN)
+        with pytest.raises(PermissionDeniedError):
+            authorize(config.authorization, "cluster.local/ns/shop/sa/a", "/shop.Cart/Add")
+        authorize(config.authorization, "cluster.local/ns/shop/sa/a", "/shop.Cart/Get")

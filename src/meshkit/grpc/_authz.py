@@ -111,10 +111,13 @@ class Rule:
     Attributes:
         sources: Istio's `from` list.
         operations: Istio's `to` list.
+        unenforced: Paths of the rule's conditions meshkit cannot evaluate (`when`, ...); a
+            rule with any never allows and denies without them (see the module docstring).
     """
 
     sources: tuple[Source, ...] = list_of(Source, "sources")
     operations: tuple[Operation, ...] = list_of(Operation, "operations")
+    unenforced: tuple[str, ...] = list_of(str, "unenforced")
 
     def matches(self, principal: str | None, path: str) -> bool:
         """Return whether the call matches this rule."""
@@ -138,8 +141,11 @@ class AuthorizationPolicy:
     rules: tuple[Rule, ...] = list_of(Rule, "rules")
 
     def matches(self, principal: str | None, path: str) -> bool:
-        """Return whether one of the rules matches the call."""
-        return any(rule.matches(principal, path) for rule in self.rules)
+        """Return whether one of the rules matches the call (failing closed, see `Rule`)."""
+        deny = self.action is Action.DENY
+        return any(
+            rule.matches(principal, path) for rule in self.rules if deny or not rule.unenforced
+        )
 
 
 def authorize(policies: tuple[AuthorizationPolicy, ...], principal: str | None, path: str) -> None:

@@ -339,6 +339,7 @@ def _authorization(name: str, spec: Node) -> AuthorizationPolicy:
     action = fields["action"].choice(("ALLOW", "DENY")) if "action" in fields else "ALLOW"
     rules = []
     for rule in fields["rules"].items() if "rules" in fields else []:
+        mark = rule.reported()
         r = rule.fields(_F({"from", "to"}), _F({"when"}))
         sources = []
         for item in r["from"].items() if "from" in r else []:
@@ -363,7 +364,11 @@ def _authorization(name: str, spec: Node) -> AuthorizationPolicy:
                                   ("paths", "paths"), ("notPaths", "not_paths"))
                 if key in op
             }))  # fmt: skip
-        rules.append(Rule(sources=tuple(sources), operations=tuple(operations)))
+        rules.append(Rule(
+            sources=tuple(sources),
+            operations=tuple(operations),
+            unenforced=rule.reported_since(mark),
+        ))  # fmt: skip
     return AuthorizationPolicy(name=name, action=Action(action), rules=tuple(rules))
 
 

@@ -63,6 +63,14 @@ class Node:
                 raise ConfigurationError(path, value, "is not a field meshkit knows here")
         return result
 
+    def reported(self) -> int:
+        """Return how many unsupported fields the document has reported so far."""
+        return len(self._unsupported)
+
+    def reported_since(self, mark: int) -> tuple[str, ...]:
+        """Return the paths of the unsupported fields reported after `reported()` was `mark`."""
+        return tuple(self._unsupported[mark:])
+
     def child(self, key: object, value: object) -> Node:
         """Return a node for `value`, found under `key` in this mapping."""
         return Node(value, f"{self.path}.{key}", self._unsupported)
