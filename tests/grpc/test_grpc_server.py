@@ -206,3 +206,26 @@ class TestBadInput:
             assert reply.text == "ok"
             assert reply.correlation_id != "a b"
             assert reply.traceparent.startswith("00-")
+
+
+class TestHandlerCache:
+    """The wrapped handler is built once per method, and again for a new handler."""
+
+    def test_same_handler_reuses_the_wrapper(self) -> None:
+        """The same grpc handler gives the same wrapper; another handler a new one."""
+        from meshkit.grpc._sync_server import cached_handler  # noqa: PLC0415 - private
+
+        built: list[str] = []
+
+        def wrap(method: str, kind: str, behavior: Any, serialize: Any) -> Any:
+            built.append(kind)
+            return behavior
+
+        cache: dict[str, tuple[Any, Any]] = {}
+        first = grpc.unary_unary_rpc_method_handler(lambda r, c: r)
+        second = grpc.unary_stream_rpc_method_handler(lambda r, c: iter([r]))
+        a = cached_handler(cache, first, wrap, "/s.S/M")
+        assert cached_handler(cache, first, wrap, "/s.S/M") is a
+        b = cached_handler(cache, second, wrap, "/s.S/M")
+        assert b is not a
+        assert built == ["unary_unary", "unary_stream"]

@@ -17,7 +17,7 @@ import grpc
 
 from meshkit.grpc._metrics import GRPC_TYPES
 from meshkit.grpc._server import Admission, Memo, ServerPolicy
-from meshkit.grpc._sync_server import incoming_call, status_of, wrapped_handler
+from meshkit.grpc._sync_server import cached_handler, incoming_call, status_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -146,6 +146,7 @@ class AioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
 
     def __init__(self, policy: ServerPolicy) -> None:
         self._policy = policy
+        self._handlers: dict[str, tuple[Any, Any]] = {}
 
     def _wrap(self, method: str, kind: str, behavior: Any, serialize: Any) -> Any:
         streams = kind.endswith("_stream")
@@ -166,4 +167,4 @@ class AioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        return wrapped_handler(handler, self._wrap, handler_call_details.method)
+        return cached_handler(self._handlers, handler, self._wrap, handler_call_details.method)

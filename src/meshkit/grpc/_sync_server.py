@@ -21,7 +21,13 @@ if TYPE_CHECKING:
 
     from meshkit.grpc._metrics import CallObserver
 
-__all__ = ["SyncServerInterceptor", "incoming_call", "status_of", "wrapped_handler"]
+__all__ = [
+    "SyncServerInterceptor",
+    "cached_handler",
+    "incoming_call",
+    "status_of",
+    "wrapped_handler",
+]
 
 
 def incoming_call(context: Any, method: str) -> IncomingCall:
@@ -163,12 +169,31 @@ def wrapped_handler(handler: Any, wrap: Callable[..., Any], method: str) -> Any:
     )
 
 
+def cached_handler(
+    cache: dict[str, tuple[Any, Any]], handler: Any, wrap: Callable[..., Any], method: str
+) -> Any:
+    """Return `wrapped_handler(handler, wrap, method)`, built once per method and handler.
+
+    grpc's generic handlers hand out the same handler object for a method on every call, so
+    the wrapped one (four closures and grpc's handler tuple) is kept instead of rebuilt per
+    call; a different handler object (another interceptor's) replaces the entry. Only
+    methods the server knows get here, so the cache is bounded by the server's methods.
+    """
+    found = cache.get(method)
+    if found is not None and found[0] is handler:
+        return found[1]
+    wrapped = wrapped_handler(handler, wrap, method)
+    cache[method] = (handler, wrapped)
+    return wrapped
+
+
 @final
 class SyncServerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Enforce a `ServerPolicy` on a sync grpcio server, for all four call kinds."""
 
     def __init__(self, policy: ServerPolicy) -> None:
         self._policy = policy
+        self._handlers: dict[str, tuple[Any, Any]] = {}
 
     def _wrap(self, method: str, kind: str, behavior: Any, serialize: Any) -> Any:
         streams = kind.endswith("_stream")
@@ -189,4 +214,4 @@ class SyncServerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        return wrapped_handler(handler, self._wrap, handler_call_details.method)
+        return cached_handler(self._handlers, handler, self._wrap, handler_call_details.method)
