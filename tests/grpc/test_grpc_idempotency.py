@@ -174,3 +174,53 @@ class TestEndToEnd:
                         )
                     await stub2.Unary(echo_pb2.EchoRequest(text="y"), metadata=_key("y"))
                 assert (attempts2.counts["x"], attempts2.counts["y"]) == (2, 1)
+
+
+class TestKeyReusedForAnotherRequest:
+    """A key already answered, sent again with a different request, is refused."""
+
+    def test_sync_server_refuses_a_different_request(self) -> None:
+        """Same key, other body: INVALID_ARGUMENT, not the other request's answer."""
+        policy = ServerPolicy(idempotency=MemoryIdempotencyStore())
+        with (
+            sync_server([policy.interceptor()]) as (address, attempts),
+            grpc.insecure_channel(address) as channel,
+        ):
+            stub = echo_pb2_grpc.EchoStub(channel)
+            stub.Unary(echo_pb2.EchoRequest(text="pay 10"), metadata=_key("s-1"))
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Unary(echo_pb2.EchoRequest(text="pay 99"), metadata=_key("s-1"))
+            assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert attempts.counts["pay 99"] == 0
+            again = stub.Unary(echo_pb2.EchoRequest(text="pay 10"), metadata=_key("s-1"))
+            assert (again.text, attempts.counts["pay 10"]) == ("pay 10", 1)
+
+    @pytest.mark.anyio
+    async def test_aio_server_refuses_a_different_request(self) -> None:
+        """Same key, other body: INVALID_ARGUMENT, not the other request's answer."""
+        policy = ServerPolicy(idempotency=MemoryIdempotencyStore())
+        async with (
+            aio_server([policy.aio_interceptor()]) as (address, attempts),
+            grpc.aio.insecure_channel(address) as channel,
+        ):
+            stub: Any = echo_pb2_grpc.EchoStub(channel)
+            await stub.Unary(echo_pb2.EchoRequest(text="pay 10"), metadata=_key("a-9"))
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Unary(echo_pb2.EchoRequest(text="pay 99"), metadata=_key("a-9"))
+            assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert attempts.counts["pay 99"] == 0
+
+    def test_unreadable_request_is_not_compared(self) -> None:
+        """A request stream has no fingerprint: its key replays without a comparison."""
+        from meshkit.grpc._server import Memo, fingerprint_of  # noqa: PLC0415 - private
+
+        store = MemoryIdempotencyStore()
+        assert fingerprint_of(iter([echo_pb2.EchoRequest()])) == bytes(32)
+        assert fingerprint_of(b"x") != fingerprint_of(b"y")
+        first = Memo(store=store, method="/a.B/C", key="k", fingerprint=fingerprint_of(b"x"))
+        assert first.begin() is None
+        first.complete(b"answer")
+        unknown = Memo(store=store, method="/a.B/C", key="k")
+        assert unknown.begin() == b"answer"
+        with pytest.raises(ConfigurationError):
+            Memo(store=store, method="/a.B/C", key="k", fingerprint=fingerprint_of(b"y")).begin()

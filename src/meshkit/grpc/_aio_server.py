@@ -70,7 +70,7 @@ def _unary_response(
             admission = policy.admit(incoming_call(context, method))
             tokens = admission.enter()
             try:
-                memo = policy.memo(admission)
+                memo = policy.memo(admission, request)
                 if memo is None:
                     return await _bounded(admission, behavior(request, context))
                 return await _remembered(

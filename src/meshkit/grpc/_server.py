@@ -11,6 +11,7 @@ values between grpcio and these two functions.
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import logging
 import math
 from typing import TYPE_CHECKING, Any, final
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, final
 import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
-from meshkit._errors import DeadlineExceededError, MeshkitError
+from meshkit._errors import ConfigurationError, DeadlineExceededError, MeshkitError
 from meshkit._validate import instance_of, optional
 from meshkit.grpc._authz import AuthorizationPolicy, authorize, principal_of
 from meshkit.grpc._checks import list_of
@@ -140,20 +141,45 @@ class Admission:
         return contextvars.copy_context().run(timeout.call_sync, build)
 
 
+_NO_FINGERPRINT = bytes(32)
+
+
+def fingerprint_of(request: object) -> bytes:
+    """Return the 32-byte digest a stored answer is tied to (zeros: not comparable).
+
+    A protobuf message is digested in its deterministic serialization, raw bytes as they
+    are; a request stream (or any other object) cannot be read before the handler runs, so
+    it gets zeros and its key is not checked against the request.
+    """
+    if isinstance(request, bytes):
+        return hashlib.sha256(request).digest()
+    serialize = getattr(request, "SerializeToString", None)
+    if serialize is None:
+        return _NO_FINGERPRINT
+    return hashlib.sha256(serialize(deterministic=True)).digest()
+
+
 @final
 @attrs.frozen(kw_only=True)
 class Memo:
     """One call's record in an idempotency store (see `meshkit.grpc.IdempotencyStore`).
 
+    The answer is stored behind the request's fingerprint: a key answered for one request
+    and sent again with another (a client bug, or a key reused on purpose) is refused with
+    INVALID_ARGUMENT instead of being given the first request's answer, as the IETF
+    `Idempotency-Key` draft asks.
+
     Attributes:
         store: The store.
         method: The call's method.
         key: The call's idempotency key.
+        fingerprint: The request's `fingerprint_of`.
     """
 
     store: IdempotencyStore
     method: str
     key: str
+    fingerprint: bytes = _NO_FINGERPRINT
 
     def begin(self) -> bytes | None:
         """Claim the key; return the stored answer if the call was already answered.
@@ -161,16 +187,24 @@ class Memo:
         Raises:
             IdempotencyConflictError: If the same call is still running.
             IdempotencyStoreError: If the store failed.
+            ConfigurationError: If the key was answered for a different request.
         """
-        return self.store.begin(self.method, self.key)
+        stored = self.store.begin(self.method, self.key)
+        if stored is None:
+            return None
+        digest, answer = stored[:32], stored[32:]
+        if _NO_FINGERPRINT not in (digest, self.fingerprint) and digest != self.fingerprint:
+            reason = "was already used with a different request"
+            raise ConfigurationError(IDEMPOTENCY_HEADER, self.key, reason)
+        return answer
 
     def complete(self, payload: bytes) -> None:
-        """Store the answer (serialized).
+        """Store the answer (serialized), behind the request's fingerprint.
 
         Raises:
             IdempotencyStoreError: If the store failed.
         """
-        self.store.complete(self.method, self.key, payload)
+        self.store.complete(self.method, self.key, self.fingerprint + payload)
 
     def abandon(self) -> None:
         """Release the claim of a call that failed.
@@ -194,7 +228,7 @@ class ServerPolicy:
         rate_limiter: Admits calls; a call without a token gets RESOURCE_EXHAUSTED.
         idempotency: Where answers to calls with an `idempotency-key` are kept (unary
             responses only): a repeat gets the stored answer, a repeat of a call still
-            running gets ABORTED.
+            running gets ABORTED, the key sent with a different request INVALID_ARGUMENT.
         exempt: Method prefixes that skip authorization and rate limiting (by default the
             standard health and reflection services, which probes and tools call).
         observer: Told when calls start and end (`PrometheusObserver`,
@@ -253,11 +287,21 @@ class ServerPolicy:
             clock=self.clock,
         )
 
-    def memo(self, admission: Admission) -> Memo | None:
-        """Return the idempotency record of an admitted call, None if it has none."""
+    def memo(self, admission: Admission, request: object = None) -> Memo | None:
+        """Return the idempotency record of an admitted call, None if it has none.
+
+        Args:
+            admission: The call's admission.
+            request: The call's request (see `fingerprint_of`).
+        """
         if self.idempotency is None or admission.idempotency_key is None:
             return None
-        return Memo(store=self.idempotency, method=admission.method, key=admission.idempotency_key)
+        return Memo(
+            store=self.idempotency,
+            method=admission.method,
+            key=admission.idempotency_key,
+            fingerprint=fingerprint_of(request),
+        )
 
     def failed(self, method: str, exc: Exception) -> tuple[Code, str]:
         """Return the status to answer `exc` with, logging the failure."""

@@ -78,7 +78,7 @@ def _unary_response(
         try:
             admission = policy.admit(incoming_call(context, method))
             run = admission.context().run
-            memo = policy.memo(admission)
+            memo = policy.memo(admission, request)
             if memo is None:
                 return run(behavior, request, context)
             return _remembered(memo, lambda: run(behavior, request, context), serialize)
