@@ -443,3 +443,21 @@ class TestMeshDeadlines:
                 with pytest.raises(TimeoutError), anyio.fail_after(0.1):
                     await call_aio(stub, kind, slow)
             assert mesh.in_flight(endpoints[0]) == 0
+
+
+class TestMeshBadMetadata:
+    """Metadata gRPC would refuse is a ConfigurationError through MeshChannel too."""
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("kind", ["unary_unary", "unary_stream"])
+    async def test_non_ascii_value(self, kind: str) -> None:
+        """A non-ASCII text value never reaches grpc, and no call is left in flight."""
+        from meshkit import ConfigurationError  # noqa: PLC0415
+
+        async with AsyncExitStack() as stack:
+            endpoints, _ = await _servers(stack, ["v1"])
+            mesh = await stack.enter_async_context(MeshChannel(SERVICE, Registry(endpoints)))
+            stub: Any = echo_pb2_grpc.EchoStub(mesh)  # type: ignore[call-overload]
+            with pytest.raises(ConfigurationError):
+                await call_aio(stub, kind, echo_pb2.EchoRequest(), metadata=(("x-n", "\u00e9"),))
+            assert mesh.in_flight(endpoints[0]) == 0

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from grpc_helpers import KINDS, aio_server, call_aio, call_sync, sync_server
 
-from meshkit import CircuitOpenError, DeadlineExceededError, RpcStatusError
+from meshkit import CircuitOpenError, ConfigurationError, DeadlineExceededError, RpcStatusError
 from meshkit.grpc import ClientPolicy, RetryPolicy, ServerPolicy
 from meshkit.resilience import (
     CircuitBreaker,
@@ -187,3 +187,47 @@ class TestAioClient:
             with pytest.raises(CircuitOpenError):
                 await call_aio(stub, kind, failing)
             assert attempts.counts["f"] == 2
+
+
+BAD_METADATA = [
+    (("x-note", "h\u00e9llo"),),
+    (("x-s", "\ud800"),),
+    (("x-n", "a\x00b"),),
+    (("X-Upper", "v"),),
+    (("bad key", "v"),),
+    (("x-data-bin", "text, not bytes"),),
+    (("x-text", b"\xff"),),
+    ((b"x-bytes-key", "v"),),
+]
+
+
+class TestBadOutgoingMetadata:
+    """Metadata grpc would refuse is a ConfigurationError, never a raw grpc/Unicode error."""
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("metadata", BAD_METADATA)
+    async def test_aio_interceptor(self, metadata: Any) -> None:
+        """The aio interceptors refuse it before grpc sees it."""
+        policy = ClientPolicy()
+        async with (
+            aio_server() as (address, attempts),
+            grpc.aio.insecure_channel(address, interceptors=policy.aio_interceptors()) as ch,
+        ):
+            stub: Any = echo_pb2_grpc.EchoStub(ch)
+            with pytest.raises(ConfigurationError):
+                await stub.Unary(echo_pb2.EchoRequest(text="m"), metadata=metadata)
+            assert attempts.counts["m"] == 0
+
+    @pytest.mark.parametrize("metadata", BAD_METADATA)
+    def test_sync_interceptor(self, metadata: Any) -> None:
+        """The sync interceptor refuses it before grpc sees it."""
+        with (
+            sync_server() as (address, attempts),
+            grpc.insecure_channel(address) as channel,
+        ):
+            stub = echo_pb2_grpc.EchoStub(
+                grpc.intercept_channel(channel, ClientPolicy().interceptor())
+            )
+            with pytest.raises(ConfigurationError):
+                stub.Unary(echo_pb2.EchoRequest(text="m"), metadata=metadata)
+            assert attempts.counts["m"] == 0

@@ -14,6 +14,7 @@ attempt and report its status with `CallPlan.failure()`.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from typing import TYPE_CHECKING, Any, TypeVar, final
@@ -33,6 +34,7 @@ from meshkit.grpc._propagation import (
     TRACE,
     TRACEPARENT_HEADER,
     TraceContext,
+    check_metadata,
     new_correlation_id,
 )
 
@@ -58,6 +60,7 @@ Metadata = tuple[tuple[str, str | bytes], ...]
 _READ_ONLY = re.compile(r"(Get|List|Watch|Check|Describe|Search|Read|Query)([A-Z0-9_]|$)")
 
 
+@functools.lru_cache(maxsize=1024)  # asked once per call; a service has few methods
 def is_mutating(method: str) -> bool:
     """Return whether a method probably changes state: its name does not start with a read verb.
 
@@ -342,6 +345,9 @@ class ClientPolicy:
                 when it is a list or tuple); a call that cannot gets one attempt.
             scope_left: Seconds left in the caller's cancel scope (`anyio.fail_after`), if any.
             kind: The call's `grpc_type` for metrics (`unary`, `server_stream`, ...).
+
+        Raises:
+            ConfigurationError: If `metadata` holds a key or value gRPC would refuse.
         """
         limits = [t for t in (timeout, self.timeout, scope_left) if t is not None]
         deadline = current_deadline()
@@ -362,6 +368,7 @@ class ClientPolicy:
 
     def _metadata(self, method: str, given: Sequence[tuple[str, str | bytes]] | None) -> Metadata:
         pairs: list[tuple[str, str | bytes]] = list(given or ())
+        check_metadata(pairs)
         keys = {k for k, _ in pairs}
         if self.propagate:
             if CORRELATION_HEADER not in keys:

@@ -13,11 +13,14 @@ import contextvars
 import re
 import secrets
 import uuid
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import attrs
 
 from meshkit._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "CORRELATION_HEADER",
@@ -25,6 +28,7 @@ __all__ = [
     "TRACEPARENT_HEADER",
     "TraceContext",
     "check_idempotency_key",
+    "check_metadata",
     "current_correlation_id",
     "current_trace",
     "new_correlation_id",
@@ -38,6 +42,11 @@ IDEMPOTENCY_HEADER = "idempotency-key"
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _TOKEN = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 _MAX_KEY = 128
+# What gRPC accepts (PROTOCOL-HTTP2.md): lowercase keys; `-bin` values are bytes, other values
+# printable ASCII. grpcio itself fails on anything else with a raw TypeError,
+# UnicodeEncodeError or its internal ExecuteBatchError.
+_METADATA_KEY = re.compile(r"[0-9a-z_.-]+")
+_METADATA_TEXT = re.compile(r"[\x20-\x7e]*")
 
 
 @final
@@ -108,6 +117,23 @@ def parse_correlation_id(value: str | None) -> str:
     if value is not None and _TOKEN.fullmatch(value):
         return value
     return new_correlation_id()
+
+
+def check_metadata(pairs: Sequence[tuple[object, object]]) -> None:
+    """Check outgoing metadata the way gRPC will, before grpcio fails on it obscurely.
+
+    Raises:
+        ConfigurationError: If a key is not lowercase letters, digits and `_.-`, a `-bin`
+            value is not bytes, or another value is not a string of printable ASCII.
+    """
+    for key, value in pairs:
+        if not isinstance(key, str) or not _METADATA_KEY.fullmatch(key):
+            raise ConfigurationError("metadata", key, "keys must be lowercase a-z, 0-9, _.-")
+        if key.endswith("-bin"):
+            if not isinstance(value, bytes):
+                raise ConfigurationError(key, value, "a -bin value must be bytes")
+        elif not isinstance(value, str) or not _METADATA_TEXT.fullmatch(value):
+            raise ConfigurationError(key, value, "must be a string of printable ASCII")
 
 
 def check_idempotency_key(value: str) -> str:
