@@ -176,9 +176,10 @@ class TestClientPlan:
 
     @pytest.mark.anyio
     async def test_deadline(self, clock: FakeClock) -> None:
-        """The deadline is the earliest limit minus the margin; spent means DeadlineExceeded."""
+        """The earliest of the timeouts and the enclosing deadline minus the margin."""
         policy = ClientPolicy(deadline_margin=0.5, timeout=10, clock=clock)
-        assert policy.plan(PATH, None, None).attempt_timeout() == 9.5
+        assert policy.plan(PATH, None, None).attempt_timeout() == 10
+        assert policy.plan(PATH, 0.3, None).attempt_timeout() == 0.3  # not spent by the margin
         async with Timeout(2, clock=clock):
             plan = policy.plan(PATH, 5, None)
             assert plan.attempt_timeout() == 1.5

@@ -349,11 +349,17 @@ class ClientPolicy:
         Raises:
             ConfigurationError: If `metadata` holds a key or value gRPC would refuse.
         """
-        limits = [t for t in (timeout, self.timeout, scope_left) if t is not None]
+        # The margin is kept back from what encloses the call (the deadline it inherits, the
+        # caller's scope), for the answer's trip back to whoever set it; the call's own
+        # timeouts are Istio's and the caller's full budget.
+        limits = [t for t in (timeout, self.timeout) if t is not None]
+        enclosing = [] if scope_left is None else [scope_left]
         deadline = current_deadline()
         if deadline is not None:
-            limits.append(deadline.remaining())
-        left = min(limits) - self.deadline_margin if limits else None
+            enclosing.append(deadline.remaining())
+        if enclosing:
+            limits.append(min(enclosing) - self.deadline_margin)
+        left = min(limits) if limits else None
         return CallPlan(
             method=method,
             metadata=self._metadata(method, metadata),
