@@ -258,7 +258,10 @@ class TestCoverage:
             (VSX + "[{match: [{headers: {a: {regex: '('}}}], route: [{destination: {}}]}]}",
              "spec.http[0].match[0].headers.a"),
             (VSX + "[{route: [{destination: {subset: v9}}]}]}",
-             "spec.http.route.destination.subset"),
+             "spec.http[0].route[0].destination.subset"),
+            (VSX + "[{route: [{destination: {}}]}, {route: [{destination: {}, weight: 50},"
+             " {destination: {subset: v9}, weight: 50}]}]}",
+             "spec.http[1].route[1].destination.subset"),
             ("kind: DestinationRule\nspec: {}", "spec"),
             ("kind: DestinationRule\nspec: {host: x, subsets: [{labels: {}}]}", "spec.subsets[0]"),
             ("kind: DestinationRule\nspec: {host: x, subsets: [{name: a, labels: [1]}]}",
