@@ -231,3 +231,21 @@ class TestBadOutgoingMetadata:
             with pytest.raises(ConfigurationError):
                 stub.Unary(echo_pb2.EchoRequest(text="m"), metadata=metadata)
             assert attempts.counts["m"] == 0
+
+
+class TestHugeTimeouts:
+    """A timeout of centuries is sent as one grpc can represent, not an instant failure."""
+
+    @pytest.mark.anyio
+    async def test_policy_and_call_timeouts(self) -> None:
+        """grpc fails a timeout past ~292 years from the epoch at once: it is capped."""
+        policy = ClientPolicy(timeout=1e12)
+        async with (
+            aio_server() as (address, _),
+            grpc.aio.insecure_channel(address, interceptors=policy.aio_interceptors()) as ch,
+        ):
+            stub: Any = echo_pb2_grpc.EchoStub(ch)
+            reply = await stub.Unary(echo_pb2.EchoRequest(text="long"))
+            assert reply.text == "long"
+            reply = await stub.Unary(echo_pb2.EchoRequest(text="long"), timeout=1e300)
+            assert reply.remaining > 0

@@ -71,6 +71,11 @@ def is_mutating(method: str) -> bool:
     return _READ_ONLY.match(name) is None
 
 
+MAX_GRPC_TIMEOUT = 1e8
+"""The longest `timeout` sent to grpc (about three years): grpcio fails a call at once,
+with DEADLINE_EXCEEDED, when now + timeout overflows its nanosecond clock (~7e9 s)."""
+
+
 class PerTryTimeoutError(DeadlineExceededError):
     """One attempt ran out of its `per_try_timeout` while the call still had time: retried."""
 
@@ -168,9 +173,8 @@ class CallPlan:
         left = self.time_left()
         if left is not None and left <= 0:
             raise DeadlineExceededError(0.0, self.method)
-        if self.per_try is None:
-            return left
-        return self.per_try if left is None else min(left, self.per_try)
+        limits = [t for t in (left, self.per_try) if t is not None]
+        return min(*limits, MAX_GRPC_TIMEOUT) if limits else None
 
     def failure(self, code: Code, details: str, timeout: float | None) -> Failed:
         """Judge a failed attempt.
