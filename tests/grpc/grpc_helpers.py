@@ -50,6 +50,7 @@ ERRORS: dict[str, Callable[[], Exception]] = {
     "secret": lambda: RuntimeError("password=hunter2"),
     "unavailable": lambda: RpcStatusError("UNAVAILABLE", "try again"),
     "notfound": lambda: RpcStatusError("NOT_FOUND", "no such order"),
+    "ok": lambda: RpcStatusError("OK", "not a failure status"),
 }
 
 

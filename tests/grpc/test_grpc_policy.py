@@ -150,6 +150,7 @@ class TestStatusMapping:
         assert status_for(CircuitOpenError("b", 1.0))[0] is Code.UNAVAILABLE
         assert status_for(RpcStatusError("NOT_FOUND", "gone")) == (Code.NOT_FOUND, "gone")
         assert status_for(RpcStatusError("BOGUS", "x"))[0] is Code.UNKNOWN
+        assert status_for(RpcStatusError("OK", "x"))[0] is Code.UNKNOWN
         assert status_for(KeyError("secret")) == (Code.INTERNAL, INTERNAL_DETAILS)
 
     def test_error_for(self) -> None:

@@ -95,7 +95,7 @@ def error_for(code: Code, details: str, method: str = "") -> Exception:
 
 
 def _code_named(name: str) -> Code:
-    try:
-        return Code[name]
-    except KeyError:
-        return Code.UNKNOWN
+    # An error that names no status, or OK (not a failure: grpc.aio's abort() with OK leaves
+    # the call hanging), is answered UNKNOWN.
+    code = Code.__members__.get(name, Code.UNKNOWN)
+    return Code.UNKNOWN if code is Code.OK else code
