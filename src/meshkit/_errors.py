@@ -29,11 +29,16 @@ MeshkitError
 │   ├── RegistryAccessDeniedError             the ACL token was refused (401/403)
 │   ├── RegistryRequestError                  the agent rejected the request (other 4xx)
 │   └── RegistryNotFoundError                 the agent does not know the service or check
-└── SagaError
-    ├── SagaNotFoundError                     no saga has that id
-    ├── SagaAlreadyExistsError                a saga with that id was already started
-    ├── SagaStateError                        the saga is not in a state that allows it
-    └── SagaOwnershipLostError                another orchestrator now drives the saga
+├── SagaError
+│   ├── SagaNotFoundError                     no saga has that id
+│   ├── SagaAlreadyExistsError                a saga with that id was already started
+│   ├── SagaStateError                        the saga is not in a state that allows it
+│   └── SagaOwnershipLostError                another orchestrator now drives the saga
+└── GrpcError
+    ├── RpcStatusError                        a gRPC call ended with a non-OK status
+    ├── PermissionDeniedError                 an AuthorizationPolicy denied the call
+    ├── IdempotencyConflictError              a call with the same key is still running
+    └── IdempotencyStoreError                 the idempotency store's database failed
 ```
 """
 
@@ -49,9 +54,13 @@ __all__ = [
     "EventDecodeError",
     "EventSourcingError",
     "EventStoreUnavailableError",
+    "GrpcError",
+    "IdempotencyConflictError",
+    "IdempotencyStoreError",
     "LeaseLostError",
     "MeshkitError",
     "NoAvailableEndpointError",
+    "PermissionDeniedError",
     "PublishError",
     "RateLimitExceededError",
     "RateLimiterUnavailableError",
@@ -60,6 +69,7 @@ __all__ = [
     "RegistryRequestError",
     "RegistryUnavailableError",
     "ResilienceError",
+    "RpcStatusError",
     "SagaAlreadyExistsError",
     "SagaError",
     "SagaNotFoundError",
@@ -456,3 +466,72 @@ class SagaOwnershipLostError(SagaError):
             f"saga {saga_id!r} is driven by another orchestrator (its log moved past version "
             f"{version})"
         )
+
+
+# ---------------------------------------------------------------- grpc
+
+
+class GrpcError(MeshkitError):
+    """A gRPC call failed, or a server-side policy of `meshkit.grpc` refused it."""
+
+
+class RpcStatusError(GrpcError):
+    """A gRPC call ended with a status other than OK (and other than DEADLINE_EXCEEDED).
+
+    The client interceptors translate grpcio's `RpcError` into this (DEADLINE_EXCEEDED
+    becomes `DeadlineExceededError`); a server interceptor answers it with the same status.
+
+    Attributes:
+        code: The status code's name (`"UNAVAILABLE"`, `"NOT_FOUND"`, ...).
+        details: The status message sent by the server.
+        method: The full method name (`/package.Service/Method`), empty when unknown.
+    """
+
+    def __init__(self, code: str, details: str, method: str = "") -> None:
+        self.code = code
+        self.details = details
+        self.method = method
+        where = f" {method}" if method else ""
+        super().__init__(f"gRPC call{where} failed with {code}: {details}")
+
+
+class PermissionDeniedError(GrpcError):
+    """An authorization policy denied the call (answered as PERMISSION_DENIED).
+
+    Attributes:
+        principal: The caller's principal (`cluster.local/ns/x/sa/y`), empty when
+            unauthenticated.
+        path: The call's path, `/package.Service/Method`.
+    """
+
+    def __init__(self, principal: str, path: str) -> None:
+        self.principal = principal
+        self.path = path
+        who = principal or "an unauthenticated caller"
+        super().__init__(f"{who} is not allowed to call {path}")
+
+
+class IdempotencyConflictError(GrpcError):
+    """A call carrying an idempotency key is still running (answered as ABORTED).
+
+    Attributes:
+        key: The idempotency key.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"a call with idempotency key {key!r} is still in progress")
+
+
+class IdempotencyStoreError(GrpcError):
+    """The database behind an idempotency store failed (its own error is the `__cause__`).
+
+    Attributes:
+        backend: `"sqlite"` or `"postgres"`.
+        reason: The driver's message.
+    """
+
+    def __init__(self, backend: str, reason: str) -> None:
+        self.backend = backend
+        self.reason = reason
+        super().__init__(f"{backend} idempotency store failed: {reason}")

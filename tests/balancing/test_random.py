@@ -7,10 +7,10 @@ import math
 import random
 
 import pytest
-from balancing_helpers import Scripted, endpoints
 from hypothesis import given
 from hypothesis import strategies as st
 
+from balancing_helpers import Scripted, endpoints
 from meshkit.balancing import (
     Endpoint,
     Random,

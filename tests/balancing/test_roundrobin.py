@@ -8,10 +8,10 @@ import random
 import threading
 
 import pytest
-from balancing_helpers import endpoints
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from balancing_helpers import endpoints
 from meshkit.balancing import (
     Endpoint,
     Outcome,

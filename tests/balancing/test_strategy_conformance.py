@@ -6,8 +6,8 @@ import threading
 from typing import TYPE_CHECKING
 
 import pytest
-from balancing_helpers import endpoints
 
+from balancing_helpers import endpoints
 from meshkit import ConfigurationError, NoAvailableEndpointError
 from meshkit.balancing import (
     Endpoint,

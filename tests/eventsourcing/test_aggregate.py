@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import attrs
 import pytest
-from es_orders import ItemAdded, OrderAggregate, OrderCreated, OrderError
 from hypothesis import given
 from hypothesis import strategies as st
 
+from es_orders import ItemAdded, OrderAggregate, OrderCreated, OrderError
 from meshkit import ConfigurationError, UnhandledEventError
 from meshkit.eventsourcing import Aggregate, applies
 

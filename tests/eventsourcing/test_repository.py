@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
-from es_orders import OrderAggregate, OrderCreated, events
 
+from es_orders import OrderAggregate, OrderCreated, events
 from meshkit import (
     ConfigurationError,
     EventDecodeError,

@@ -8,10 +8,10 @@ from typing import Any
 
 import attrs
 import pytest
-from es_orders import ItemAdded, events
 from hypothesis import given
 from hypothesis import strategies as st
 
+from es_orders import ItemAdded, events
 from meshkit import ConfigurationError, EventDecodeError, UnknownEventTypeError
 from meshkit.eventsourcing import Event, EventRegistry
 
