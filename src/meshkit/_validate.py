@@ -25,7 +25,7 @@ import math
 import operator
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeAlias, final
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast, final
 
 import attrs
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ExceptionMatcher",
+    "check",
     "count",
     "exception_matcher",
     "exception_predicate",
@@ -54,6 +55,8 @@ __all__ = [
     "require",
     "text_problem",
 ]
+
+_T = TypeVar("_T")
 
 Validator: TypeAlias = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
@@ -302,11 +305,19 @@ def one_of(*values: object) -> Validator:
 @attrs.frozen(repr=False)
 class _InstanceOf:
     types: tuple[type, ...]
+    # isinstance against a runtime-checkable Protocol (`Clock`) inspects each of its members on
+    # every call, several microseconds paid by each Timeout a gRPC call builds; a type that
+    # passed once passes again, so remember it (the set only grows by the few types in use).
+    _passed: set[type] = attrs.field(factory=set, init=False, eq=False)
 
     def __call__(self, _inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        is_bad_bool = isinstance(value, bool) and bool not in self.types
+        kind = type(value)
+        if kind in self._passed:
+            return
+        is_bad_bool = kind is bool and bool not in self.types
         if is_bad_bool or not isinstance(value, self.types):
             raise ConfigurationError(attribute.name, value, f"must be {self._names()}")
+        self._passed.add(kind)
 
     def _names(self) -> str:
         return " or ".join(t.__name__ for t in self.types)
@@ -338,3 +349,27 @@ def optional(validator: Validator | Iterable[Validator]) -> Validator:
     """Accept `None` or whatever `validator` (or every one of a list of them) accepts."""
     validators = tuple(validator) if not callable(validator) else (validator,)
     return _Optional(validators)
+
+
+class _Argument:
+    """What a `meshkit._validate` validator reads of the attrs field it checks: the name."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def check(field: str, value: _T, *validators: Validator) -> _T:
+    """Return `value` after running `meshkit._validate` validators on it as the field `field`.
+
+    This applies the one validator vocabulary to a plain argument (a strategy's knob or a
+    reported latency), which has no attrs field to hang the validators on.
+
+    Raises:
+        ConfigurationError: If a validator rejects `value`; it names `field`.
+    """
+    argument = cast("attrs.Attribute[Any]", _Argument(field))
+    for validator in validators:
+        validator(None, argument, value)
+    return value

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, final
 import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
-from meshkit._validate import finite, ge, positive_seconds
+from meshkit._validate import check, finite, ge, positive_seconds
 from meshkit.balancing._endpoint import Endpoint, Outcome, check_endpoints
 from meshkit.balancing._snapshot import (
     FITS_FLOAT,
@@ -17,7 +17,6 @@ from meshkit.balancing._snapshot import (
     RandomStrategy,
     address,
     carry,
-    check,
     end_request,
     pickable,
     two_choices,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, final
 import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
-from meshkit._validate import in_range
+from meshkit._validate import check, in_range
 from meshkit.balancing._endpoint import Endpoint, Outcome, check_endpoints
 from meshkit.balancing._slowstart import WARM, SlowStart, ramped, start_times, warm_until
 from meshkit.balancing._snapshot import (
@@ -19,7 +19,6 @@ from meshkit.balancing._snapshot import (
     RampingStrategy,
     address,
     carry,
-    check,
     end_request,
     pickable,
     two_choices,

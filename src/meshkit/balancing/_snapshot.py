@@ -7,7 +7,7 @@ import itertools
 import random
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import attrs
 
@@ -31,7 +31,6 @@ __all__ = [
     "Strategy",
     "address",
     "carry",
-    "check",
     "end_request",
     "pickable",
     "two_choices",
@@ -199,27 +198,3 @@ def end_request(active: collections.deque[None]) -> None:
             active.pop()
         except IndexError:  # pragma: no cover - a concurrent report emptied it first
             pass
-
-
-class _Argument:
-    """What a `meshkit._validate` validator reads of the attrs field it checks: the name."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-def check(field: str, value: _T, *validators: Validator) -> _T:
-    """Return `value` after running `meshkit._validate` validators on it as the field `field`.
-
-    This applies the one validator vocabulary to a plain argument (a strategy's knob or a
-    reported latency), which has no attrs field to hang the validators on.
-
-    Raises:
-        ConfigurationError: If a validator rejects `value`; it names `field`.
-    """
-    argument = cast("attrs.Attribute[Any]", _Argument(field))
-    for validator in validators:
-        validator(None, argument, value)
-    return value

@@ -17,7 +17,7 @@ import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import DeadlineExceededError
-from meshkit._validate import in_range, instance_of, non_empty_str, positive_seconds, require
+from meshkit._validate import check, finite, in_range, instance_of, non_empty_str, positive_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["Deadline", "Timeout", "current_deadline", "time_remaining"]
 
 _P = ParamSpec("_P")
+_IS_CLOCK = instance_of(Clock)
 _T = TypeVar("_T")
 
 
@@ -52,15 +53,8 @@ class Deadline:
             ConfigurationError: If `seconds` is not a finite number (as `Timeout` requires),
                 or `clock` not a `Clock`.
         """
-        given: object = seconds  # checked at run time: untyped callers may pass anything
-        is_number = isinstance(given, int | float) and not isinstance(given, bool)
-        try:
-            finite = is_number and math.isfinite(seconds)
-        except OverflowError:  # an int beyond any float
-            finite = False
-        require(finite, "seconds", seconds, "must be a finite number")
-        given = clock
-        require(isinstance(given, Clock), "clock", clock, "must be Clock")
+        check("seconds", seconds, finite)
+        check("clock", clock, _IS_CLOCK)
         return cls(expires_at=clock.now() + seconds, clock=clock)
 
     def remaining(self) -> float:
