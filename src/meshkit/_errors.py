@@ -23,6 +23,8 @@ MeshkitError
     ├── EventStoreUnavailableError            the database behind a store failed
     └── EventDecodeError                      a stored event cannot be read back
         └── UnknownEventTypeError             ... because its type is not registered
+└── MessagingError
+    └── BusUnavailableError                   a message bus (NATS, Redis) failed
 ```
 """
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 __all__ = [
     "BalancingError",
     "BulkheadFullError",
+    "BusUnavailableError",
     "CircuitOpenError",
     "ConfigurationError",
     "DeadlineExceededError",
@@ -38,6 +41,7 @@ __all__ = [
     "EventSourcingError",
     "EventStoreUnavailableError",
     "MeshkitError",
+    "MessagingError",
     "NoAvailableEndpointError",
     "PublishError",
     "RateLimitExceededError",
@@ -309,3 +313,26 @@ class UnknownEventTypeError(EventDecodeError):
 
     def __init__(self, stream_id: str, version: int, event_type: str) -> None:
         super().__init__(stream_id, version, event_type, "unknown event type")
+
+
+# ---------------------------------------------------------------- messaging
+
+
+class MessagingError(MeshkitError):
+    """A message bus consumer or its adapter failed."""
+
+
+class BusUnavailableError(MessagingError):
+    """A message bus (NATS JetStream, Redis Streams) failed or cannot be reached.
+
+    Attributes:
+        bus: Which bus ("nats", "redis").
+        operation: What was being done ("fetch", "ack", ...).
+        reason: The driver's message.
+    """
+
+    def __init__(self, bus: str, operation: str, reason: str) -> None:
+        self.bus = bus
+        self.operation = operation
+        self.reason = reason
+        super().__init__(f"{bus} {operation} failed: {reason}")
