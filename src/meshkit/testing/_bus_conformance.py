@@ -228,7 +228,8 @@ class BusConformance(abc.ABC):
         )
         _check([m for m, _ in letters] == [str(poison.event_id)], f"dead letters {letters}")
         _check("cannot handle this one" in letters[0][1], f"reason {letters[0][1]!r}")
-        _check([letter.event for letter in await parked.dead_letters(name)] == [poison], "parked")
+        parked_ids = [letter.event.event_id for letter in await parked.dead_letters(name)]
+        _check(parked_ids == [poison.event_id], f"parked {parked_ids}")
         _check(inbox.data[events[1].stream_id] == (1, 2), f"effects {inbox.data}")
 
     async def test_undecodable_message_is_dead_lettered_not_retried(self) -> None:
