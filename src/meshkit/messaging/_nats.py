@@ -75,14 +75,16 @@ async def _connect(url: str, connect_timeout: float) -> nats.aio.client.Client:
 
     _require_asyncio()
     with _translated("connect"):
-        # Reconnect forever: a server restart must not end a long-lived consumer.
-        return await nats.connect(
+        # The first connection fails fast (one retry); once connected, reconnect forever:
+        # a server restart must not end a long-lived consumer.
+        nc = await nats.connect(
             url,
             connect_timeout=connect_timeout,
-            max_reconnect_attempts=-1,
+            max_reconnect_attempts=1,
             reconnect_time_wait=0.5,
-            allow_reconnect=True,
         )
+    nc.options["max_reconnect_attempts"] = -1
+    return nc
 
 
 def _header_text(text: str) -> str:
