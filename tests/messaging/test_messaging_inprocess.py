@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
 
 from meshkit.eventsourcing import Event
@@ -35,7 +36,7 @@ class TestInProcessBus:
         """A fetch on an empty group returns nothing once the clock passes its wait."""
         bus = InProcessBus(clock=clock)
         consumer = bus.consumer("c")
-        async with anyio_task_group() as tg:
+        async with anyio.create_task_group() as tg:
             tg.start_soon(clock.advance_stepwise, 2.0)
             assert list(await consumer.fetch(10, 1.0)) == []
 
@@ -61,9 +62,3 @@ class TestInProcessBus:
         await consumer.ack(delivery)
         await consumer.aclose()
         assert list(await bus.consumer("c").fetch(1, 0.0)) == []
-
-
-def anyio_task_group():  # type: ignore[no-untyped-def]
-    import anyio  # noqa: PLC0415
-
-    return anyio.create_task_group()

@@ -62,7 +62,11 @@ class TestJetStreamConformance(BusConformance):
     ) -> AsyncIterator[None]:
         self.url = nats_url
         self.js, unique = jetstream
-        self.stream, self.subject, self.dead = f"MK_{unique}", f"mk.{unique}.events", f"mk.{unique}.dead"
+        self.stream, self.subject, self.dead = (
+            f"MK_{unique}",
+            f"mk.{unique}.events",
+            f"mk.{unique}.dead",
+        )
         self.publisher = JetStreamPublisher(url=nats_url, subject=self.subject)
         yield
         await self.publisher.aclose()
@@ -83,7 +87,9 @@ class TestJetStreamConformance(BusConformance):
 
     async def publish_undecodable(self) -> str:
         message_id = f"garbage-{uuid.uuid4()}"
-        await self.js.publish(self.subject, b"\xff not an event", headers={"Nats-Msg-Id": message_id})
+        await self.js.publish(
+            self.subject, b"\xff not an event", headers={"Nats-Msg-Id": message_id}
+        )
         return message_id
 
     async def dead_lettered(self, name: str) -> list[tuple[str, str]]:
@@ -141,7 +147,10 @@ class TestJetStreamConsumer:
     async def test_unknown_stream_is_bus_unavailable(self, nats_url: str) -> None:
         """Consuming a stream that does not exist raises BusUnavailableError."""
         consumer = JetStreamConsumer(
-            url=nats_url, stream=f"MK_missing_{uuid.uuid4().hex}", subject="x.y", durable="d",
+            url=nats_url,
+            stream=f"MK_missing_{uuid.uuid4().hex}",
+            subject="x.y",
+            durable="d",
             dead_letter_subject="x.dead",
         )
         with pytest.raises(BusUnavailableError, match="nats subscribe"):
@@ -176,7 +185,10 @@ class TestJetStreamConfiguration:
     def test_bad_configuration_names_the_field(self, field: str, options: dict[str, Any]) -> None:
         """Bad knobs raise ConfigurationError naming the field."""
         base: dict[str, Any] = {
-            "stream": "S", "subject": "a.b", "durable": "d", "dead_letter_subject": "a.dead"
+            "stream": "S",
+            "subject": "a.b",
+            "durable": "d",
+            "dead_letter_subject": "a.dead",
         }
         with pytest.raises(ConfigurationError) as caught:
             JetStreamConsumer(**(base | options))

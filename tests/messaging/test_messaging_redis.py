@@ -71,7 +71,9 @@ class TestRedisStreamConsumer:
         alive = RedisStreamConsumer(
             url=redis_url, stream=stream, group="g", consumer_id="alive", claim_idle=0.2
         )
-        async with Dispatcher(consumer=alive, handler=record_effect, inbox=inbox, fetch_timeout=0.1) as d:
+        async with Dispatcher(
+            consumer=alive, handler=record_effect, inbox=inbox, fetch_timeout=0.1
+        ) as d:
             with anyio.fail_after(30):
                 await d.wait_for(lambda s: s.handled >= len(events))
         await alive.aclose()

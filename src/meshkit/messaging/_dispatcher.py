@@ -172,8 +172,11 @@ class Dispatcher(Generic[_TxT]):
         if exc is None:
             task_group.start_soon(self._drain_watch, task_group.cancel_scope)
             return await task_group.__aexit__(None, None, None)
+        # The body's own error propagates by itself (we return None): the group gets only
+        # its tasks' errors, so the caller sees the body's exception unwrapped.
         task_group.cancel_scope.cancel()
-        return await task_group.__aexit__(exc_type, exc, tb)
+        await task_group.__aexit__(None, None, None)
+        return None
 
     # ------------------------------------------------------------------ tasks
 

@@ -159,13 +159,25 @@ class SQLiteInbox:
     table: str = attrs.field(default="meshkit_inbox", validator=_check_table)
     _ready: bool = attrs.field(init=False, default=False)
 
-    def transaction(self) -> AbstractAsyncContextManager[SQLiteTransaction]:
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SQLiteTransaction]:
         """Begin a write transaction on the store's database (see `SQLiteEventStore`).
+
+        The first one creates the inbox table first, in a transaction of its own.
 
         Raises:
             EventStoreUnavailableError: If SQLite fails to begin or commit.
         """
-        return self.store.transaction()
+        if not self._ready:
+            async with self.store.transaction() as tx:
+                await tx.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self.table} (consumer TEXT NOT NULL, "
+                    "message_id TEXT NOT NULL, processed_at TEXT NOT NULL DEFAULT "
+                    "CURRENT_TIMESTAMP, PRIMARY KEY (consumer, message_id)) WITHOUT ROWID"
+                )
+            self._ready = True
+        async with self.store.transaction() as tx:
+            yield tx
 
     async def claim(self, tx: SQLiteTransaction, consumer: str, message_id: str) -> bool:
         """Insert the inbox row in `tx`; `False` if the message was processed already.
@@ -176,25 +188,12 @@ class SQLiteInbox:
         """
         check_text("consumer", consumer)
         check_text("message_id", message_id)
-        create = not self._ready
-        table = self.table
+        statement = f"INSERT OR IGNORE INTO {self.table} (consumer, message_id) VALUES (?, ?)"  # noqa: S608 - a checked identifier
 
         def run(conn: sqlite3.Connection) -> bool:
-            if create:
-                conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {table} (consumer TEXT NOT NULL, "
-                    "message_id TEXT NOT NULL, processed_at TEXT NOT NULL DEFAULT "
-                    "CURRENT_TIMESTAMP, PRIMARY KEY (consumer, message_id)) WITHOUT ROWID"
-                )
-            cursor = conn.execute(
-                f"INSERT OR IGNORE INTO {table} (consumer, message_id) VALUES (?, ?)",  # noqa: S608 - a checked identifier
-                (consumer, message_id),
-            )
-            return cursor.rowcount == 1
+            return conn.execute(statement, (consumer, message_id)).rowcount == 1
 
-        claimed = await tx.run_sync(run)
-        self._ready = True
-        return claimed
+        return await tx.run_sync(run)
 
 
 @final
@@ -214,13 +213,31 @@ class PostgresInbox:
     table: str = attrs.field(default="meshkit_inbox", validator=_check_table)
     _ready: bool = attrs.field(init=False, default=False)
 
-    def transaction(self) -> AbstractAsyncContextManager[PostgresTransaction]:
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresTransaction]:
         """Begin a transaction on a pooled connection (see `PostgresEventStore`).
+
+        The first one creates the inbox table first, in a transaction of its own.
 
         Raises:
             EventStoreUnavailableError: If PostgreSQL fails to begin or commit.
         """
-        return self.store.transaction()
+        if not self._ready:
+            async with self.store.transaction() as tx:
+                # Two processes creating the table at once would race in the catalog.
+                await tx.execute("SELECT pg_advisory_xact_lock(hashtext('meshkit_inbox'))")
+                await tx.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self._name} (consumer TEXT NOT NULL, "
+                    "message_id TEXT NOT NULL, processed_at TIMESTAMPTZ NOT NULL DEFAULT "
+                    "now(), PRIMARY KEY (consumer, message_id))"
+                )
+            self._ready = True
+        async with self.store.transaction() as tx:
+            yield tx
+
+    @property
+    def _name(self) -> str:
+        return f'"{self.store.schema}".{self.table}'
 
     async def claim(self, tx: PostgresTransaction, consumer: str, message_id: str) -> bool:
         """Insert the inbox row in `tx`; `False` if the message was processed already.
@@ -231,25 +248,12 @@ class PostgresInbox:
         """
         check_text("consumer", consumer)
         check_text("message_id", message_id)
-        create = not self._ready
-        name = f'"{self.store.schema}".{self.table}'
+        statement = (
+            f"INSERT INTO {self._name} (consumer, message_id) VALUES (%s, %s) "  # noqa: S608 - checked identifiers
+            "ON CONFLICT DO NOTHING"
+        ).encode()
 
         def run(conn: psycopg.Connection[Any]) -> bool:
-            if create:
-                # Two processes creating the table at once would race in the catalog.
-                conn.execute(b"SELECT pg_advisory_xact_lock(hashtext('meshkit_inbox'))")
-                conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {name} (consumer TEXT NOT NULL, "
-                    "message_id TEXT NOT NULL, processed_at TIMESTAMPTZ NOT NULL DEFAULT "
-                    "now(), PRIMARY KEY (consumer, message_id))".encode()
-                )
-            cursor = conn.execute(
-                f"INSERT INTO {name} (consumer, message_id) VALUES (%s, %s) "  # noqa: S608 - checked identifiers
-                "ON CONFLICT DO NOTHING".encode(),
-                (consumer, message_id),
-            )
-            return cursor.rowcount == 1
+            return conn.execute(statement, (consumer, message_id)).rowcount == 1
 
-        claimed = await tx.run_sync(run)
-        self._ready = True
-        return claimed
+        return await tx.run_sync(run)
