@@ -18,6 +18,7 @@ import contextlib
 import re
 from typing import TYPE_CHECKING, Any, final
 
+import anyio
 import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
@@ -157,8 +158,11 @@ class JetStreamConsumer:
 
     The consumer is created on first use if it does not exist (an existing one keeps its
     configuration). Before its first fetch, if the durable consumer has messages still
-    awaiting acknowledgement (fetched by a process that died), it waits `ack_wait` so that
-    JetStream redelivers those first: that keeps each key's order across a crash.
+    awaiting acknowledgement (fetched by a process that died), it waits `ack_wait` for
+    JetStream to redeliver them, gathers them all and hands them out in stream order before
+    anything newer: that keeps each key's order across a crash. Run one consumer process per
+    durable name when order matters (JetStream spreads one durable's messages over all its
+    pullers).
 
     Attributes:
         stream: The stream's name.
@@ -172,7 +176,8 @@ class JetStreamConsumer:
         max_deliver: JetStream's own delivery limit (`None`: unlimited). A message past it is
             silently dropped by the server, so keep it above the `DeliveryPolicy`'s
             `max_deliveries`, which dead-letters first.
-        wait_for_redeliveries: Wait `ack_wait` at start when messages are pending (above).
+        wait_for_redeliveries: At start, wait for and reorder a dead predecessor's backlog
+            (above); `False` skips that (for many pullers on one durable, no order).
         serializer: Decodes the payload.
         connect_timeout: Seconds to wait for the connection.
         clock: Time source for the start-up wait.
@@ -194,6 +199,7 @@ class JetStreamConsumer:
     _nc: nats.aio.client.Client | None = attrs.field(init=False, default=None)
     _js: nats.js.JetStreamContext | None = attrs.field(init=False, default=None)
     _sub: nats.js.JetStreamContext.PullSubscription | None = attrs.field(init=False, default=None)
+    _backlog: tuple[int, int] | None = attrs.field(init=False, default=None)
 
     @property
     def name(self) -> str:
@@ -203,21 +209,55 @@ class JetStreamConsumer:
     async def fetch(self, max_messages: int, max_wait: float) -> Sequence[Delivery]:
         """Pull up to `max_messages`, waiting up to `max_wait` seconds for the first.
 
+        The first fetch after start may return more: the whole backlog left by a dead
+        predecessor, sorted back into stream order (see the class docs).
+
         Raises:
             BusUnavailableError: If NATS fails.
             ConfigurationError: If not running on asyncio.
         """
+        sub = await self._subscription()
+        if self._backlog is not None:
+            messages = await self._recover(sub, max_messages)
+        else:
+            messages = await self._pull(sub, max_messages, max_wait)
+        return [self._delivery(message) for message in messages]
+
+    async def _pull(
+        self, sub: nats.js.JetStreamContext.PullSubscription, count: int, max_wait: float
+    ) -> list[nats.aio.msg.Msg]:
         import nats.errors  # noqa: PLC0415 - optional dependency, imported on first use
 
-        sub = await self._subscription()
         try:
             with _translated("fetch"):
-                messages = await sub.fetch(batch=max_messages, timeout=max_wait)
+                return await sub.fetch(batch=count, timeout=max_wait)
         except BusUnavailableError as exc:
             if isinstance(exc.__cause__, nats.errors.TimeoutError):
                 return []
             raise
-        return [self._delivery(message) for message in messages]
+
+    async def _recover(
+        self, sub: nats.js.JetStreamContext.PullSubscription, count: int
+    ) -> list[nats.aio.msg.Msg]:
+        """Collect the redeliveries of what was pending at start, in stream order.
+
+        JetStream queues expired messages for redelivery in the order they expired, which
+        after a crash need not be stream order (a predecessor may have re-fetched only part
+        of its own predecessor's backlog). So the backlog is gathered whole (for at most
+        `ack_wait` more) and sorted; messages newer than it follow it.
+        """
+        assert self._backlog is not None  # noqa: S101 - the caller checks
+        waiting, last_seq = self._backlog
+        self._backlog = None
+        backlog: list[nats.aio.msg.Msg] = []
+        newer: list[nats.aio.msg.Msg] = []
+        deadline = self.clock.now() + self.ack_wait
+        while len(backlog) < waiting and self.clock.now() < deadline:
+            for message in await self._pull(sub, max(count, waiting - len(backlog)), 0.1):
+                old = message.metadata.sequence.stream <= last_seq
+                (backlog if old else newer).append(message)
+        backlog.sort(key=lambda message: message.metadata.sequence.stream)
+        return backlog + newer
 
     async def ack(self, delivery: Delivery) -> None:
         """Acknowledge the message (JetStream will not redeliver it).
@@ -282,13 +322,18 @@ class JetStreamConsumer:
                 sub = await js.pull_subscribe(
                     self.subject, durable=self.durable, stream=self.stream, config=config
                 )
-                pending = (await sub.consumer_info()).num_ack_pending or 0
+                info = await sub.consumer_info()
         except BaseException:
-            await nc.close()
+            with anyio.CancelScope(shield=True):
+                await nc.close()
             raise
         self._nc, self._js, self._sub = nc, js, sub
-        if pending and self.wait_for_redeliveries:
+        waiting = info.num_ack_pending or 0
+        if waiting and self.wait_for_redeliveries:
+            # Messages a dead predecessor fetched come back once their ack_wait ends.
             await self.clock.sleep(self.ack_wait)
+            delivered = info.delivered.stream_seq if info.delivered is not None else None
+            self._backlog = (waiting, delivered or 0)
         return sub
 
     def _delivery(self, message: nats.aio.msg.Msg) -> Delivery:

@@ -83,7 +83,8 @@ class RedisStreamConsumer:
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
     _client: redis.Redis | None = attrs.field(init=False, default=None)
     _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
-    _own_backlog: bool = attrs.field(init=False, default=True)
+    _backlog_from: str | None = attrs.field(init=False, default="0")
+    _claim_from: bytes | str = attrs.field(init=False, default="0-0")
     _next_claim: float = attrs.field(init=False, default=0.0)
 
     @dead_letter_stream.default
@@ -135,7 +136,7 @@ class RedisStreamConsumer:
     async def aclose(self) -> None:
         """Close the connection pool; unacknowledged entries stay pending for this member."""
         client, self._client = self._client, None
-        self._own_backlog = True
+        self._backlog_from = "0"
         if client is not None:
             await anyio.to_thread.run_sync(client.close)
 
@@ -163,15 +164,20 @@ class RedisStreamConsumer:
         claim: bool,  # noqa: FBT001
     ) -> list[tuple[bytes, dict[bytes, bytes] | None, int]]:
         client = self._connect()
-        if self._own_backlog:
-            entries = self._read(client, "0", count, None)
+        if self._backlog_from is not None:
+            # Our own pending entries, walked once from the start: XREADGROUP with an id
+            # returns pending entries above it, including those our lanes still handle.
+            entries = self._read(client, self._backlog_from, count, None)
             if entries:
+                self._backlog_from = entries[-1][0].decode()
                 return self._counted(client, entries)
-            self._own_backlog = False
+            self._backlog_from = None
         if claim:
+            idle_ms = int(self.claim_idle * 1000)
             reply: Any = client.xautoclaim(
-                self.stream, self.group, self.consumer_id, int(self.claim_idle * 1000), count=count
+                self.stream, self.group, self.consumer_id, idle_ms, self._claim_from, count=count
             )
+            self._claim_from = reply[0]
             if reply[1]:
                 return self._counted(client, list(reply[1]))
         return [
