@@ -73,7 +73,7 @@ async def consume(config: dict[str, Any], handling: ProcessEvent) -> None:
         fetch_timeout=0.2,
     )
     async with dispatcher:
-        while await count_effects(store) < config["expected"]:
+        while await count_effects(store) < config["expected"]:  # noqa: ASYNC110 - polls the db
             await anyio.sleep(0.02)
     await consumer.aclose()
     await store.aclose()

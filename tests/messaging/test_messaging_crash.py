@@ -20,11 +20,11 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import _messaging_crash_worker as worker
 import anyio
 import nats
 import pytest
 
-import _messaging_crash_worker as worker
 from meshkit.eventsourcing import Event, RedisStreamPublisher
 from meshkit.messaging import JetStreamPublisher
 
@@ -42,7 +42,9 @@ PER_ROUND = 12
 def forkserver() -> multiprocessing.context.ForkServerContext:
     """A forkserver with meshkit and the drivers imported, so each child starts at once."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["meshkit.messaging", "nats.js", "redis", "_messaging_crash_worker"])
+    context.set_forkserver_preload(
+        ["meshkit.messaging", "nats.js", "redis", "_messaging_crash_worker"]
+    )
     return context
 
 
@@ -123,7 +125,7 @@ def run_crash_test(crasher: Crasher, kills: int) -> None:
 @pytest.fixture
 def nats_stream(nats_url: str, unique: str) -> Iterator[dict[str, Any]]:
     """A unique JetStream stream for one crash test, deleted afterwards."""
-    config = {
+    config: dict[str, Any] = {
         "bus": "nats",
         "url": nats_url,
         "stream": f"MKCRASH_{unique}",
@@ -133,7 +135,7 @@ def nats_stream(nats_url: str, unique: str) -> Iterator[dict[str, Any]]:
         "ack_wait": 0.3,
     }
 
-    async def stream(create: bool) -> None:  # noqa: FBT001
+    async def stream(create: bool) -> None:
         nc = await nats.connect(nats_url)
         js = nc.jetstream()
         if create:
@@ -143,9 +145,9 @@ def nats_stream(nats_url: str, unique: str) -> Iterator[dict[str, Any]]:
             await js.delete_stream(config["stream"])
         await nc.close()
 
-    anyio.run(stream, True)  # noqa: FBT003
+    anyio.run(stream, True)
     yield config
-    anyio.run(stream, False)  # noqa: FBT003
+    anyio.run(stream, False)
 
 
 class TestCrashes:
@@ -156,7 +158,9 @@ class TestCrashes:
 
         def publish(events: list[Event]) -> None:
             async def send() -> None:
-                publisher = JetStreamPublisher(url=nats_stream["url"], subject=nats_stream["subject"])
+                publisher = JetStreamPublisher(
+                    url=nats_stream["url"], subject=nats_stream["subject"]
+                )
                 for event in events:
                     await publisher.publish(event)
                 await publisher.aclose()

@@ -34,7 +34,7 @@ async def read_subject(js: JetStreamContext, stream: str, subject: str) -> list[
         while True:
             batch = await sub.fetch(100, timeout=0.5)
             messages.extend(batch)
-    except nats.errors.TimeoutError:
+    except TimeoutError:  # nats-py's own or asyncio's: nothing more arrived
         pass
     finally:
         await sub.unsubscribe()

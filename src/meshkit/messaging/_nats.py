@@ -226,13 +226,12 @@ class JetStreamConsumer:
     async def _pull(
         self, sub: nats.js.JetStreamContext.PullSubscription, count: int, max_wait: float
     ) -> list[nats.aio.msg.Msg]:
-        import nats.errors  # noqa: PLC0415 - optional dependency, imported on first use
-
         try:
             with _translated("fetch"):
                 return await sub.fetch(batch=count, timeout=max_wait)
         except BusUnavailableError as exc:
-            if isinstance(exc.__cause__, nats.errors.TimeoutError):
+            # nats-py raises its TimeoutError, or asyncio's, when nothing arrived in time.
+            if isinstance(exc.__cause__, TimeoutError):
                 return []
             raise
 
