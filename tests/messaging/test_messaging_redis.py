@@ -132,3 +132,44 @@ class TestRedisConfiguration:
         with pytest.raises(ConfigurationError) as caught:
             RedisStreamConsumer(**(base | options))
         assert caught.value.field == field
+
+
+@pytest.mark.anyio
+class TestRedisOddities:
+    async def test_key_that_is_not_a_stream_is_bus_unavailable(
+        self, redis_url: str, redis_prefix: str
+    ) -> None:
+        """A key holding something else than a stream raises BusUnavailableError."""
+        client = redis.Redis.from_url(redis_url)
+        client.set(f"{redis_prefix}plain", "x")
+        client.close()
+        consumer = RedisStreamConsumer(
+            url=redis_url, stream=f"{redis_prefix}plain", group="g", consumer_id="w"
+        )
+        with pytest.raises(BusUnavailableError, match="WRONGTYPE"):
+            await consumer.fetch(1, 0.1)
+        await consumer.aclose()
+
+    async def test_deleted_pending_entry_is_dead_lettered(
+        self, redis_url: str, redis_prefix: str
+    ) -> None:
+        """An entry deleted while pending comes back as undecodable and is dead-lettered."""
+        stream = f"{redis_prefix}events"
+        publisher = RedisStreamPublisher(url=redis_url, stream_key=stream)
+        await publisher.publish(Event(stream_id="s", version=1, type="T"))
+        await publisher.aclose()
+        first = RedisStreamConsumer(url=redis_url, stream=stream, group="g", consumer_id="w")
+        (delivery,) = await first.fetch(1, 1.0)
+        await first.aclose()
+        client = redis.Redis.from_url(redis_url)
+        client.xdel(stream, delivery.handle)  # type: ignore[arg-type]
+        again = RedisStreamConsumer(url=redis_url, stream=stream, group="g", consumer_id="w")
+        async with Dispatcher(
+            consumer=again, handler=record_effect, inbox=MemoryInbox(), fetch_timeout=0.1
+        ) as dispatcher:
+            with anyio.fail_after(30):
+                await dispatcher.wait_for(lambda s: s.dead_lettered == 1)
+        await again.aclose()
+        letters: Any = client.xrange(f"{stream}:dead-letters")
+        client.close()
+        assert b"deleted" in letters[0][1][b"meshkit_reason"]

@@ -152,6 +152,7 @@ class RedisStreamConsumer:
                     client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
                 except redis.ResponseError as exc:
                     if "BUSYGROUP" not in str(exc):
+                        client.close()
                         raise
                 self._client = client
             return self._client
@@ -248,7 +249,7 @@ class RedisStreamConsumer:
 
 
 def _event_of(fields: dict[bytes, bytes] | None, serializer: Serializer) -> Any:  # noqa: ANN401
-    if fields is None:
+    if not fields:  # Redis returns no fields (None, or {} since 7) for a deleted entry
         msg = "the entry was deleted from the stream"
         raise ValueError(msg)
     meta = dict(_decoded(fields))
