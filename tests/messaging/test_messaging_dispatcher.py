@@ -312,3 +312,22 @@ class TestConfiguration:
         with pytest.raises(ConfigurationError) as caught:
             Dispatcher(consumer=consumer, handler=record_effect, inbox=MemoryInbox())
         assert caught.value.field == "consumer.name"
+
+
+class TestMisconfiguredBus:
+    async def test_configuration_error_from_fetch_stops_the_dispatcher(self) -> None:
+        """A ConfigurationError from the bus is not retried: it ends the dispatcher."""
+
+        class Broken(FlakyConsumer):
+            async def fetch(self, max_messages: int, max_wait: float) -> Sequence[Delivery]:
+                raise ConfigurationError("event loop", "trio", "asyncio only")
+
+        dispatcher = Dispatcher(
+            consumer=Broken(InProcessBus().consumer("c")),
+            handler=record_effect,
+            inbox=MemoryInbox(),
+        )
+        with pytest.raises(ExceptionGroup) as caught:  # noqa: PT012 - the error ends the block
+            async with dispatcher:
+                await anyio.sleep_forever()
+        assert caught.group_contains(ConfigurationError)

@@ -186,6 +186,8 @@ class Dispatcher(Generic[_TxT]):
             while True:
                 try:
                     batch = await self.consumer.fetch(self.batch_size, self.fetch_timeout)
+                except ConfigurationError:
+                    raise  # a wrong setup (e.g. NATS under trio) does not heal by waiting
                 except MeshkitError as exc:
                     failures += 1
                     _LOG.warning("dispatcher %r: fetch failed: %s", self.name, exc)
