@@ -327,7 +327,53 @@ class TestMisconfiguredBus:
             handler=record_effect,
             inbox=MemoryInbox(),
         )
-        with pytest.raises(ExceptionGroup) as caught:  # noqa: PT012 - the error ends the block
+        with pytest.raises(ExceptionGroup) as caught:
             async with dispatcher:
                 await anyio.sleep_forever()
         assert caught.group_contains(ConfigurationError)
+
+
+class TestCommitBatch:
+    async def test_failure_in_a_batch_retries_each_on_its_own(self, clock: FakeClock) -> None:
+        """One failing message rolls its batch back; the others then commit one by one."""
+        bus, inbox = InProcessBus(clock=clock), MemoryInbox()
+        failed: list[int] = []
+
+        async def handler(e: Event, tx: MemoryInboxTransaction) -> None:
+            if e.version == 3 and not failed:
+                failed.append(e.version)
+                raise RuntimeError
+            await record_effect(e, tx)
+
+        for version in range(1, 6):
+            await bus.publish(event(version))
+        dispatcher = Dispatcher(
+            consumer=bus.consumer("c"),
+            handler=handler,
+            inbox=inbox,
+            commit_batch=5,
+            policy=DeliveryPolicy(backoff_initial=0),
+            clock=clock,
+        )
+        async with dispatcher:
+            await dispatcher.wait_for(lambda s: s.handled == 5)
+        assert inbox.data == {"order-1": (1, 2, 3, 4, 5)}
+        assert failed == [3]
+
+    async def test_redelivered_copies_in_one_batch_count_as_duplicates(self) -> None:
+        """A batch holding a message twice applies it once and counts a duplicate."""
+
+        class Doubling(FlakyConsumer):
+            async def fetch(self, max_messages: int, max_wait: float) -> Sequence[Delivery]:
+                got = list(await self.inner.fetch(max_messages, max_wait))
+                return [copy for delivery in got for copy in (delivery, delivery)]
+
+        bus, inbox = InProcessBus(), MemoryInbox()
+        await bus.publish(event(1))
+        dispatcher = Dispatcher(
+            consumer=Doubling(bus.consumer("c")), handler=record_effect, inbox=inbox, commit_batch=8
+        )
+        async with dispatcher:
+            await dispatcher.wait_for(lambda s: s.handled >= 2)
+        assert inbox.data == {"order-1": (1,)}
+        assert dispatcher.statistics().duplicates == 1

@@ -26,7 +26,14 @@ from meshkit._errors import ConfigurationError, MeshkitError
 from meshkit._validate import finite, ge, gt, instance_of, optional, require
 from meshkit.eventsourcing import DeadLetter, DeadLetterStore
 from meshkit.messaging._consumer import Consumer, Delivery
-from meshkit.messaging._core import Attempts, DeadLetterIt, DeliveryPolicy, RetryLater, lane_of
+from meshkit.messaging._core import (
+    Attempts,
+    DeadLetterIt,
+    DeliveryPolicy,
+    Handle,
+    RetryLater,
+    lane_of,
+)
 from meshkit.messaging._inbox import Inbox, check_text
 
 if TYPE_CHECKING:
@@ -80,6 +87,9 @@ class Dispatcher(Generic[_TxT]):
         policy: Retries and backoff before a message is dead-lettered.
         parallelism: Lanes handling different keys at once (one key always one lane).
         batch_size: Messages fetched at once, and buffered per lane.
+        commit_batch: Up to this many messages already waiting in a lane are handled in
+            one inbox transaction (one commit, one fsync); if any of them fails, the
+            transaction is rolled back and each is handled in its own. 1: one per message.
         fetch_timeout: Seconds one fetch waits for messages before asking again.
         drain_timeout: Seconds a normal exit waits for fetched messages to be handled.
         dead_letters: Also park dead-lettered (decodable) events here, if given.
@@ -96,6 +106,7 @@ class Dispatcher(Generic[_TxT]):
     )
     parallelism: int = attrs.field(default=1, validator=[instance_of(int), ge(1)])
     batch_size: int = attrs.field(default=16, validator=[instance_of(int), ge(1)])
+    commit_batch: int = attrs.field(default=1, validator=[instance_of(int), ge(1)])
     fetch_timeout: float = attrs.field(default=1.0, validator=[finite, gt(0)])
     drain_timeout: float = attrs.field(default=30.0, validator=[finite, ge(0)])
     dead_letters: DeadLetterStore | None = attrs.field(
@@ -204,7 +215,13 @@ class Dispatcher(Generic[_TxT]):
         try:
             async with receive:
                 async for delivery in receive:
-                    await self._process(delivery)
+                    batch = [delivery]
+                    while len(batch) < self.commit_batch:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    await self._process_batch(batch)
         finally:
             self._busy_lanes -= 1
             if self._busy_lanes == 0 and self._drained is not None:
@@ -218,6 +235,41 @@ class Dispatcher(Generic[_TxT]):
             return
         _LOG.warning("dispatcher %r: drain timed out; the rest comes again", self.name)
         scope.cancel()
+
+    async def _process_batch(self, batch: list[Delivery]) -> None:
+        """Handle a lane's waiting deliveries in one transaction; one by one if that fails."""
+        if len(batch) > 1 and all(self._fresh(delivery) for delivery in batch):
+            duplicates = await self._try_together(batch)
+            if duplicates is not None:
+                for delivery in batch:
+                    await self._quietly("ack", self.consumer.ack(delivery))
+                for _ in range(duplicates):
+                    self._count("duplicates")
+                for _ in range(len(batch)):
+                    self._count("handled")
+                return
+        for delivery in batch:
+            await self._process(delivery)
+
+    def _fresh(self, delivery: Delivery) -> bool:
+        return isinstance(
+            Attempts(self.policy, delivery.delivered).start(delivery.decode_error), Handle
+        )
+
+    async def _try_together(self, batch: list[Delivery]) -> int | None:
+        """Run the batch in one inbox transaction; return the duplicates, `None` on failure."""
+        duplicates = 0
+        try:
+            async with self.inbox.transaction() as tx:
+                for delivery in batch:
+                    assert delivery.event is not None  # noqa: S101 - _fresh checked it
+                    if await self.inbox.claim(tx, self.name, delivery.message_id):
+                        await self.handler(delivery.event, tx)
+                    else:
+                        duplicates += 1
+        except Exception:  # noqa: BLE001 - rolled back: each is then tried on its own
+            return None
+        return duplicates
 
     async def _process(self, delivery: Delivery) -> None:
         attempts = Attempts(self.policy, delivery.delivered)

@@ -169,6 +169,16 @@ class BusConformance(abc.ABC):
         for key in {event.stream_id for event in events}:
             _check(inbox.data[key] == (1, 2, 3, 4, 5), f"{key}: {inbox.data[key]}")
 
+    async def test_batched_commits_keep_effects_and_order(self) -> None:
+        """With several messages per inbox transaction, effects stay once and in order."""
+        events = make_bus_events(keys=2, per_key=6)
+        name, inbox = self.consumer_name(), MemoryInbox()
+        await self.publish(events)
+        async with self.dispatching(name, inbox, parallelism=2, commit_batch=4) as dispatcher:
+            await self.wait(dispatcher, lambda s: s.handled >= len(events))
+        for key in {event.stream_id for event in events}:
+            _check(inbox.data[key] == (1, 2, 3, 4, 5, 6), f"{key}: {inbox.data[key]}")
+
     async def test_redelivers_after_crash_before_ack(self) -> None:
         """What a consumer fetched and never acknowledged is delivered again after it dies."""
         events = make_bus_events(keys=1, per_key=3)
