@@ -3,8 +3,9 @@
 meshkit's path: `PER_ROUND` events already stored in a SQLite event store are relayed by
 `outbox_relay` to the bus (`JetStreamPublisher` / `RedisStreamPublisher`), consumed by
 `Dispatcher`s over `JetStreamConsumer` / `RedisStreamConsumer`, and each one is handled in an
-inbox transaction on a second SQLite file (the consuming service's database: the handler
-inserts a row, the inbox records the message, one commit) and acknowledged after it.
+inbox transaction on a second SQLite file (the consuming service's database, WAL with
+synchronous=FULL: the handler inserts a row, the inbox records the message; up to
+`COMMIT_BATCH` waiting messages of a lane share one commit) and acknowledged after it.
 
 FastStream's path, in the same session on the same servers: `broker.publish` of the same
 number of messages (JetStream publish with its ack; XADD) while its subscribers (a durable
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 
 PER_ROUND = int(os.environ.get("MESHKIT_BENCH_EVENTS", "2000"))
 ROUNDS = 3
+COMMIT_BATCH = int(os.environ.get("MESHKIT_BENCH_COMMIT_BATCH", "32"))
 NATS_URL = os.environ.get("MESHKIT_NATS_URL", "nats://127.0.0.1:4222")
 REDIS_URL = os.environ.get("MESHKIT_REDIS_URL", "redis://127.0.0.1:6379/0")
 DATA = b'{"order_id":"o-1","total":42,"lines":[{"sku":"A","qty":1}]}'
@@ -128,6 +130,7 @@ async def meshkit_round(
             inbox=inbox,
             batch_size=64,
             parallelism=4,
+            commit_batch=COMMIT_BATCH,
             fetch_timeout=0.2,
         )
         for c in consumers
