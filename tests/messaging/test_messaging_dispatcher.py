@@ -368,12 +368,20 @@ class TestCommitBatch:
                 got = list(await self.inner.fetch(max_messages, max_wait))
                 return [copy for delivery in got for copy in (delivery, delivery)]
 
-        bus, inbox = InProcessBus(), MemoryInbox()
+        bus, inbox, gate = InProcessBus(), MemoryInbox(), anyio.Event()
+
+        async def handler(e: Event, tx: MemoryInboxTransaction) -> None:
+            await gate.wait()  # the first message holds the lane while the rest queue up
+            await record_effect(e, tx)
+
         await bus.publish(event(1))
+        await bus.publish(event(2))
         dispatcher = Dispatcher(
-            consumer=Doubling(bus.consumer("c")), handler=record_effect, inbox=inbox, commit_batch=8
+            consumer=Doubling(bus.consumer("c")), handler=handler, inbox=inbox, commit_batch=8
         )
         async with dispatcher:
-            await dispatcher.wait_for(lambda s: s.handled >= 2)
-        assert inbox.data == {"order-1": (1,)}
-        assert dispatcher.statistics().duplicates == 1
+            await anyio.wait_all_tasks_blocked()
+            gate.set()
+            await dispatcher.wait_for(lambda s: s.handled >= 4)
+        assert inbox.data == {"order-1": (1, 2)}
+        assert dispatcher.statistics().duplicates == 2
