@@ -210,3 +210,30 @@ class TestPostgresInbox:
         async with inbox.transaction() as tx:
             assert isinstance(tx, PostgresTransaction)
             assert await inbox.claim(tx, "c", "m")
+
+
+class TestPostgresEndToEnd:
+    async def test_event_log_bus_with_postgres_inbox(self, pg_store: PostgresEventStore) -> None:
+        """The store's log consumed into PostgreSQL: effects once, checkpoint saved."""
+        effects = f'"{pg_store.schema}".effects'
+        for version in (1, 2, 3):
+            event = Event(stream_id="order-1", version=version, type="OrderPlaced")
+            await pg_store.append("order-1", [event], version - 1)
+
+        async def handler(event: Event, tx: PostgresTransaction) -> None:
+            await tx.execute(
+                f"INSERT INTO {effects} VALUES (%s, %s)",  # noqa: S608 - a test's own table
+                (event.stream_id, event.version),
+            )
+
+        consumer = EventLogConsumer(name="billing", store=pg_store, checkpoints=pg_store)
+        inbox = PostgresInbox(store=pg_store)
+        async with Dispatcher(
+            consumer=consumer, handler=handler, inbox=inbox, commit_batch=2
+        ) as dispatcher:
+            with anyio.fail_after(30):
+                await dispatcher.wait_for(lambda s: s.handled == 3)
+        async with pg_store.transaction() as tx:
+            rows = await tx.execute(f"SELECT version FROM {effects} ORDER BY version")  # noqa: S608
+        assert rows == [(1,), (2,), (3,)]
+        assert await pg_store.load_checkpoint("billing") == 3
