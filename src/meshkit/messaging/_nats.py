@@ -40,6 +40,7 @@ __all__ = ["JetStreamConsumer", "JetStreamPublisher"]
 _SUBJECT = re.compile(r"^[^\s.*>]+(\.[^\s.]+)*$")
 _NAME = re.compile(r"^[^\s.*>/\\]+$")
 _HEADER_SAFE = re.compile(r"[^\x20-\x7e]")
+_RECOVER_WAIT = 0.1  # seconds each pull for a dead predecessor's backlog waits
 
 
 def _subject(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -250,9 +251,13 @@ class JetStreamConsumer:
         self._backlog = None
         backlog: list[nats.aio.msg.Msg] = []
         newer: list[nats.aio.msg.Msg] = []
-        deadline = self.clock.now() + self.ack_wait
-        while len(backlog) < waiting and self.clock.now() < deadline:
-            for message in await self._pull(sub, max(count, waiting - len(backlog)), 0.1):
+        # Each empty pull waits 0.1 s on the server: give up after about `ack_wait` of them
+        # (what is still missing was acknowledged late, or belongs to a live sibling).
+        empty_pulls = 0
+        while len(backlog) < waiting and empty_pulls * _RECOVER_WAIT < self.ack_wait:
+            pulled = await self._pull(sub, max(count, waiting - len(backlog)), _RECOVER_WAIT)
+            empty_pulls += not pulled
+            for message in pulled:
                 old = message.metadata.sequence.stream <= last_seq
                 (backlog if old else newer).append(message)
         backlog.sort(key=lambda message: message.metadata.sequence.stream)
