@@ -150,6 +150,8 @@ def nats_stream(nats_url: str, unique: str) -> Iterator[dict[str, Any]]:
     anyio.run(stream, False)
 
 
+@pytest.mark.nats
+@pytest.mark.redis
 class TestCrashes:
     def test_nats_consumer_killed_at_random_points(
         self, forkserver: Any, nats_stream: dict[str, Any], tmp_path: Path

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from nats.js import JetStreamContext
 
 
+pytestmark = pytest.mark.nats
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     """nats-py runs on asyncio only."""

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
+pytestmark = pytest.mark.nats
+
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
 

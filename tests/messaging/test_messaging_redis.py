@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
 
+pytestmark = pytest.mark.redis
+
+
 class TestRedisConformance(BusConformance):
     @pytest.fixture(autouse=True)
     async def _redis(self, redis_url: str, redis_prefix: str) -> AsyncIterator[None]:
