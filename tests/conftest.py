@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from meshkit.testing import FakeClock
+from services import missing_service
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -32,18 +33,6 @@ settings.load_profile("ci" if os.environ.get("CI") else "meshkit")
 
 POSTGRES_DSN = os.environ.get("MESHKIT_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("MESHKIT_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def services_required() -> bool:
-    """Return whether a missing real service must fail the test instead of skipping it."""
-    return os.environ.get("MESHKIT_REQUIRE_SERVICES", "") not in {"", "0", "false", "no"}
-
-
-def missing_service(reason: str) -> None:
-    """Skip the current test for a missing service, or fail it when services are required."""
-    if services_required():
-        pytest.fail(f"{reason} (MESHKIT_REQUIRE_SERVICES is set, so this is a failure)")
-    pytest.skip(reason)
 
 
 def _port_open(host: str, port: int) -> bool:

@@ -1,6 +1,6 @@
 """Crash tests: a consumer process SIGKILLed at random points while handling, on real buses.
 
-Each round publishes a few more events, forks a consumer (`_messaging_crash_worker`), waits
+Each round publishes a few more events, forks a consumer (`messaging_crash_worker`), waits
 until it is handling, and SIGKILLs it a random moment later; a last consumer then finishes.
 Afterwards every event has exactly one effect row (none lost, none doubled) and each key's
 rows are in version order. `MESHKIT_CRASH_KILLS` sets the kill points per run across NATS
@@ -20,11 +20,11 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-import _messaging_crash_worker as worker
 import anyio
 import nats
 import pytest
 
+import messaging_crash_worker as worker
 from meshkit.eventsourcing import Event, RedisStreamPublisher
 from meshkit.messaging import JetStreamPublisher
 
@@ -43,7 +43,7 @@ def forkserver() -> multiprocessing.context.ForkServerContext:
     """A forkserver with meshkit and the drivers imported, so each child starts at once."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(
-        ["meshkit.messaging", "nats.js", "redis", "_messaging_crash_worker"]
+        ["meshkit.messaging", "nats.js", "redis", "messaging_crash_worker"]
     )
     return context
 
