@@ -183,6 +183,10 @@ class TestJetStreamConfiguration:
             ("max_deliver", {"max_deliver": 0}),
             ("ack_wait", {"ack_wait": 0}),
             ("ack_wait", {"ack_wait": float("inf")}),
+            ("stream", {"stream": "a\0b"}),
+            ("durable", {"durable": "\ud800"}),
+            ("subject", {"subject": "a.\0"}),
+            ("dead_letter_subject", {"dead_letter_subject": "a.\ud800"}),
         ],
     )
     def test_bad_configuration_names_the_field(self, field: str, options: dict[str, Any]) -> None:
@@ -201,4 +205,13 @@ class TestJetStreamConfiguration:
         """An empty publisher subject is a ConfigurationError naming `subject`."""
         with pytest.raises(ConfigurationError) as caught:
             JetStreamPublisher(subject="")
+        assert caught.value.field == "subject"
+
+    @pytest.mark.parametrize("bad", ["has space", "a.\0", "a.\ud800", ""])
+    def test_bad_subject_from_function_is_refused(self, bad: str) -> None:
+        """A subject function's bad result is refused before it reaches the connection."""
+        publisher = JetStreamPublisher(url="nats://127.0.0.1:1", subject=lambda _: bad)
+        event = Event(stream_id="s", version=1, type="T")
+        with pytest.raises(ConfigurationError) as caught:
+            anyio.run(publisher.publish, event, backend="asyncio")
         assert caught.value.field == "subject"

@@ -27,6 +27,7 @@ from meshkit._validate import finite, ge, gt, instance_of, optional, require
 from meshkit.eventsourcing import Event, JSONSerializer, Serializer
 from meshkit.messaging._codec import decode, decode_envelope, encode_envelope
 from meshkit.messaging._consumer import Delivery
+from meshkit.messaging._inbox import check_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     import nats.aio.msg
     import nats.js
 
-__all__ = ["JetStreamConsumer", "JetStreamPublisher"]
+__all__ = ["JetStreamConsumer", "JetStreamPublisher", "check_subject"]
 
 _SUBJECT = re.compile(r"^[^\s.*>]+(\.[^\s.]+)*$")
 _NAME = re.compile(r"^[^\s.*>/\\]+$")
@@ -43,14 +44,21 @@ _HEADER_SAFE = re.compile(r"[^\x20-\x7e]")
 _RECOVER_WAIT = 0.1  # seconds each pull for a dead predecessor's backlog waits
 
 
+def check_subject(field: str, value: object) -> None:
+    """Refuse what is not a NATS subject (NUL or a lone surrogate would break the wire)."""
+    ok = isinstance(value, str) and _SUBJECT.match(value) is not None
+    require(ok, field, value, "must be a non-empty NATS subject without spaces")
+    check_text(field, value)
+
+
 def _subject(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    ok = isinstance(value, str) and value != "" and _SUBJECT.match(value) is not None
-    require(ok, attribute.name, value, "must be a non-empty NATS subject without spaces")
+    check_subject(attribute.name, value)
 
 
 def _name(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     ok = isinstance(value, str) and _NAME.match(value) is not None
     require(ok, attribute.name, value, "must be a non-empty name without '.', '*', '>' or spaces")
+    check_text(attribute.name, value)
 
 
 def _require_asyncio() -> None:
@@ -127,9 +135,13 @@ class JetStreamPublisher:
 
         Raises:
             PublishError: If NATS fails or no stream takes the subject (the relay retries).
-            ConfigurationError: If not running on asyncio.
+            ConfigurationError: If not running on asyncio, or the subject function returned
+                something that is not a NATS subject.
         """
         subject = self.subject(event) if callable(self.subject) else self.subject
+        # A bad subject would not fail alone: nats-py would send a line the server cannot
+        # parse, and the server would drop the whole connection.
+        check_subject("subject", subject)
         body = encode_envelope(event, self.serializer)
         try:
             js = await self._context()
