@@ -281,6 +281,36 @@ class TestBusFailures:
         assert len(reports) == 1
         assert "on_dead_letter failed" in caplog.text
 
+    async def test_fetch_failure_with_zero_backoff_waits_a_fetch_timeout(
+        self, clock: FakeClock
+    ) -> None:
+        """With a zero backoff, a failing fetch is retried after fetch_timeout, not in a spin."""
+        calls: list[float] = []
+
+        class Counted(FlakyConsumer):
+            async def fetch(self, max_messages: int, max_wait: float) -> Sequence[Delivery]:
+                calls.append(clock.now())
+                return await super().fetch(max_messages, max_wait)
+
+        consumer = Counted(InProcessBus(clock=clock).consumer("c"), failing={"fetch"})
+        policy = DeliveryPolicy(backoff_initial=0, backoff_max=0)
+        dispatcher = Dispatcher(
+            consumer=consumer,
+            handler=record_effect,
+            inbox=MemoryInbox(),
+            policy=policy,
+            fetch_timeout=2.0,
+            clock=clock,
+        )
+        async with dispatcher:
+            with anyio.fail_after(10):
+                await clock.wait_sleepers(1)
+            assert calls == [0.0]
+            clock.advance(2.0)
+            with anyio.fail_after(10):
+                await clock.wait_sleepers(1)
+            assert calls == [0.0, 2.0]
+
 
 class TestConfiguration:
     @pytest.mark.parametrize(

@@ -90,7 +90,8 @@ class Dispatcher(Generic[_TxT]):
         commit_batch: Up to this many messages already waiting in a lane are handled in
             one inbox transaction (one commit, one fsync); if any of them fails, the
             transaction is rolled back and each is handled in its own. 1: one per message.
-        fetch_timeout: Seconds one fetch waits for messages before asking again.
+        fetch_timeout: Seconds one fetch waits for messages before asking again; also the
+            least wait after a failed fetch.
         drain_timeout: Seconds a normal exit waits for fetched messages to be handled.
         dead_letters: Also park dead-lettered (decodable) events here, if given.
         on_dead_letter: Awaited with each delivery sent to the dead-letter place and the
@@ -202,7 +203,10 @@ class Dispatcher(Generic[_TxT]):
                 except MeshkitError as exc:
                     failures += 1
                     _LOG.warning("dispatcher %r: fetch failed: %s", self.name, exc)
-                    await self.clock.sleep(self.policy.backoff(failures))
+                    # Never faster than an idle poll: a zero handler backoff must not turn a
+                    # bus outage into a busy loop.
+                    delay = max(self.policy.backoff(failures), self.fetch_timeout)
+                    await self.clock.sleep(delay)
                     continue
                 failures = 0
                 for delivery in batch:
