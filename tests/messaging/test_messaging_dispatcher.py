@@ -10,8 +10,8 @@ import anyio.lowlevel
 import attrs
 import pytest
 
-from meshkit import BusUnavailableError, ConfigurationError
-from meshkit.eventsourcing import Event
+from meshkit import BusUnavailableError, ConfigurationError, EventStoreUnavailableError
+from meshkit.eventsourcing import DeadLetter, Event
 from meshkit.messaging import (
     Delivery,
     DeliveryPolicy,
@@ -310,6 +310,38 @@ class TestBusFailures:
             with anyio.fail_after(10):
                 await clock.wait_sleepers(1)
             assert calls == [0.0, 2.0]
+
+    async def test_failing_dead_letter_store_keeps_the_message(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A dead-letter store that fails is logged; the message is not acknowledged."""
+
+        class DownStore:
+            async def park(self, letter: DeadLetter) -> None:
+                raise EventStoreUnavailableError("sqlite", "park", "disk full")
+
+            async def dead_letters(self, subscription: str) -> list[DeadLetter]:
+                return []
+
+        async def handler(e: Event, tx: MemoryInboxTransaction) -> None:
+            raise RuntimeError
+
+        bus = InProcessBus()
+        await bus.publish(event())
+        dispatcher = Dispatcher(
+            consumer=bus.consumer("c"),
+            handler=handler,
+            inbox=MemoryInbox(),
+            policy=DeliveryPolicy(max_deliveries=1),
+            dead_letters=DownStore(),
+        )
+        with caplog.at_level(logging.WARNING, "meshkit.messaging"):
+            async with dispatcher:
+                with anyio.fail_after(10):
+                    while "park failed" not in caplog.text:
+                        await anyio.lowlevel.checkpoint()
+        assert dispatcher.statistics().dead_lettered == 0
+        assert bus.dead_letters("c") == []
 
 
 class TestConfiguration:

@@ -93,7 +93,8 @@ class Dispatcher(Generic[_TxT]):
         fetch_timeout: Seconds one fetch waits for messages before asking again; also the
             least wait after a failed fetch.
         drain_timeout: Seconds a normal exit waits for fetched messages to be handled.
-        dead_letters: Also park dead-lettered (decodable) events here, if given.
+        dead_letters: Also park dead-lettered (decodable) events here, if given; if that
+            fails with a meshkit error, it is logged and the message is not acknowledged.
         on_dead_letter: Awaited with each delivery sent to the dead-letter place and the
             reason; if it raises, the error is logged (logger `meshkit.messaging`).
         clock: Time source for the backoff and the drain timeout.
@@ -314,7 +315,9 @@ class Dispatcher(Generic[_TxT]):
                 error=reason,
                 attempts=max(attempts, 1),
             )
-            await self.dead_letters.park(letter)
+            # Like a failed bus call: logged, not acknowledged, so the message comes again.
+            if not await self._quietly("park", self.dead_letters.park(letter)):
+                return
         if not await self._quietly("dead_letter", self.consumer.dead_letter(delivery, reason)):
             return
         self._count("dead_lettered")
