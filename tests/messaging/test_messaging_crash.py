@@ -88,10 +88,12 @@ class Crasher:
         for _ in range(kills):
             self.publish_round()
             process, handling = self.start()
-            assert handling.wait(60), f"the consumer never handled anything (seed {SEED})"
-            time.sleep(self.random.uniform(0, 0.03))
-            process.kill()
-            process.join(30)
+            try:
+                assert handling.wait(60), f"the consumer never handled anything (seed {SEED})"
+                time.sleep(self.random.uniform(0, 0.03))
+            finally:  # a failed round must not leave a consumer running on
+                process.kill()
+                process.join(30)
             killed += process.exitcode == -signal.SIGKILL
         return killed
 
@@ -100,6 +102,7 @@ class Crasher:
         process.join(90)
         if process.exitcode is None:  # pragma: no cover - only when the test fails
             process.kill()
+            process.join(30)
         assert process.exitcode == 0, f"the last consumer did not finish (seed {SEED})"
 
     def check(self) -> None:

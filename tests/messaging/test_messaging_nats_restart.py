@@ -70,13 +70,18 @@ class OwnServer:
                 time.sleep(0.05)
             else:
                 return
+        self.stop()  # pragma: no cover - never leave a server behind
         pytest.fail("the private nats-server did not start")  # pragma: no cover
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(20)
-            self.process = None
+        process, self.process = self.process, None
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:  # pragma: no cover - a hung server
+                process.kill()
+                process.wait(20)
 
 
 @pytest.fixture
