@@ -185,7 +185,8 @@ class JetStreamConsumer:
             the `Meshkit-Reason` header); a stream must take this subject to keep them.
         url: The NATS server URL.
         ack_wait: Seconds JetStream waits for an ack before redelivering; longer than the
-            slowest handling (retries are announced with `in_progress`, which resets it).
+            slowest handling, and than the policy's `backoff_max` plus a handling (each
+            retry sends `in_progress`, which restarts it, before its backoff wait).
         max_deliver: JetStream's own delivery limit (`None`: unlimited). A message past it is
             silently dropped by the server, so keep it above the `DeliveryPolicy`'s
             `max_deliveries`, which dead-letters first.
