@@ -9,7 +9,8 @@ import pytest
 import redis
 
 from meshkit import BusUnavailableError, ConfigurationError
-from meshkit.eventsourcing import Event, RedisStreamPublisher
+from meshkit.eventsourcing import Event, JSONSerializer, RedisStreamPublisher
+from meshkit.eventsourcing._redis_publisher import event_fields
 from meshkit.messaging import Dispatcher, MemoryInbox, RedisStreamConsumer
 from meshkit.testing import BusConformance
 from meshkit.testing._bus_conformance import make_bus_events, record_effect
@@ -176,3 +177,31 @@ class TestRedisOddities:
         letters: Any = client.xrange(f"{stream}:dead-letters")
         client.close()
         assert b"deleted" in letters[0][1][b"meshkit_reason"]
+
+
+class ReplyOfRedis62:
+    """A client answering XAUTOCLAIM as Redis 6.2 does: a deleted entry is a nil."""
+
+    def xautoclaim(self, *args: Any, **kwargs: Any) -> Any:
+        event = Event(stream_id="s", version=1, type="T")
+        written = event_fields(event, JSONSerializer())
+        fields = {
+            k.encode(): v if isinstance(v, bytes) else str(v).encode() for k, v in written.items()
+        }
+        return [b"0-0", [(None, None), (b"5-0", fields)]]
+
+    def xpending_range(self, *args: Any, **kwargs: Any) -> Any:
+        return [{"message_id": b"5-0", "times_delivered": 3}]
+
+
+@pytest.mark.anyio
+class TestOldRedisReplies:
+    async def test_nil_entry_of_xautoclaim_is_skipped(self) -> None:
+        """A deleted entry that XAUTOCLAIM returns as nil (Redis 6.2) is skipped, not a crash."""
+        consumer = RedisStreamConsumer(stream="s", group="g", consumer_id="w")
+        consumer._client = ReplyOfRedis62()  # type: ignore[assignment]
+        consumer._backlog_from = None  # past the walk of its own pending entries
+        (delivery,) = await consumer.fetch(10, 0.1)
+        assert delivery.handle == b"5-0"
+        assert delivery.delivered == 3
+        assert delivery.decode_error is None

@@ -179,8 +179,11 @@ class RedisStreamConsumer:
                 self.stream, self.group, self.consumer_id, idle_ms, self._claim_from, count=count
             )
             self._claim_from = reply[0]
-            if reply[1]:
-                return self._counted(client, list(reply[1]))
+            # Redis 7 drops deleted entries from the pending list and reports them apart;
+            # Redis 6.2 returns each as a nil, without its id: nothing to hand out or ack.
+            claimed = [entry for entry in reply[1] if entry[0] is not None]
+            if claimed:
+                return self._counted(client, claimed)
         return [
             (entry_id, fields, 1) for entry_id, fields in self._read(client, ">", count, block_ms)
         ]
