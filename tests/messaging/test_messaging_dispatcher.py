@@ -351,6 +351,7 @@ class TestConfiguration:
             ("parallelism", {"parallelism": 0}),
             ("batch_size", {"batch_size": 0}),
             ("fetch_timeout", {"fetch_timeout": 0}),
+            ("fetch_timeout", {"fetch_timeout": 1e300}),
             ("drain_timeout", {"drain_timeout": float("nan")}),
             ("consumer", {"consumer": object()}),
             ("inbox", {"inbox": object()}),

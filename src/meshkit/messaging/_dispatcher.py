@@ -23,7 +23,7 @@ import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import ConfigurationError, MeshkitError
-from meshkit._validate import finite, ge, gt, instance_of, optional, require
+from meshkit._validate import finite, ge, gt, instance_of, le, optional, require
 from meshkit.eventsourcing import DeadLetter, DeadLetterStore
 from meshkit.messaging._consumer import Consumer, Delivery
 from meshkit.messaging._core import (
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["Dispatcher", "DispatcherStatistics", "MessageHandler"]
 
 _LOG = logging.getLogger("meshkit.messaging")
+_HOUR = 3600.0
 _TxT = TypeVar("_TxT")
 
 MessageHandler = Callable[["Event", _TxT], Awaitable[None]]
@@ -90,8 +91,8 @@ class Dispatcher(Generic[_TxT]):
         commit_batch: Up to this many messages already waiting in a lane are handled in
             one inbox transaction (one commit, one fsync); if any of them fails, the
             transaction is rolled back and each is handled in its own. 1: one per message.
-        fetch_timeout: Seconds one fetch waits for messages before asking again; also the
-            least wait after a failed fetch.
+        fetch_timeout: Seconds one fetch waits for messages before asking again (at most
+            3600); also the least wait after a failed fetch.
         drain_timeout: Seconds a normal exit waits for fetched messages to be handled.
         dead_letters: Also park dead-lettered (decodable) events here, if given; if that
             fails with a meshkit error, it is logged and the message is not acknowledged.
@@ -109,7 +110,9 @@ class Dispatcher(Generic[_TxT]):
     parallelism: int = attrs.field(default=1, validator=[instance_of(int), ge(1)])
     batch_size: int = attrs.field(default=16, validator=[instance_of(int), ge(1)])
     commit_batch: int = attrs.field(default=1, validator=[instance_of(int), ge(1)])
-    fetch_timeout: float = attrs.field(default=1.0, validator=[finite, gt(0)])
+    # At most an hour: the buses turn it into a long-poll timeout (milliseconds for Redis,
+    # nanoseconds for NATS) that must fit their integers, and it paces fetch retries.
+    fetch_timeout: float = attrs.field(default=1.0, validator=[finite, gt(0), le(_HOUR)])
     drain_timeout: float = attrs.field(default=30.0, validator=[finite, ge(0)])
     dead_letters: DeadLetterStore | None = attrs.field(
         default=None, validator=optional(instance_of(DeadLetterStore))
