@@ -183,6 +183,7 @@ class TestJetStreamConfiguration:
             ("max_deliver", {"max_deliver": 0}),
             ("ack_wait", {"ack_wait": 0}),
             ("ack_wait", {"ack_wait": float("inf")}),
+            ("ack_wait", {"ack_wait": 1e300}),
             ("stream", {"stream": "a\0b"}),
             ("durable", {"durable": "\ud800"}),
             ("subject", {"subject": "a.\0"}),

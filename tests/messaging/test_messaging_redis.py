@@ -128,6 +128,7 @@ class TestRedisConfiguration:
             ("consumer_id", {"consumer_id": "\ud800"}),
             ("claim_idle", {"claim_idle": 0}),
             ("claim_idle", {"claim_idle": float("nan")}),
+            ("claim_idle", {"claim_idle": 1e300}),
         ],
     )
     def test_bad_configuration_names_the_field(self, field: str, options: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import BusUnavailableError, ConfigurationError, PublishError
-from meshkit._validate import finite, ge, gt, instance_of, optional, require
+from meshkit._validate import finite, ge, gt, instance_of, le, optional, require
 from meshkit.eventsourcing import Event, JSONSerializer, Serializer
 from meshkit.messaging._codec import decode, decode_envelope, encode_envelope
 from meshkit.messaging._consumer import Delivery
@@ -41,6 +41,7 @@ __all__ = ["JetStreamConsumer", "JetStreamPublisher", "check_subject"]
 _SUBJECT = re.compile(r"^[^\s.*>]+(\.[^\s.]+)*$")
 _NAME = re.compile(r"^[^\s.*>/\\]+$")
 _HEADER_SAFE = re.compile(r"[^\x20-\x7e]")
+_WEEK = 7 * 24 * 3600.0
 _RECOVER_WAIT = 0.1  # seconds each pull for a dead predecessor's backlog waits
 
 
@@ -186,7 +187,8 @@ class JetStreamConsumer:
         url: The NATS server URL.
         ack_wait: Seconds JetStream waits for an ack before redelivering; longer than the
             slowest handling, and than the policy's `backoff_max` plus a handling (each
-            retry sends `in_progress`, which restarts it, before its backoff wait).
+            retry sends `in_progress`, which restarts it, before its backoff wait); at most
+            a week.
         max_deliver: JetStream's own delivery limit (`None`: unlimited). A message past it is
             silently dropped by the server, so keep it above the `DeliveryPolicy`'s
             `max_deliveries`, which dead-letters first.
@@ -202,7 +204,9 @@ class JetStreamConsumer:
     durable: str = attrs.field(validator=_name)
     dead_letter_subject: str = attrs.field(validator=_subject)
     url: str = attrs.field(default="nats://127.0.0.1:4222", validator=instance_of(str))
-    ack_wait: float = attrs.field(default=30.0, validator=[finite, gt(0)])
+    # At most a week: JetStream takes it as int64 nanoseconds, and the consumer sleeps it
+    # at start while a dead predecessor's messages come back.
+    ack_wait: float = attrs.field(default=30.0, validator=[finite, gt(0), le(_WEEK)])
     max_deliver: int | None = attrs.field(
         default=None, validator=[optional(instance_of(int)), optional(ge(1))]
     )

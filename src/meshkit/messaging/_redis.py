@@ -19,7 +19,7 @@ import attrs
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
 from meshkit._errors import BusUnavailableError
-from meshkit._validate import finite, gt, instance_of
+from meshkit._validate import finite, gt, instance_of, le
 from meshkit.eventsourcing import JSONSerializer, Serializer
 from meshkit.messaging._codec import decode, event_from_meta
 from meshkit.messaging._consumer import Delivery
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["RedisStreamConsumer"]
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
+_WEEK = 7 * 24 * 3600.0
 
 
 def _text(_inst: object, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -68,7 +69,8 @@ class RedisStreamConsumer:
         dead_letter_stream: Where dead-lettered entries are added, with the reason
             (default: `"<stream>:dead-letters"`).
         claim_idle: Seconds an entry stays pending with a silent member before another
-            member takes it over; longer than the slowest handling (retries included).
+            member takes it over; longer than the slowest handling (retries included), at
+            most a week.
         serializer: Decodes the `data` field.
         clock: Paces the reclaim checks.
     """
@@ -78,7 +80,9 @@ class RedisStreamConsumer:
     consumer_id: str = attrs.field(validator=_text)
     url: str = attrs.field(default="redis://127.0.0.1:6379/0", validator=instance_of(str))
     dead_letter_stream: str = attrs.field(validator=_text)
-    claim_idle: float = attrs.field(default=60.0, validator=[finite, gt(0)])
+    # At most a week: XAUTOCLAIM takes it as integer milliseconds, and a pending entry
+    # idle that long belongs to a member that is gone.
+    claim_idle: float = attrs.field(default=60.0, validator=[finite, gt(0), le(_WEEK)])
     serializer: Serializer = attrs.field(factory=JSONSerializer, validator=instance_of(Serializer))
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, validator=instance_of(Clock))
     _client: redis.Redis | None = attrs.field(init=False, default=None)
