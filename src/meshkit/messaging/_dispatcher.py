@@ -59,7 +59,8 @@ class DispatcherStatistics:
     """Counters of a dispatcher since it was built.
 
     Attributes:
-        handled: Messages whose handler committed and that were acknowledged.
+        handled: Deliveries acknowledged after their inbox transaction committed,
+            `duplicates` included (so `handled` alone counts every delivery done with).
         duplicates: Deliveries skipped because the inbox had them already.
         retries: Handler failures followed by a retry.
         dead_lettered: Messages sent to the dead-letter place.
