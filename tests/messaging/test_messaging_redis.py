@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import pytest
@@ -109,6 +109,29 @@ class TestRedisStreamConsumer:
         assert (delivery.delivered, redelivery.delivered) == (1, 2)
         assert redelivery.message_id == delivery.message_id
 
+    async def test_reclaimed_counts_hold_past_many_own_pending_entries(
+        self, redis_url: str, redis_prefix: str
+    ) -> None:
+        """Reclaimed entries get their own counts, however many of ours lie between them."""
+        stream, inner = f"{redis_prefix}events", 150
+        client = redis.Redis.from_url(redis_url)
+        client.xgroup_create(stream, "g", id="0", mkstream=True)
+        ids: list[Any] = [client.xadd(stream, {"x": "1"}) for _ in range(inner + 2)]
+        client.xreadgroup("g", "dead", {stream: ">"}, count=1)
+        client.xreadgroup("g", "alive", {stream: ">"}, count=inner)
+        client.xreadgroup("g", "dead", {stream: ">"}, count=1)
+        await anyio.sleep(0.3)  # the dead member's two entries go idle (real server time)
+        client.xclaim(stream, "g", "alive", 0, ids[1:-1], justid=True)  # ours: busy
+        alive = RedisStreamConsumer(
+            url=redis_url, stream=stream, group="g", consumer_id="alive", claim_idle=0.2
+        )
+        alive._backlog_from = None  # past the walk of its own pending entries
+        reclaimed = await alive.fetch(16, 0.1)
+        await alive.aclose()
+        client.close()
+        assert [d.handle for d in reclaimed] == [ids[0], ids[-1]]
+        assert [d.delivered for d in reclaimed] == [2, 2]
+
     async def test_unreachable_redis_is_bus_unavailable(self) -> None:
         """A Redis that cannot be reached raises BusUnavailableError from fetch."""
         consumer = RedisStreamConsumer(
@@ -191,8 +214,20 @@ class ReplyOfRedis62:
         }
         return [b"0-0", [(None, None), (b"5-0", fields)]]
 
-    def xpending_range(self, *args: Any, **kwargs: Any) -> Any:
-        return [{"message_id": b"5-0", "times_delivered": 3}]
+    def pipeline(self, **kwargs: Any) -> Self:
+        return self
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def xpending_range(self, *args: Any, **kwargs: Any) -> None:
+        return None  # queued; `execute` answers
+
+    def execute(self) -> Any:
+        return [[{"message_id": b"5-0", "times_delivered": 3}]]
 
 
 @pytest.mark.anyio

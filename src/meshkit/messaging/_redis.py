@@ -201,16 +201,18 @@ class RedisStreamConsumer:
     def _counted(
         self, client: redis.Redis, entries: list[Entry]
     ) -> list[tuple[bytes, dict[bytes, bytes] | None, int]]:
-        """Attach each re-read entry's delivery count (XPENDING)."""
-        pending: Any = client.xpending_range(
-            self.stream,
-            self.group,
-            min=entries[0][0],
-            max=entries[-1][0],
-            count=len(entries) + 100,
-            consumername=self.consumer_id,
-        )
-        counts = {row["message_id"]: int(row["times_delivered"]) for row in pending}
+        """Attach each re-read entry's delivery count (XPENDING, one per entry).
+
+        One range over all of them would also list the other pending entries in between
+        (those our lanes still hold), however many, and a cut-off range loses counts.
+        """
+        with client.pipeline(transaction=False) as pipe:
+            for entry_id, _ in entries:
+                pipe.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)
+            replies: list[Any] = pipe.execute()
+        counts = {
+            row["message_id"]: int(row["times_delivered"]) for rows in replies for row in rows
+        }
         return [(entry_id, fields, counts.get(entry_id, 1)) for entry_id, fields in entries]
 
     @_translated("ack")
