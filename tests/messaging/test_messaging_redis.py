@@ -120,11 +120,9 @@ class TestRedisStreamConsumer:
         client.xreadgroup("g", "dead", {stream: ">"}, count=1)
         client.xreadgroup("g", "alive", {stream: ">"}, count=inner)
         client.xreadgroup("g", "dead", {stream: ">"}, count=1)
-        await anyio.sleep(0.3)  # the dead member's two entries go idle (real server time)
-        client.xclaim(stream, "g", "alive", 0, ids[1:-1], justid=True)  # ours: busy
-        alive = RedisStreamConsumer(
-            url=redis_url, stream=stream, group="g", consumer_id="alive", claim_idle=0.2
-        )
+        # The dead member's two entries idle for an hour (no sleeping); ours are fresh.
+        client.xclaim(stream, "g", "dead", 0, [ids[0], ids[-1]], idle=3_600_000, justid=True)
+        alive = RedisStreamConsumer(url=redis_url, stream=stream, group="g", consumer_id="alive")
         alive._backlog_from = None  # past the walk of its own pending entries
         reclaimed = await alive.fetch(16, 0.1)
         await alive.aclose()
