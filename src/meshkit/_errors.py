@@ -34,11 +34,13 @@ MeshkitError
 │   ├── SagaAlreadyExistsError                a saga with that id was already started
 │   ├── SagaStateError                        the saga is not in a state that allows it
 │   └── SagaOwnershipLostError                another orchestrator now drives the saga
-└── GrpcError
-    ├── RpcStatusError                        a gRPC call ended with a non-OK status
-    ├── PermissionDeniedError                 an AuthorizationPolicy denied the call
-    ├── IdempotencyConflictError              a call with the same key is still running
-    └── IdempotencyStoreError                 the idempotency store's database failed
+├── GrpcError
+│   ├── RpcStatusError                        a gRPC call ended with a non-OK status
+│   ├── PermissionDeniedError                 an AuthorizationPolicy denied the call
+│   ├── IdempotencyConflictError              a call with the same key is still running
+│   └── IdempotencyStoreError                 the idempotency store's database failed
+└── MessagingError
+    └── BusUnavailableError                   a message bus (NATS, Redis) failed
 ```
 """
 
@@ -47,6 +49,7 @@ from __future__ import annotations
 __all__ = [
     "BalancingError",
     "BulkheadFullError",
+    "BusUnavailableError",
     "CircuitOpenError",
     "ConfigurationError",
     "DeadlineExceededError",
@@ -59,6 +62,7 @@ __all__ = [
     "IdempotencyStoreError",
     "LeaseLostError",
     "MeshkitError",
+    "MessagingError",
     "NoAvailableEndpointError",
     "PermissionDeniedError",
     "PublishError",
@@ -535,3 +539,26 @@ class IdempotencyStoreError(GrpcError):
         self.backend = backend
         self.reason = reason
         super().__init__(f"{backend} idempotency store failed: {reason}")
+
+
+# ---------------------------------------------------------------- messaging
+
+
+class MessagingError(MeshkitError):
+    """A message bus consumer or its adapter failed."""
+
+
+class BusUnavailableError(MessagingError):
+    """A message bus (NATS JetStream, Redis Streams) failed or cannot be reached.
+
+    Attributes:
+        bus: Which bus ("nats", "redis").
+        operation: What was being done ("fetch", "ack", ...).
+        reason: The driver's message.
+    """
+
+    def __init__(self, bus: str, operation: str, reason: str) -> None:
+        self.bus = bus
+        self.operation = operation
+        self.reason = reason
+        super().__init__(f"{bus} {operation} failed: {reason}")
