@@ -5,18 +5,26 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, final, runtime_checkable
 
 import attrs
 
 from meshkit._validate import ge, instance_of, optional, require
 
-__all__ = ["Event", "JSONSerializer", "Serializer", "Snapshot", "utc_now"]
+__all__ = ["MAX_PAYLOAD_DEPTH", "Event", "JSONSerializer", "Serializer", "Snapshot", "utc_now"]
 
+MAX_PAYLOAD_DEPTH = 100
+"""How deep `JSONSerializer` lets containers nest in a payload (the payload itself is 1).
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-"""Built once: `json.dumps` with non-default options builds a new encoder on every call."""
+Python's `json` recurses once per level and fails with `RecursionError` near a thousand levels
+(sooner on a deeper call stack), so a fixed, lower limit makes the outcome the same wherever
+the payload is written or read."""
+
+# Built once: `json.dumps` with non-default options builds a new encoder on every call.
+# allow_nan=False: NaN and infinities are not JSON; PostgreSQL's jsonb and other readers
+# refuse them, so they are refused on the way in.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def utc_now() -> dt.datetime:
@@ -103,13 +111,45 @@ class JSONSerializer:
     """The default serializer: compact UTF-8 JSON."""
 
     def dumps(self, data: Mapping[str, Any]) -> bytes:
-        """Encode `data` as compact JSON."""
+        """Encode `data` as compact, strict JSON.
+
+        Raises:
+            ValueError: For NaN or an infinity, a lone surrogate, or containers nested deeper
+                than `MAX_PAYLOAD_DEPTH`.
+            TypeError: For a value JSON cannot represent.
+        """
+        _check_depth(data)
         return _ENCODER.encode(data).encode()
 
     def loads(self, raw: bytes) -> dict[str, Any]:
-        """Decode JSON; raise `ValueError` unless it is a JSON object."""
-        value = json.loads(raw)
+        """Decode strict JSON; raise `ValueError` unless it is a JSON object."""
+        try:
+            value = json.loads(raw, parse_constant=_refuse_constant)
+        except RecursionError:
+            msg = "JSON nested too deeply to decode"
+            raise ValueError(msg) from None
         if not isinstance(value, dict):
             msg = f"expected a JSON object, got {type(value).__name__}"
             raise ValueError(msg)  # noqa: TRY004 - a corrupt payload is a value problem
         return value
+
+
+def _refuse_constant(name: str) -> object:
+    msg = f"{name} is not valid JSON"
+    raise ValueError(msg)
+
+
+def _check_depth(data: object) -> None:
+    """Raise `ValueError` if containers nest deeper than `MAX_PAYLOAD_DEPTH` (no recursion)."""
+    pending: list[tuple[object, int]] = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        children = value.values() if isinstance(value, dict) else value
+        if not isinstance(children, Iterable):
+            continue  # not a container: json.JSONEncoder reports it
+        for child in children:
+            if isinstance(child, dict | list | tuple):
+                if depth == MAX_PAYLOAD_DEPTH:
+                    msg = f"nested deeper than {MAX_PAYLOAD_DEPTH} levels"
+                    raise ValueError(msg)
+                pending.append((child, depth + 1))
