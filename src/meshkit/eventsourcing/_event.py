@@ -10,7 +10,7 @@ from typing import Any, Protocol, final, runtime_checkable
 
 import attrs
 
-from meshkit._validate import ge, instance_of, optional, require
+from meshkit._validate import count, instance_of, optional, require
 
 __all__ = ["MAX_PAYLOAD_DEPTH", "Event", "JSONSerializer", "Serializer", "Snapshot", "utc_now"]
 
@@ -59,10 +59,10 @@ class Event:
     """
 
     stream_id: str = attrs.field(validator=instance_of(str))
-    version: int = attrs.field(validator=[instance_of(int), ge(1)])
+    version: int = attrs.field(validator=count(1))
     type: str = attrs.field(validator=instance_of(str))
     data: Mapping[str, Any] = attrs.field(factory=dict, validator=_MAPPING)
-    schema_version: int = attrs.field(default=1, validator=[instance_of(int), ge(1)])
+    schema_version: int = attrs.field(default=1, validator=count(1))
     event_id: uuid.UUID = attrs.field(factory=uuid.uuid4, validator=_UUID)
     timestamp: dt.datetime = attrs.field(factory=utc_now, validator=_aware)
     correlation_id: uuid.UUID | None = attrs.field(default=None, validator=optional(_UUID))
@@ -85,10 +85,10 @@ class Snapshot:
     """
 
     stream_id: str = attrs.field(validator=instance_of(str))
-    version: int = attrs.field(validator=[instance_of(int), ge(1)])
+    version: int = attrs.field(validator=count(1))
     type: str = attrs.field(validator=instance_of(str))
     state: Mapping[str, Any] = attrs.field(factory=dict, validator=_MAPPING)
-    schema_version: int = attrs.field(default=1, validator=[instance_of(int), ge(1)])
+    schema_version: int = attrs.field(default=1, validator=count(1))
     timestamp: dt.datetime = attrs.field(factory=utc_now, validator=_aware)
 
 

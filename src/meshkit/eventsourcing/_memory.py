@@ -11,7 +11,7 @@ normalised to UTC. Code tested on memory therefore meets production's rules and 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Self, final
+from typing import TYPE_CHECKING, Any, final
 
 import anyio
 import anyio.lowlevel
@@ -32,18 +32,18 @@ from meshkit.eventsourcing._checks import (
     to_utc,
 )
 from meshkit.eventsourcing._event import Event, JSONSerializer, Serializer, Snapshot
+from meshkit.eventsourcing._store import StoreContext
 
 if TYPE_CHECKING:
     import uuid
     from collections.abc import Mapping, Sequence
-    from types import TracebackType
 
 __all__ = ["MemoryCheckpointStore", "MemoryEventStore"]
 
 
 @final
 @attrs.define(eq=False)
-class MemoryEventStore:
+class MemoryEventStore(StoreContext):
     """An `EventStore` that keeps everything in memory.
 
     Example:
@@ -200,18 +200,6 @@ class MemoryEventStore:
     async def aclose(self) -> None:
         """Do nothing: there is nothing to release."""
         await anyio.lowlevel.checkpoint()
-
-    async def __aenter__(self) -> Self:
-        await anyio.lowlevel.checkpoint()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # ------------------------------------------------------------ helpers
 

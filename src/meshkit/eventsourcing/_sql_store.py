@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -50,10 +50,10 @@ from meshkit.eventsourcing._sql_common import (
     transaction_scope,
     translate_errors,
 )
+from meshkit.eventsourcing._store import StoreContext
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
-    from types import TracebackType
 
     from meshkit.eventsourcing._event import Event, Snapshot
     from meshkit.eventsourcing._sql_common import EventRow
@@ -136,7 +136,7 @@ class SQLTransaction(Generic[_Conn]):
 
 
 @attrs.define(eq=False, kw_only=True)
-class SQLStoreBase(abc.ABC, Generic[_Tx]):
+class SQLStoreBase(StoreContext, abc.ABC, Generic[_Tx]):
     """The `EventStore` and `CheckpointStore` methods both SQL backends share.
 
     See `EventStore` for what each method does and raises.
@@ -192,18 +192,6 @@ class SQLStoreBase(abc.ABC, Generic[_Tx]):
         """Release connections and threads; the store is unusable afterwards."""
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def __aenter__(self) -> Self:
-        await self._start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def _start(self) -> None:
         """Open the store, or close it (ending its threads and pool) if that fails."""

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
+
+import anyio.lowlevel
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from types import TracebackType
 
     from meshkit.eventsourcing._event import Event, Snapshot
 
-__all__ = ["NO_STREAM", "CheckpointStore", "EventStore"]
+__all__ = ["NO_STREAM", "CheckpointStore", "EventStore", "StoreContext"]
 
 NO_STREAM = 0
 """`expected_version` for a stream that must not exist yet."""
@@ -168,3 +171,33 @@ class CheckpointStore(Protocol):
             EventStoreCorruptError: If the database file is damaged.
         """
         ...
+
+
+class StoreContext:
+    """Makes a store an async context manager: `_start()` on entry, `aclose()` on exit.
+
+    Every store meshkit ships is used the same way (`async with Store(...) as store:`);
+    a store that needs no opening keeps the default `_start`.
+    """
+
+    __slots__ = ()
+
+    async def _start(self) -> None:
+        """Open the store (by default there is nothing to open)."""
+        await anyio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        """Release what the store holds."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self._start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
