@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol, final, runtime_checkable
 
 import attrs
@@ -141,13 +141,11 @@ def _refuse_constant(name: str) -> object:
 
 def _check_depth(data: object) -> None:
     """Raise `ValueError` if containers nest deeper than `MAX_PAYLOAD_DEPTH` (no recursion)."""
-    pending: list[tuple[object, int]] = [(data, 1)]
+    # Anything but a dict, list or tuple is no container to JSON (the encoder reports it).
+    pending: list[tuple[Any, int]] = [(data, 1)] if isinstance(data, dict | list | tuple) else []
     while pending:
         value, depth = pending.pop()
-        children = value.values() if isinstance(value, dict) else value
-        if not isinstance(children, Iterable):
-            continue  # not a container: json.JSONEncoder reports it
-        for child in children:
+        for child in value.values() if isinstance(value, dict) else value:
             if isinstance(child, dict | list | tuple):
                 if depth == MAX_PAYLOAD_DEPTH:
                     msg = f"nested deeper than {MAX_PAYLOAD_DEPTH} levels"

@@ -401,6 +401,7 @@ class EventStoreConformance(abc.ABC):
             ("data", '{"a": 1}'),  # text where bytes belong
             ("data", b"{not json"),
             ("data", b"[1]"),
+            ("data", b'{"x": NaN}'),  # not strict JSON
             ("version", "one"),
             ("timestamp", "yesterday"),
         ]
@@ -415,6 +416,10 @@ class EventStoreConformance(abc.ABC):
                     what = f"{column}={value!r:.40}"
                     await self._check_corrupt(store.read(stream), stream, what)
                     await self._check_corrupt(store.read_all(position - 1), stream, what)
+                if tried and column == "version":  # the version a writer compares with
+                    await self._check_corrupt(store.stream_version(stream), stream, what)
+                    again = [_event(stream, version=2, type="Kind")]
+                    await self._check_corrupt(store.append(stream, again, 1), stream, what)
         if tried == 0:
             import pytest  # noqa: PLC0415 - only when a backend runs the suite
 
