@@ -118,13 +118,19 @@ class JSONSerializer:
                 than `MAX_PAYLOAD_DEPTH`.
             TypeError: For a value JSON cannot represent.
         """
-        _check_depth(data)
-        return _ENCODER.encode(data).encode()
+        try:
+            text = _ENCODER.encode(data)
+        except RecursionError:  # far too deep: the C encoder gave up at the recursion limit
+            raise ValueError(_TOO_DEEP) from None
+        # Nesting is at most the number of brackets: only a payload with many needs the walk.
+        if text.count("{") + text.count("[") > MAX_PAYLOAD_DEPTH:
+            _check_depth(data)
+        return text.encode()
 
     def loads(self, raw: bytes) -> dict[str, Any]:
         """Decode strict JSON; raise `ValueError` unless it is a JSON object."""
         try:
-            value = json.loads(raw, parse_constant=_refuse_constant)
+            value = _DECODER.decode(raw.decode())
         except RecursionError:
             msg = "JSON nested too deeply to decode"
             raise ValueError(msg) from None
@@ -139,6 +145,11 @@ def _refuse_constant(name: str) -> object:
     raise ValueError(msg)
 
 
+# Built once, as _ENCODER is: json.loads with an option builds a decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_TOO_DEEP = f"nested deeper than {MAX_PAYLOAD_DEPTH} levels"
+
+
 def _check_depth(data: object) -> None:
     """Raise `ValueError` if containers nest deeper than `MAX_PAYLOAD_DEPTH` (no recursion)."""
     # Anything but a dict, list or tuple is no container to JSON (the encoder reports it).
@@ -148,6 +159,5 @@ def _check_depth(data: object) -> None:
         for child in value.values() if isinstance(value, dict) else value:
             if isinstance(child, dict | list | tuple):
                 if depth == MAX_PAYLOAD_DEPTH:
-                    msg = f"nested deeper than {MAX_PAYLOAD_DEPTH} levels"
-                    raise ValueError(msg)
+                    raise ValueError(_TOO_DEEP)
                 pending.append((child, depth + 1))
