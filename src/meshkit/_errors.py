@@ -17,30 +17,32 @@ MeshkitError
 │   └── NoAvailableEndpointError              nothing to pick from
 ├── EventSourcingError
 │   ├── VersionConflictError                  optimistic concurrency lost a race
+│   ├── DuplicateEventIdError                 an event id is already stored elsewhere
 │   ├── StreamNotFoundError                   a stream that must exist does not
 │   ├── UnhandledEventError                   an aggregate has no `apply` for an event
 │   ├── PublishError                          an outbox publisher could not send an event
-│   ├── EventStoreUnavailableError            the database behind a store failed
+│   ├── EventStoreUnavailableError            the database behind a store failed (retry)
+│   ├── EventStoreCorruptError                the database file is damaged (no retry)
 │   ├── EventDecodeError                      a stored event cannot be read back
 │   │   └── UnknownEventTypeError             ... because its type is not registered
 │   └── LeaseLostError                        a subscription runner's lease was taken over
-├── DiscoveryError                            a registry (Consul) call failed
-│   ├── RegistryUnavailableError              agent unreachable, timed out, answered 429/5xx
-│   ├── RegistryAccessDeniedError             the ACL token was refused (401/403)
-│   ├── RegistryRequestError                  the agent rejected the request (other 4xx)
-│   └── RegistryNotFoundError                 the agent does not know the service or check
 ├── SagaError
 │   ├── SagaNotFoundError                     no saga has that id
 │   ├── SagaAlreadyExistsError                a saga with that id was already started
 │   ├── SagaStateError                        the saga is not in a state that allows it
 │   └── SagaOwnershipLostError                another orchestrator now drives the saga
-├── GrpcError
-│   ├── RpcStatusError                        a gRPC call ended with a non-OK status
-│   ├── PermissionDeniedError                 an AuthorizationPolicy denied the call
-│   ├── IdempotencyConflictError              a call with the same key is still running
-│   └── IdempotencyStoreError                 the idempotency store's database failed
-└── MessagingError
-    └── BusUnavailableError                   a message bus (NATS, Redis) failed
+├── MessagingError
+│   └── BusUnavailableError                   a message bus (NATS, Redis) failed
+├── DiscoveryError                            a registry (Consul) call failed
+│   ├── RegistryUnavailableError              agent unreachable, timed out, answered 429/5xx
+│   ├── RegistryAccessDeniedError             the ACL token was refused (401/403)
+│   ├── RegistryRequestError                  the agent rejected the request (other 4xx)
+│   └── RegistryNotFoundError                 the agent does not know the service or check
+└── GrpcError
+    ├── RpcStatusError                        a gRPC call ended with a non-OK status
+    ├── PermissionDeniedError                 an AuthorizationPolicy denied the call
+    ├── IdempotencyConflictError              a call with the same key is still running
+    └── IdempotencyStoreError                 the idempotency store's database failed
 ```
 """
 
@@ -54,8 +56,10 @@ __all__ = [
     "ConfigurationError",
     "DeadlineExceededError",
     "DiscoveryError",
+    "DuplicateEventIdError",
     "EventDecodeError",
     "EventSourcingError",
+    "EventStoreCorruptError",
     "EventStoreUnavailableError",
     "GrpcError",
     "IdempotencyConflictError",
@@ -103,7 +107,20 @@ class ConfigurationError(MeshkitError, ValueError):
         self.field = field
         self.value = value
         self.reason = reason
-        super().__init__(f"invalid {field}={value!r}: {reason}")
+        super().__init__(f"invalid {field}={_shown(value)}: {reason}")
+
+
+def _shown(value: object, limit: int = 300) -> str:
+    """Return `repr(value)` cut to `limit` characters; a value too deep to show is named.
+
+    A rejected payload may be megabytes long or nested 100,000 deep: its message must not
+    be either, nor raise RecursionError while the error is being built.
+    """
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"<{type(value).__name__} nested too deeply to show>"
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} characters)"
 
 
 # ---------------------------------------------------------------- resilience
@@ -325,12 +342,12 @@ class EventDecodeError(EventSourcingError):
 
     Attributes:
         stream_id: The event's stream.
-        version: The event's version in its stream.
+        version: The event's version in its stream (the stored text, if that is corrupt).
         event_type: The stored type name.
         reason: What went wrong.
     """
 
-    def __init__(self, stream_id: str, version: int, event_type: str, reason: str) -> None:
+    def __init__(self, stream_id: str, version: int | str, event_type: str, reason: str) -> None:
         self.stream_id = stream_id
         self.version = version
         self.event_type = event_type
@@ -562,3 +579,47 @@ class BusUnavailableError(MessagingError):
         self.operation = operation
         self.reason = reason
         super().__init__(f"{bus} {operation} failed: {reason}")
+
+
+# ---------------------------------------------------------------- event stores: bad ids, damage
+
+
+class DuplicateEventIdError(EventSourcingError):
+    """An appended event's id is already stored, elsewhere than the retried append's place.
+
+    Event ids are unique across the whole store. This is no lost race: reloading and trying
+    again with the same id fails again, so it is not a `VersionConflictError`.
+
+    Attributes:
+        event_id: The id already stored.
+        stream_id: The stream that holds it.
+        appended_to: The stream the failed append wrote to.
+    """
+
+    def __init__(self, event_id: object, stream_id: str, appended_to: str) -> None:
+        self.event_id = event_id
+        self.stream_id = stream_id
+        self.appended_to = appended_to
+        super().__init__(
+            f"cannot append to stream {appended_to!r}: event id {event_id} is already "
+            f"stored in stream {stream_id!r}"
+        )
+
+
+class EventStoreCorruptError(EventSourcingError):
+    """The database file behind an event store is damaged (or is not a database at all).
+
+    Unlike `EventStoreUnavailableError`, retrying does not help: restore the file from a
+    backup. The driver's own exception is chained as `__cause__`.
+
+    Attributes:
+        backend: The store's backend (`"sqlite"`, `"postgres"`).
+        operation: What the store was doing.
+        reason: The driver's message.
+    """
+
+    def __init__(self, backend: str, operation: str, reason: str) -> None:
+        self.backend = backend
+        self.operation = operation
+        self.reason = reason
+        super().__init__(f"{backend} event store is damaged ({operation}): {reason}")

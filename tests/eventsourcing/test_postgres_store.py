@@ -10,11 +10,12 @@ import pytest
 
 from meshkit import (
     ConfigurationError,
+    DuplicateEventIdError,
     EventDecodeError,
     EventStoreUnavailableError,
     VersionConflictError,
 )
-from meshkit.eventsourcing import Event, PostgresEventStore, Snapshot
+from meshkit.eventsourcing import Event, EventStore, PostgresEventStore, Snapshot
 from meshkit.testing import CheckpointStoreConformance, EventStoreConformance, FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -43,6 +44,17 @@ class TestPostgresConformance(EventStoreConformance):
 
     async def make_store(self) -> PostgresEventStore:
         return await PostgresEventStore.open(self.dsn, schema=self.schema)
+
+    async def corrupt_event(
+        self, store: EventStore, stream_id: str, column: str, value: object
+    ) -> bool:
+        if column != "data" or not isinstance(value, bytes):
+            return False  # typed columns: PostgreSQL refuses such values itself
+        assert isinstance(store, PostgresEventStore)
+        async with store.transaction() as tx:
+            statement = f'UPDATE "{self.schema}".meshkit_events SET data = %s WHERE stream_id = %s'
+            await tx.execute(statement, (value, stream_id))
+        return True
 
 
 class TestPostgresCheckpointConformance(CheckpointStoreConformance):
@@ -122,16 +134,20 @@ class TestErrors:
             with pytest.raises(EventDecodeError, match="'s' version 1"):
                 await store.read_all()
 
-    async def test_event_id_stored_elsewhere_conflicts(
+    async def test_event_id_stored_elsewhere_is_a_duplicate(
         self, postgres_dsn: str, pg_schema: str
     ) -> None:
-        """An event id already stored in another stream is a conflict; nothing is written."""
+        """An event id already stored in another stream is named with its stream; no write."""
         async with PostgresEventStore(dsn=postgres_dsn, schema=pg_schema) as store:
             first = _events("a", 1)
             await store.append("a", first, 0)
-            clash = [Event(stream_id="b", version=1, type="T", event_id=first[0].event_id)]
-            with pytest.raises(VersionConflictError):
+            clash = [
+                *_events("b", 1),
+                Event(stream_id="b", version=2, type="T", event_id=first[0].event_id),
+            ]
+            with pytest.raises(DuplicateEventIdError) as info:
                 await store.append("b", clash, 0)
+            assert (info.value.event_id, info.value.stream_id) == (first[0].event_id, "a")
             assert await store.read("b") == []
 
     async def test_failed_insert_releases_the_ordering_lock(

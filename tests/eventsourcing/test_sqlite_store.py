@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -11,19 +12,17 @@ import pytest
 
 from meshkit import (
     ConfigurationError,
+    DuplicateEventIdError,
     EventDecodeError,
+    EventStoreCorruptError,
     EventStoreUnavailableError,
     VersionConflictError,
 )
-from meshkit.eventsourcing import Event, JSONSerializer, Snapshot, SQLiteEventStore
+from meshkit.eventsourcing import Event, EventStore, JSONSerializer, Snapshot, SQLiteEventStore
 from meshkit.eventsourcing import _sqlite_sql as sql
 from meshkit.eventsourcing._sql_common import encode_events
 from meshkit.eventsourcing._sqlite_group import AppendRequest
 from meshkit.testing import CheckpointStoreConformance, EventStoreConformance, FakeClock
-
-if TYPE_CHECKING:
-    from pathlib import Path
-
 
 pytestmark = pytest.mark.anyio
 
@@ -39,6 +38,15 @@ class TestSQLiteConformance(EventStoreConformance):
 
     async def make_store(self) -> SQLiteEventStore:
         return await SQLiteEventStore.open(self.path)
+
+    async def corrupt_event(
+        self, store: EventStore, stream_id: str, column: str, value: object
+    ) -> bool:
+        assert isinstance(store, SQLiteEventStore)
+        async with store.transaction() as tx:
+            statement = f"UPDATE meshkit_events SET {column} = ? WHERE stream_id = ?"  # noqa: S608
+            await tx.execute(statement, (value, stream_id))
+        return True
 
 
 class TestSQLiteCheckpointConformance(CheckpointStoreConformance):
@@ -141,15 +149,37 @@ class TestGroupCommit:
             assert results == [2, 2, 2]
             assert len(await store.read_all()) == 2
 
-    async def test_event_id_stored_elsewhere_conflicts(self, db: str) -> None:
-        """An event id already stored in another stream is a conflict; nothing is written."""
+    async def test_event_id_stored_elsewhere_is_a_duplicate(self, db: str) -> None:
+        """An event id already stored in another stream is named with its stream; no write."""
         async with SQLiteEventStore(path=db) as store:
             first = _events("a", 1)
             await store.append("a", first, 0)
-            clash = [Event(stream_id="b", version=1, type="T", event_id=first[0].event_id)]
-            with pytest.raises(VersionConflictError):
+            clash = [
+                *_events("b", 1),
+                Event(stream_id="b", version=2, type="T", event_id=first[0].event_id),
+            ]
+            with pytest.raises(DuplicateEventIdError) as info:
                 await store.append("b", clash, 0)
+            assert (info.value.event_id, info.value.stream_id) == (first[0].event_id, "a")
             assert await store.read("b") == []
+
+    async def test_one_bad_append_does_not_poison_its_group_commit(self, db: str) -> None:
+        """Of 20 concurrent appends, one with a lone surrogate fails alone; 19 commit."""
+        async with SQLiteEventStore(path=db) as store:
+            outcomes: dict[str, object] = {}
+
+            async def append(stream: str) -> None:
+                try:
+                    outcomes[stream] = await store.append(stream, _events(stream, 1), 0)
+                except ConfigurationError as exc:
+                    outcomes[stream] = exc.field
+
+            streams = [f"s{n}" for n in range(19)]
+            async with anyio.create_task_group() as group:
+                for stream in [*streams[:7], "bad-\ud800", *streams[7:]]:
+                    group.start_soon(append, stream)
+            assert outcomes == {**dict.fromkeys(streams, 1), "bad-\ud800": "stream_id"}
+            assert len(await store.read_all()) == 19
 
     async def test_unserializable_payload_is_bad_input(self, db: str) -> None:
         """A payload the serializer rejects is a ConfigurationError before anything is queued."""
@@ -241,6 +271,28 @@ class TestErrors:
             with pytest.raises(EventDecodeError, match="'A'"):
                 await store.load_snapshot("s")
 
+    async def test_file_that_is_not_a_database_is_corrupt(self, tmp_path: Path) -> None:
+        """A file that is not a database raises EventStoreCorruptError, not a retryable one."""
+        path = tmp_path / "garbage.db"
+        path.write_bytes(b"this is not a database, just text" * 200)
+        with pytest.raises(EventStoreCorruptError) as info:
+            await SQLiteEventStore.open(path)
+        assert not isinstance(info.value, EventStoreUnavailableError)
+        assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
+
+    async def test_malformed_database_is_corrupt(self, db: str) -> None:
+        """A database whose pages are damaged raises EventStoreCorruptError on read."""
+        async with SQLiteEventStore(path=db) as store:
+            big = {"pad": "x" * 3000}
+            for n in range(40):
+                await store.append(
+                    f"s{n}", [Event(stream_id=f"s{n}", version=1, type="T", data=big)], 0
+                )
+        _damage_pages(db)
+        async with SQLiteEventStore(path=db) as store:
+            with pytest.raises(EventStoreCorruptError, match="malformed"):
+                await store.read_all()
+
     async def test_closed_store_refuses_work(self, db: str) -> None:
         """After aclose() every call raises EventStoreUnavailableError."""
         store = await SQLiteEventStore.open(db)
@@ -270,6 +322,20 @@ class TestWriteBatch:
         assert [r.result for r in batch] == [1, None, 1, None]
         assert isinstance(batch[1].error, EventStoreUnavailableError)
         assert isinstance(batch[3].error, VersionConflictError)
+
+    @pytest.mark.parametrize("bad", ["bad-\ud800", 2**64])
+    async def test_any_error_of_one_append_is_its_own(
+        self, conn: sqlite3.Connection, bad: object
+    ) -> None:
+        """Whatever one request raises in the writer (here, input that skipped the checks:
+        a lone surrogate, an int beyond 64 bits) fails it alone; the other 19 commit."""
+        batch = [_request_for(f"s{n}") for n in range(20)]
+        row = batch[5].rows[0]
+        batch[5].rows[0] = (row[0], row[1], row[2], bad, *row[4:])  # type: ignore[assignment]
+        sql.write_batch(conn, batch)
+        assert [r.result for r in batch] == [*[1] * 5, None, *[1] * 14]
+        assert isinstance(batch[5].error, ConfigurationError | UnicodeEncodeError)
+        assert conn.execute("SELECT count(*) FROM meshkit_events").fetchone() == (19,)
 
     async def test_lone_append_failure_rolls_back(self, conn: sqlite3.Connection) -> None:
         """A driver error in a batch of one rolls its transaction back and is translated."""
@@ -310,6 +376,17 @@ class TestWriteBatch:
             bad = Snapshot(stream_id="s", version=1, type="A", state={"x": object()})
             with pytest.raises(ConfigurationError, match="snapshot"):
                 await store.save_snapshot(bad)
+
+
+def _damage_pages(db: str) -> None:
+    """Overwrite pages 2 to 9 of the database file with garbage (after a WAL checkpoint)."""
+    raw = sqlite3.connect(db)
+    raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size = raw.execute("PRAGMA page_size").fetchone()[0]
+    raw.close()
+    with Path(db).open("r+b") as file:
+        file.seek(page_size)
+        file.write(b"\xff" * page_size * 8)
 
 
 def _request_for(stream_id: str) -> AppendRequest:
@@ -547,7 +624,7 @@ class TestSixtyFourBits:
                 group.start_soon(append, "a", _events("a", 1))
                 group.start_soon(append, "big", big)
                 group.start_soon(append, "b", _events("b", 1))
-            assert outcomes == {"a": 1, "big": "events", "b": 1}
+            assert outcomes == {"a": 1, "big": "event.schema_version", "b": 1}
             await append("big", big)
-            assert outcomes["big"] == "events"
+            assert outcomes["big"] == "event.schema_version"
             assert await store.read("big") == []

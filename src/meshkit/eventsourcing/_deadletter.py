@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Protocol, final, runtime_checkable
 import anyio.lowlevel
 import attrs
 
-from meshkit._validate import ge, instance_of
+from meshkit._validate import count, instance_of
 from meshkit.eventsourcing._event import Event, utc_now
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ class DeadLetter:
     subscription: str = attrs.field(validator=instance_of(str))
     event: Event = attrs.field(validator=instance_of(Event))
     error: str = attrs.field(validator=instance_of(str))
-    attempts: int = attrs.field(validator=[instance_of(int), ge(1)])
+    attempts: int = attrs.field(validator=count(1))
     parked_at: dt.datetime = attrs.field(factory=utc_now)
 
 

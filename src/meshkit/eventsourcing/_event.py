@@ -10,13 +10,21 @@ from typing import Any, Protocol, final, runtime_checkable
 
 import attrs
 
-from meshkit._validate import ge, instance_of, optional, require
+from meshkit._validate import count, instance_of, optional, require
 
-__all__ = ["Event", "JSONSerializer", "Serializer", "Snapshot", "utc_now"]
+__all__ = ["MAX_PAYLOAD_DEPTH", "Event", "JSONSerializer", "Serializer", "Snapshot", "utc_now"]
 
+MAX_PAYLOAD_DEPTH = 100
+"""How deep `JSONSerializer` lets containers nest in a payload (the payload itself is 1).
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-"""Built once: `json.dumps` with non-default options builds a new encoder on every call."""
+Python's `json` recurses once per level and fails with `RecursionError` near a thousand levels
+(sooner on a deeper call stack), so a fixed, lower limit makes the outcome the same wherever
+the payload is written or read."""
+
+# Built once: `json.dumps` with non-default options builds a new encoder on every call.
+# allow_nan=False: NaN and infinities are not JSON; PostgreSQL's jsonb and other readers
+# refuse them, so they are refused on the way in.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def utc_now() -> dt.datetime:
@@ -51,10 +59,10 @@ class Event:
     """
 
     stream_id: str = attrs.field(validator=instance_of(str))
-    version: int = attrs.field(validator=[instance_of(int), ge(1)])
+    version: int = attrs.field(validator=count(1))
     type: str = attrs.field(validator=instance_of(str))
     data: Mapping[str, Any] = attrs.field(factory=dict, validator=_MAPPING)
-    schema_version: int = attrs.field(default=1, validator=[instance_of(int), ge(1)])
+    schema_version: int = attrs.field(default=1, validator=count(1))
     event_id: uuid.UUID = attrs.field(factory=uuid.uuid4, validator=_UUID)
     timestamp: dt.datetime = attrs.field(factory=utc_now, validator=_aware)
     correlation_id: uuid.UUID | None = attrs.field(default=None, validator=optional(_UUID))
@@ -77,10 +85,10 @@ class Snapshot:
     """
 
     stream_id: str = attrs.field(validator=instance_of(str))
-    version: int = attrs.field(validator=[instance_of(int), ge(1)])
+    version: int = attrs.field(validator=count(1))
     type: str = attrs.field(validator=instance_of(str))
     state: Mapping[str, Any] = attrs.field(factory=dict, validator=_MAPPING)
-    schema_version: int = attrs.field(default=1, validator=[instance_of(int), ge(1)])
+    schema_version: int = attrs.field(default=1, validator=count(1))
     timestamp: dt.datetime = attrs.field(factory=utc_now, validator=_aware)
 
 
@@ -103,13 +111,53 @@ class JSONSerializer:
     """The default serializer: compact UTF-8 JSON."""
 
     def dumps(self, data: Mapping[str, Any]) -> bytes:
-        """Encode `data` as compact JSON."""
-        return _ENCODER.encode(data).encode()
+        """Encode `data` as compact, strict JSON.
+
+        Raises:
+            ValueError: For NaN or an infinity, a lone surrogate, or containers nested deeper
+                than `MAX_PAYLOAD_DEPTH`.
+            TypeError: For a value JSON cannot represent.
+        """
+        try:
+            text = _ENCODER.encode(data)
+        except RecursionError:  # far too deep: the C encoder gave up at the recursion limit
+            raise ValueError(_TOO_DEEP) from None
+        # Nesting is at most the number of brackets: only a payload with many needs the walk.
+        if text.count("{") + text.count("[") > MAX_PAYLOAD_DEPTH:
+            _check_depth(data)
+        return text.encode()
 
     def loads(self, raw: bytes) -> dict[str, Any]:
-        """Decode JSON; raise `ValueError` unless it is a JSON object."""
-        value = json.loads(raw)
+        """Decode strict JSON; raise `ValueError` unless it is a JSON object."""
+        try:
+            value = _DECODER.decode(raw.decode())
+        except RecursionError:
+            msg = "JSON nested too deeply to decode"
+            raise ValueError(msg) from None
         if not isinstance(value, dict):
             msg = f"expected a JSON object, got {type(value).__name__}"
             raise ValueError(msg)  # noqa: TRY004 - a corrupt payload is a value problem
         return value
+
+
+def _refuse_constant(name: str) -> object:
+    msg = f"{name} is not valid JSON"
+    raise ValueError(msg)
+
+
+# Built once, as _ENCODER is: json.loads with an option builds a decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_TOO_DEEP = f"nested deeper than {MAX_PAYLOAD_DEPTH} levels"
+
+
+def _check_depth(data: object) -> None:
+    """Raise `ValueError` if containers nest deeper than `MAX_PAYLOAD_DEPTH` (no recursion)."""
+    # Anything but a dict, list or tuple is no container to JSON (the encoder reports it).
+    pending: list[tuple[Any, int]] = [(data, 1)] if isinstance(data, dict | list | tuple) else []
+    while pending:
+        value, depth = pending.pop()
+        for child in value.values() if isinstance(value, dict) else value:
+            if isinstance(child, dict | list | tuple):
+                if depth == MAX_PAYLOAD_DEPTH:
+                    raise ValueError(_TOO_DEEP)
+                pending.append((child, depth + 1))

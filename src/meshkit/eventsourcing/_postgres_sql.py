@@ -24,8 +24,8 @@ import psycopg.conninfo
 import psycopg.errors
 from psycopg import sql
 
-from meshkit._errors import ConfigurationError, VersionConflictError
-from meshkit.eventsourcing._sql_common import resolve_mismatch
+from meshkit._errors import ConfigurationError
+from meshkit.eventsourcing._sql_common import duplicate_id, resolve_mismatch
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -120,6 +120,13 @@ class Statements:
         self.current_version = bind(
             "SELECT coalesce(max(version), 0) FROM {schema}.meshkit_events WHERE stream_id = %s"
         )
+        self.type_at = bind(
+            "SELECT type FROM {schema}.meshkit_events WHERE stream_id = %s AND version = %s"
+        )
+        self.holder = bind(
+            "SELECT event_id, stream_id FROM {schema}.meshkit_events "
+            "WHERE event_id = ANY(%s::uuid[]) LIMIT 1"
+        )
         self.stored_ids = bind(
             "SELECT event_id::text FROM {schema}.meshkit_events "
             "WHERE stream_id = %s AND version > %s AND version <= %s ORDER BY version"
@@ -190,9 +197,10 @@ def fetch(
     return conn.execute(statement, params).fetchall()
 
 
-def append(
+def append(  # noqa: PLR0917 - one append's parts, passed on by the store's _call
     conn: psycopg.Connection[Any],
     statements: Statements,
+    stream_id: str,
     events: Sequence[Event],
     expected_version: int,
     rows: list[EventRow],
@@ -200,10 +208,9 @@ def append(
     """Append `rows` (the encoded `events`) in one transaction; return the new version.
 
     Raises:
-        VersionConflictError: If the stream is not at `expected_version`, or an event id is
-            already stored elsewhere.
+        VersionConflictError: If the stream is not at `expected_version`.
+        DuplicateEventIdError: If an event id is already stored elsewhere.
     """
-    stream_id = events[0].stream_id
     last = expected_version + len(rows)
     columns = list(zip(*rows, strict=True))
     params = [stream_id, expected_version, *(list(column) for column in columns[2:])]
@@ -213,7 +220,8 @@ def append(
         conn.execute(statements.unlock)
         current = fetch(conn, statements.current_version, (stream_id,))[0][0]
         if exc.diag.constraint_name != "meshkit_events_stream_version":  # id stored elsewhere
-            raise VersionConflictError(stream_id, expected_version, current) from exc
+            holders = fetch(conn, statements.holder, ([row[2] for row in rows],))
+            raise duplicate_id(stream_id, holders) from exc
     except BaseException:
         conn.execute(statements.unlock)
         raise

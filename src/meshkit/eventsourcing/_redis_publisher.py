@@ -14,7 +14,7 @@ import anyio.to_thread
 import attrs
 
 from meshkit._errors import PublishError
-from meshkit._validate import ge, instance_of, optional
+from meshkit._validate import count, instance_of, optional
 from meshkit.eventsourcing._event import Event, JSONSerializer, Serializer
 
 if TYPE_CHECKING:
@@ -71,9 +71,7 @@ class RedisStreamPublisher:
 
     url: str = attrs.field(default="redis://127.0.0.1:6379/0", validator=instance_of(str))
     stream_key: str | Callable[[Event], str] = "meshkit:events"
-    maxlen: int | None = attrs.field(
-        default=None, validator=[optional(instance_of(int)), optional(ge(1))]
-    )
+    maxlen: int | None = attrs.field(default=None, validator=optional(count(1)))
     id_from_position: bool = attrs.field(default=True, validator=instance_of(bool))
     serializer: Serializer = attrs.field(factory=JSONSerializer)
     _client: redis.Redis | None = attrs.field(init=False, default=None)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar, final
 import attrs
 
 from meshkit._errors import ConfigurationError, StreamNotFoundError, UnhandledEventError
-from meshkit._validate import ge, instance_of, optional
+from meshkit._validate import count, instance_of, optional
 from meshkit.eventsourcing._aggregate import Aggregate
 from meshkit.eventsourcing._event import Snapshot
 from meshkit.eventsourcing._registry import EventRegistry
@@ -39,9 +39,7 @@ class Repository(Generic[_A]):
     store: EventStore = attrs.field(validator=instance_of(EventStore))
     aggregate_type: type[_A]
     registry: EventRegistry = attrs.field(validator=instance_of(EventRegistry))
-    snapshot_every: int | None = attrs.field(
-        default=None, validator=[optional(instance_of(int)), optional(ge(1))]
-    )
+    snapshot_every: int | None = attrs.field(default=None, validator=optional(count(1)))
 
     async def load(self, stream_id: str) -> _A:
         """Return the aggregate of `stream_id`, from its snapshot plus later events.

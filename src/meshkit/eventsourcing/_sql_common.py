@@ -1,4 +1,4 @@
-"""Code the SQLite and PostgreSQL event stores share: validation, row codecs, error mapping."""
+"""Code the SQLite and PostgreSQL event stores share: row codecs, error mapping, waking."""
 
 from __future__ import annotations
 
@@ -9,22 +9,16 @@ from typing import TYPE_CHECKING, Any, final
 
 import anyio
 import anyio.lowlevel
-import attrs
 
 from meshkit._errors import (
-    ConfigurationError,
+    DuplicateEventIdError,
     EventDecodeError,
+    EventSourcingError,
+    EventStoreCorruptError,
     EventStoreUnavailableError,
     VersionConflictError,
 )
-from meshkit._validate import require
-from meshkit.eventsourcing._checks import (
-    check_append,
-    check_limit,
-    check_name,
-    check_position,
-    check_read,
-)
+from meshkit.eventsourcing._checks import encode_payload, to_utc
 from meshkit.eventsourcing._event import Event, Snapshot
 
 if TYPE_CHECKING:
@@ -34,20 +28,18 @@ if TYPE_CHECKING:
     from meshkit.eventsourcing._event import Serializer
 
 __all__ = [
-    "MAX_INT64",
     "EventRow",
     "Wakeup",
-    "check_append_args",
-    "check_checkpoint_args",
-    "check_int64",
-    "check_position_args",
-    "check_read_args",
     "decode_event",
     "decode_snapshot",
+    "duplicate_id",
     "encode_events",
     "encode_snapshot",
     "resolve_mismatch",
+    "run_statement",
+    "stored_version",
     "transaction_scope",
+    "translate",
     "translate_errors",
 ]
 
@@ -56,96 +48,30 @@ EventRow = tuple[str, int, str, str, int, bytes, str, str | None, str | None]
 correlation_id, causation_id (ids and timestamp as text; the timestamp as ISO 8601 UTC)."""
 
 
-MAX_INT64 = 2**63 - 1
-"""The largest version, position or limit the databases store (a signed 64-bit integer)."""
-
-
-def check_int64(field: str, *values: int | None) -> None:
-    """Require ints (already checked to be ints, or `None`) that fit a 64-bit column.
-
-    Raises:
-        ConfigurationError: Naming `field` and the first value out of range; the driver
-            would otherwise fail with a raw OverflowError (SQLite: for a whole group commit).
-    """
-    for value in values:
-        if value is not None and not -MAX_INT64 - 1 <= value <= MAX_INT64:
-            raise ConfigurationError(field, value, "must fit in 64 bits (|value| < 2**63)")
-
-
-def check_append_args(stream_id: str, events: Sequence[Event], expected_version: int) -> None:
-    """Check an append's arguments (`check_append`, and versions that fit the column).
-
-    Raises:
-        ConfigurationError: Naming the bad field and value.
-    """
-    check_append(stream_id, events, expected_version)
-    check_int64("expected_version", expected_version + len(events))
-
-
-def check_read_args(stream_id: str, from_version: int, limit: int | None) -> None:
-    """Check `read`'s arguments (`check_read`, and numbers that fit a 64-bit column).
-
-    Raises:
-        ConfigurationError: Naming the bad field and value.
-    """
-    check_read(stream_id, from_version, limit)
-    check_int64("from_version", from_version)
-    check_int64("limit", limit)
-
-
-def check_position_args(field: str, position: int, limit: int | None = None) -> None:
-    """Check a global position (and a `read_all` limit) that must fit a 64-bit column.
-
-    Raises:
-        ConfigurationError: Naming the bad field and value.
-    """
-    check_position(field, position)
-    check_limit(limit)
-    check_int64(field, position)
-    check_int64("limit", limit)
-
-
-def check_checkpoint_args(name: str, position: int) -> None:
-    """Check `save_checkpoint`'s arguments.
-
-    Raises:
-        ConfigurationError: If `name` is empty or `position` is not a 64-bit int >= 0.
-    """
-    check_name(name)
-    check_position_args("position", position)
-
-
 def _text(value: uuid.UUID | None) -> str | None:
     return None if value is None else str(value)
 
 
 def encode_events(events: Sequence[Event], serializer: Serializer) -> list[EventRow]:
-    """Turn events into rows, serializing payloads.
+    """Turn (checked) events into rows, serializing payloads.
 
     Raises:
         ConfigurationError: If a payload cannot be serialized.
     """
-    rows: list[EventRow] = []
-    for event in events:
-        try:
-            data = serializer.dumps(event.data)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError("event.data", event.data, str(exc)) from exc
-        stamp = event.timestamp.astimezone(dt.UTC).isoformat()
-        rows.append(
-            (
-                event.stream_id,
-                event.version,
-                str(event.event_id),
-                event.type,
-                event.schema_version,
-                data,
-                stamp,
-                _text(event.correlation_id),
-                _text(event.causation_id),
-            )
+    return [
+        (
+            event.stream_id,
+            event.version,
+            str(event.event_id),
+            event.type,
+            event.schema_version,
+            encode_payload(serializer, "event.data", event.data),
+            to_utc("event.timestamp", event.timestamp).isoformat(),
+            _text(event.correlation_id),
+            _text(event.causation_id),
         )
-    return rows
+        for event in events
+    ]
 
 
 def _uuid(value: object) -> uuid.UUID:
@@ -162,6 +88,23 @@ def _datetime(value: object) -> dt.datetime:
     return dt.datetime.fromisoformat(str(value)).astimezone(dt.UTC)
 
 
+def _payload(raw: object, serializer: Serializer) -> dict[str, Any]:
+    # A corrupt SQLite cell may hold an int: bytes(10**12) would allocate a terabyte.
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        msg = f"the payload is stored as {type(raw).__name__}, not bytes"
+        raise TypeError(msg)
+    return serializer.loads(bytes(raw))
+
+
+_CORRUPT = (TypeError, ValueError, OverflowError, RecursionError)
+"""What decoding a corrupt row raises (ConfigurationError, from Event's checks, is a ValueError)."""
+
+
+def _decode_error(stream_id: object, version: object, type_: object, exc: BaseException) -> Any:  # noqa: ANN401
+    shown = version if isinstance(version, int) else str(version)
+    return EventDecodeError(str(stream_id), shown, str(type_), str(exc) or type(exc).__name__)
+
+
 def decode_event(row: Sequence[Any], serializer: Serializer) -> Event:
     """Turn a stored row (position first, then the `EventRow` fields) back into an event.
 
@@ -175,7 +118,7 @@ def decode_event(row: Sequence[Any], serializer: Serializer) -> Event:
             stream_id=stream_id,
             version=version,
             type=type_,
-            data=serializer.loads(bytes(data)),
+            data=_payload(data, serializer),
             schema_version=schema_version,
             event_id=_uuid(event_id),
             timestamp=_datetime(timestamp),
@@ -183,32 +126,37 @@ def decode_event(row: Sequence[Any], serializer: Serializer) -> Event:
             causation_id=_optional_uuid(causation_id),
             position=position,
         )
-    except (TypeError, ValueError) as exc:
-        raise EventDecodeError(str(stream_id), version, str(type_), str(exc)) from exc
+    except _CORRUPT as exc:
+        raise _decode_error(stream_id, version, type_, exc) from exc
+
+
+def stored_version(stream_id: str, value: object, type_: object) -> int:
+    """Return a stream version read from the database, checking it is an int.
+
+    Raises:
+        EventDecodeError: If the stored version is corrupt (`type_` is that row's type).
+    """
+    if type(value) is not int:
+        reason = f"its version is stored as {type(value).__name__}, not an integer"
+        raise _decode_error(stream_id, value, type_, TypeError(reason))
+    return value
 
 
 def encode_snapshot(snapshot: Snapshot, serializer: Serializer) -> tuple[Any, ...]:
-    """Turn a snapshot into a row: stream_id, version, type, schema_version, state, timestamp.
+    """Turn a (checked) snapshot into a row.
+
+    The row holds stream_id, version, type, schema_version, state and timestamp.
 
     Raises:
-        ConfigurationError: If `snapshot` is not a Snapshot, its version does not fit in 64
-            bits, or its state cannot be serialized.
+        ConfigurationError: If its state cannot be serialized.
     """
-    require(isinstance(snapshot, Snapshot), "snapshot", snapshot, "must be a Snapshot")
-    check_int64("snapshot.version", snapshot.version)
-    check_int64("snapshot.schema_version", snapshot.schema_version)
-    try:
-        state = serializer.dumps(snapshot.state)
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError("snapshot.state", snapshot.state, str(exc)) from exc
-    stamp = snapshot.timestamp.astimezone(dt.UTC).isoformat()
     return (
         snapshot.stream_id,
         snapshot.version,
         snapshot.type,
         snapshot.schema_version,
-        state,
-        stamp,
+        encode_payload(serializer, "snapshot.state", snapshot.state),
+        to_utc("snapshot.timestamp", snapshot.timestamp).isoformat(),
     )
 
 
@@ -225,11 +173,11 @@ def decode_snapshot(row: Sequence[Any], serializer: Serializer) -> Snapshot:
             version=version,
             type=type_,
             schema_version=schema_version,
-            state=serializer.loads(bytes(state)),
+            state=_payload(state, serializer),
             timestamp=_datetime(timestamp),
         )
-    except (TypeError, ValueError) as exc:
-        raise EventDecodeError(str(stream_id), version, str(type_), str(exc)) from exc
+    except _CORRUPT as exc:
+        raise _decode_error(stream_id, version, type_, exc) from exc
 
 
 def resolve_mismatch(
@@ -239,7 +187,7 @@ def resolve_mismatch(
     current: int,
     stored_ids: Sequence[str],
 ) -> int:
-    """Decide an append whose stream is not where the writer expected, or whose ids clash.
+    """Decide an append whose stream is not where the writer expected.
 
     `stored_ids` are the event ids stored at versions `expected_version + 1, ...` (as many
     as there are events). When they are exactly the ids being appended, the append already
@@ -256,19 +204,56 @@ def resolve_mismatch(
     raise VersionConflictError(stream_id, expected_version, current)
 
 
+def duplicate_id(stream_id: str, holders: Sequence[Sequence[Any]]) -> DuplicateEventIdError:
+    """Return the error for an append to `stream_id` whose event ids are stored already.
+
+    `holders` are `(event_id, stream_id)` rows of the ids found stored: the first is named.
+    """
+    event_id, holder = holders[0]
+    return DuplicateEventIdError(_uuid(event_id), str(holder), stream_id)
+
+
+_DAMAGED_SQLITE = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
+_DAMAGED_SQLSTATE = {"XX001", "XX002"}  # data_corrupted, index_corrupted
+
+
+def translate(backend: str, operation: str, exc: BaseException) -> EventSourcingError:
+    """Return the meshkit error for a driver error, chained to it.
+
+    A damaged database (SQLite's "malformed" and "not a database", PostgreSQL's
+    `data_corrupted`/`index_corrupted`) is an `EventStoreCorruptError`, which no retry can
+    mend; anything else an `EventStoreUnavailableError`.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    damaged = (isinstance(code, int) and code & 0xFF in _DAMAGED_SQLITE) or getattr(
+        exc, "sqlstate", None
+    ) in _DAMAGED_SQLSTATE
+    kind = EventStoreCorruptError if damaged else EventStoreUnavailableError
+    error = kind(backend, operation, str(exc))
+    error.__cause__ = exc
+    return error
+
+
 @contextlib.contextmanager
 def translate_errors(
     backend: str, operation: str, driver_error: type[BaseException]
 ) -> Iterator[None]:
-    """Translate the driver's exceptions raised inside the block.
+    """Translate the driver's exceptions raised inside the block (see `translate`).
 
     Raises:
-        EventStoreUnavailableError: In place of any `driver_error`, chained with `from`.
+        EventStoreUnavailableError: In place of a `driver_error`, chained with `from`.
+        EventStoreCorruptError: In place of a `driver_error` that says the file is damaged.
     """
     try:
         yield
     except driver_error as exc:
-        raise EventStoreUnavailableError(backend, operation, str(exc)) from exc
+        raise translate(backend, operation, exc) from exc
+
+
+def run_statement(conn: Any, statement: Any, params: Sequence[Any]) -> list[Any]:  # noqa: ANN401 - a DB-API connection and its statement
+    """Run one statement on a DB-API connection; return its rows (none for a write)."""
+    cursor = conn.execute(statement, params)
+    return cursor.fetchall() if cursor.description is not None else []
 
 
 @contextlib.asynccontextmanager
@@ -277,7 +262,7 @@ async def transaction_scope(
     driver_error: type[BaseException],
     run: Callable[[Callable[[], object]], Awaitable[object]],
     conn: Any,  # noqa: ANN401 - a sqlite3 or psycopg connection
-    begin: str | bytes,
+    begin: str,
 ) -> AsyncIterator[None]:
     """Begin a transaction on `conn`; commit it if the block exits normally, else roll back.
 
@@ -288,13 +273,14 @@ async def transaction_scope(
 
     Raises:
         EventStoreUnavailableError: If the driver fails to begin or to commit.
+        EventStoreCorruptError: If the database is damaged.
     """
     with translate_errors(backend, "transaction", driver_error):
         await run(lambda: conn.execute(begin))
     try:
         yield
         with anyio.CancelScope(shield=True), translate_errors(backend, "commit", driver_error):
-            await run(lambda: conn.execute(b"COMMIT" if isinstance(begin, bytes) else "COMMIT"))
+            await run(lambda: conn.execute("COMMIT"))
     except BaseException:
         with anyio.CancelScope(shield=True), contextlib.suppress(driver_error):
             await run(conn.rollback)
@@ -302,12 +288,12 @@ async def transaction_scope(
 
 
 @final
-@attrs.define(eq=False)
 class Wakeup:
     """Wakes `wait_for_new` callers when this process appended, else after a poll interval."""
 
-    _event: anyio.Event | None = attrs.field(init=False, default=None)
-    _loop: object = attrs.field(init=False, default=None)
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None
+        self._loop: object = None
 
     def arm(self) -> anyio.Event:
         """Return the event the next `fire()` sets (take it before checking the store).

@@ -49,7 +49,7 @@ _T = TypeVar("_T")
 class _Job(Generic[_T]):
     """A call for the writer thread, and the way back to the event loop that waits for it."""
 
-    function: Callable[[], _T]
+    function: Callable[[], _T | None]
     last: bool = False
     result: _T | None = None
     error: BaseException | None = None
@@ -58,10 +58,14 @@ class _Job(Generic[_T]):
 
     def execute(self) -> None:
         """Run the call (in the writer thread) and wake the waiting task in its own loop."""
+        # Drop the function (often a store's bound method) before waking the caller: once
+        # woken, it may drop the store and expect its finalizer to end this thread.
+        function, self.function = self.function, _nothing
         try:
-            self.result = self.function()
+            self.result = function()
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting task
             self.error = exc
+        del function
         # The loop can only be gone if its task was torn down without waiting; nobody listens.
         with contextlib.suppress(anyio.RunFinishedError):
             self.token.backend_class.run_sync_soon(self.done.set, (), self.token.native_token)
@@ -71,6 +75,10 @@ class _Job(Generic[_T]):
         if self.error is not None:
             raise self.error
         return self.result  # type: ignore[return-value] # set by execute() when no error
+
+
+def _nothing() -> None:
+    """What a job holds once its function has run."""
 
 
 def _serve(jobs: queue.SimpleQueue[_Job[Any] | None]) -> None:

@@ -28,11 +28,16 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 
-from meshkit._errors import ConfigurationError, VersionConflictError
+from meshkit._errors import (
+    ConfigurationError,
+    DuplicateEventIdError,
+    EventDecodeError,
+    VersionConflictError,
+)
 from meshkit.eventsourcing import NO_STREAM, CheckpointStore, Event, EventStore, Snapshot
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Iterator
 
 __all__ = ["CheckpointStoreConformance", "EventStoreConformance"]
 
@@ -168,7 +173,11 @@ class EventStoreConformance(abc.ABC):
             _equal(len(await store.read_all()), 3, "events stored")
 
     async def test_reused_event_ids_conflict(self) -> None:
-        """Ids that match only partly, or sit elsewhere, raise VersionConflictError."""
+        """Partly matching ids conflict; ids stored elsewhere are duplicates naming their stream.
+
+        A partial match is a `VersionConflictError`; an id stored elsewhere a
+        `DuplicateEventIdError` naming the id and the stream that holds it.
+        """
         async with self._store() as store:
             events = make_events("s-1", 1, 2)
             await store.append("s-1", events, NO_STREAM)
@@ -176,9 +185,19 @@ class EventStoreConformance(abc.ABC):
             with _raises(VersionConflictError, "a partial id match"):
                 await store.append("s-1", mixed, NO_STREAM)
             moved = [Event(stream_id="s-2", version=1, type="X", event_id=events[0].event_id)]
-            with _raises(VersionConflictError, "an id stored in another stream"):
+            try:
                 await store.append("s-2", moved, NO_STREAM)
+            except DuplicateEventIdError as exc:
+                found = (exc.event_id, exc.stream_id, exc.appended_to)
+                _equal(found, (events[0].event_id, "s-1", "s-2"), "error fields")
+                _check(str(events[0].event_id) in str(exc), "the message names the id")
+            else:
+                raise AssertionError("an id stored in another stream: no error")
+            again = [Event(stream_id="s-1", version=3, type="X", event_id=events[1].event_id)]
+            with _raises(DuplicateEventIdError, "an id stored earlier in the same stream"):
+                await store.append("s-1", again, 2)
             _equal(await store.stream_version("s-2"), NO_STREAM, "s-2 version")
+            _equal(await store.stream_version("s-1"), 2, "s-1 version")
 
     async def test_read_from_version_with_limit(self) -> None:
         """read() honours from_version and limit."""
@@ -272,6 +291,171 @@ class EventStoreConformance(abc.ABC):
             with _raises(ConfigurationError, "negative after_position"):
                 await store.read_all(-1)
             _equal(await store.read_all(), [], "nothing written")
+
+    async def test_text_limits_are_the_same_everywhere(self) -> None:
+        """A lone surrogate, a NUL or an over-long stream id is refused, on append and read."""
+        async with self._store() as store:
+            bad_texts = {
+                "a lone surrogate": "bad-\ud800",
+                "a NUL": "bad\x00id",
+                "over 1024 UTF-8 bytes": "é" * 513,
+            }
+            for what, text in bad_texts.items():
+                with _raises(ConfigurationError, f"stream_id with {what}"):
+                    await store.append(text, [_event(text)], NO_STREAM)
+                with _raises(ConfigurationError, f"type with {what}"):
+                    await store.append("s-1", [_event("s-1", type=text)], NO_STREAM)
+                with _raises(ConfigurationError, f"read of a stream_id with {what}"):
+                    await store.read(text)
+                with _raises(ConfigurationError, f"stream_version of a stream_id with {what}"):
+                    await store.stream_version(text)
+            longest = "é" * 512  # exactly 1024 UTF-8 bytes
+            _equal(await store.append(longest, [_event(longest)], NO_STREAM), 1, "1024 bytes")
+            with anyio.fail_after(_WAIT):  # PostgreSQL shows it once older transactions end
+                await store.wait_for_new(0)
+            _equal(len(await store.read_all()), 1, "only the valid append stored")
+
+    async def test_numeric_limits_are_the_same_everywhere(self) -> None:
+        """schema_version >= 2**31, versions past 2**63 and bad limits are refused alike."""
+        async with self._store() as store:
+            with _raises(ConfigurationError, "schema_version 2**31"):
+                await store.append("s-1", [_event("s-1", schema_version=2**31)], NO_STREAM)
+            with _raises(ConfigurationError, "expected_version 2**63"):
+                await store.append("s-1", [_event("s-1", version=2**63 + 1)], 2**63)
+            with _raises(ConfigurationError, "a last version of 2**63"):
+                await store.append("s-1", [_event("s-1", version=2**63)], 2**63 - 1)
+            with _raises(VersionConflictError, "expected_version 2**63 - 2 on an empty stream"):
+                await store.append("s-1", [_event("s-1", version=2**63 - 1)], 2**63 - 2)
+            with _raises(ConfigurationError, "read_all after 2**63"):
+                await store.read_all(2**63)
+            with _raises(ConfigurationError, "read from version 2**63"):
+                await store.read("s-1", 2**63)
+            top = _event("s-1", schema_version=2**31 - 1)
+            _equal(await store.append("s-1", [top], NO_STREAM), 1, "schema_version 2**31 - 1")
+
+    async def test_timestamps_out_of_range_in_utc_are_refused(self) -> None:
+        """A timestamp that overflows once normalised to UTC raises ConfigurationError."""
+        async with self._store() as store:
+            late = dt.datetime(9999, 12, 31, 23, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+            with _raises(ConfigurationError, "a timestamp past year 9999 in UTC"):
+                await store.append("s-1", [_event("s-1", timestamp=late)], NO_STREAM)
+            early = dt.datetime(1, 1, 1, 1, 0, tzinfo=dt.timezone(dt.timedelta(hours=5)))
+            with _raises(ConfigurationError, "a timestamp before year 1 in UTC"):
+                await store.append("s-1", [_event("s-1", timestamp=early)], NO_STREAM)
+            east = dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+            await store.append("s-1", [_event("s-1", timestamp=east)], NO_STREAM)
+            stored = (await store.read("s-1"))[0].timestamp
+            _equal((stored, stored.utcoffset()), (east, dt.timedelta(0)), "read back in UTC")
+
+    async def test_payloads_are_strict_json(self) -> None:
+        """NaN, infinities and nesting past 100 levels are refused; data reads back as JSON."""
+        async with self._store() as store:
+            deep: dict[str, Any] = {}
+            inner = deep
+            for _ in range(100_000):
+                inner["a"] = {}
+                inner = inner["a"]
+            bad: dict[str, dict[str, Any]] = {
+                "NaN": {"x": float("nan")},
+                "infinity": {"x": [float("inf")]},
+                "100,000 levels": deep,
+                "101 levels": _nested(101),
+            }
+            for what, data in bad.items():
+                with _raises(ConfigurationError, f"a payload with {what}"):
+                    await store.append("s-1", [_event("s-1", data=data)], NO_STREAM)
+                snapshot = Snapshot(stream_id="s-1", version=1, type="T", state=data)
+                with _raises(ConfigurationError, f"a snapshot state with {what}"):
+                    await store.save_snapshot(snapshot)
+            good: dict[Any, Any] = {1: "int key", "t": (1, 2), "deep": _nested(99)}
+            await store.append("s-1", [_event("s-1", data=good)], NO_STREAM)
+            read = (await store.read("s-1"))[0].data
+            expected = {"1": "int key", "t": [1, 2], "deep": _nested(99)}
+            _equal(read, expected, "JSON round-trip semantics")
+            await store.save_snapshot(Snapshot(stream_id="s-1", version=1, type="T", state=good))
+            loaded = await store.load_snapshot("s-1")
+            _equal(loaded and loaded.state, expected, "snapshot state round trip")
+
+    async def test_async_context_manager(self) -> None:
+        """The store is an async context manager that yields itself."""
+        store = await self.make_store()
+        async with store as entered:  # type: ignore[attr-defined] # not in the protocol
+            _check(entered is store, "yields the store")
+            await store.append("s-1", [_event("s-1")], NO_STREAM)
+
+    async def corrupt_event(
+        self, store: EventStore, stream_id: str, column: str, value: object
+    ) -> bool:
+        """Overwrite `column` of the event at version 1 of `stream_id` with `value`.
+
+        Return whether the backend can hold such a value at all (a typed column cannot hold
+        text, a memory store has no rows to corrupt); the default holds none. A backend
+        that returns True must make `read` raise `EventDecodeError` for it.
+        """
+        del store, stream_id, column, value
+        return False
+
+    async def test_corrupt_rows_raise_event_decode_error(self) -> None:
+        """A corrupt stored event raises EventDecodeError naming stream, version and type."""
+        cases: list[tuple[str, object]] = [
+            ("data", 10**12),  # bytes(10**12) would allocate a terabyte
+            ("data", b"[" * 100_000 + b"]" * 100_000),
+            ("data", '{"a": 1}'),  # text where bytes belong
+            ("data", b"{not json"),
+            ("data", b"[1]"),
+            ("data", b'{"x": NaN}'),  # not strict JSON
+            ("version", "one"),
+            ("timestamp", "yesterday"),
+        ]
+        tried = 0
+        async with self._store() as store:
+            for n, (column, value) in enumerate(cases):
+                stream = f"corrupt-{n}"
+                await store.append(stream, [_event(stream, type="Kind")], NO_STREAM)
+                position = (await store.read(stream))[0].position or 1
+                if await self.corrupt_event(store, stream, column, value):
+                    tried += 1
+                    await self._check_corrupt_stream(store, stream, position, column, value)
+        if tried == 0:
+            import pytest  # noqa: PLC0415 - only when a backend runs the suite
+
+            pytest.skip("this backend cannot hold corrupt rows")
+
+    async def _check_corrupt_stream(
+        self, store: EventStore, stream: str, position: int, column: str, value: object
+    ) -> None:
+        what = f"{column}={value!r:.40}"
+        await self._check_corrupt(store.read(stream), stream, what)
+        with anyio.fail_after(_WAIT):  # PostgreSQL shows the row once older transactions end
+            await store.wait_for_new(position - 1)
+        await self._check_corrupt(store.read_all(position - 1), stream, what)
+        if column == "version":  # the version a writer compares with
+            await self._check_corrupt(store.stream_version(stream), stream, what)
+            again = [_event(stream, version=2, type="Kind")]
+            await self._check_corrupt(store.append(stream, again, 1), stream, what)
+
+    async def _check_corrupt(self, read: Awaitable[object], stream: str, what: str) -> None:
+        try:
+            await read
+        except EventDecodeError as exc:
+            _equal((exc.stream_id, exc.event_type), (stream, "Kind"), f"{what}: fields")
+            _check(exc.version in {1, "one"}, f"{what}: version named")
+        else:
+            raise AssertionError(f"{what}: no EventDecodeError")
+
+
+def _event(stream_id: str, **fields: object) -> Event:
+    return Event(**{"stream_id": stream_id, "version": 1, "type": "T", **fields})  # type: ignore[arg-type]
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    """Return a payload of `depth` nested containers (the payload itself is the first)."""
+    data: dict[str, Any] = {}
+    inner = data
+    for _ in range(depth - 1):
+        inner["a"] = {}
+        inner = inner["a"]
+    return data
 
 
 def attrs_without_position(event: Event) -> Event:
