@@ -462,6 +462,38 @@ class TestRecovery:
         assert p.applied == 2
         assert sorted(p.did("do")) == ["create", "create", "pay"]  # create: at least once
 
+    async def test_cancelled_compensation_is_recorded_and_no_new_one_starts(self) -> None:
+        """A compensation cut off by shutdown is still logged; the next one is left to recovery."""
+        p = Participant()
+        p.fail["pay"] = 1
+        saga = order_saga(p)
+        store = MemoryEventStore()
+        scope = anyio.CancelScope()
+
+        async def undo_then_shut_down(data: Any, context: StepContext) -> None:
+            scope.cancel()  # the orchestrator is leaving while this compensation runs
+            await p.undo(data, context)
+
+        cut = Saga(
+            name="order",
+            steps=[
+                Step(name="create", action=p.act, compensation=p.undo),
+                Step(name="reserve", action=p.act, compensation=undo_then_shut_down),
+                Step(name="pay", action=p.act, kind=StepKind.PIVOT),
+                Step(name="confirm", action=p.act, kind=StepKind.RETRIABLE),
+            ],
+            stuck_after=30,
+        )
+        with scope:
+            async with orchestrator(store, [cut]) as first:
+                saga_id = await first.start(cut, {})
+                await anyio.sleep_forever()
+        assert p.did("undo") == ["reserve"]  # create's compensation was not started
+        async with orchestrator(store, [saga]) as second:
+            status = await second.wait(saga_id)
+        assert status.state is SagaState.COMPENSATED
+        assert p.did("undo") == ["reserve", "create"]  # reserve compensated once, not twice
+
 
 class TestObservers:
     async def test_listener_errors_are_logged(self, caplog: pytest.LogCaptureFixture) -> None:

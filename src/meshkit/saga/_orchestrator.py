@@ -448,10 +448,12 @@ class SagaOrchestrator:
         ]
         failures = 0
         while True:
-            # Not shielded: an append cut off by cancellation either landed or not, and the
-            # next recovery reads which (a compensation it recorded is at worst run again).
+            # Shielded, so that an orchestrator leaving still records the outcome of the call
+            # it just made (a compensation left unrecorded would be run again on recovery).
+            # The backoff below stays cancellable: one store call is all the shield covers.
             try:
-                await self.store.append(stream, events, expected)
+                with anyio.CancelScope(shield=True):
+                    await self.store.append(stream, events, expected)
                 break
             except VersionConflictError:
                 raise _LostError from None

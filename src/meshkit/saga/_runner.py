@@ -10,6 +10,7 @@ import itertools
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
+import anyio.lowlevel
 import attrs
 
 from meshkit.resilience import Timeout
@@ -105,10 +106,10 @@ class StepRunner:
     async def compensate(
         self, saga: str, step: Step, machine: SagaMachine, command: Compensate
     ) -> Record:
-        """Call the step's compensation once, shielded from cancellation.
+        """Call the step's compensation once, shielded from cancellation once started.
 
-        Its own timeout still applies. Returns `CompensationSucceeded` or
-        `CompensationFailed`.
+        Its own timeout still applies; a cancelled caller starts no compensation. Returns
+        `CompensationSucceeded` or `CompensationFailed`.
         """
         compensation: Any = step.compensation
         context = StepContext(
@@ -119,6 +120,9 @@ class StepRunner:
             compensating=True,
         )
         timeout = self._timeout(saga, step)
+        # The shield below would hide a pending cancellation: a leaving orchestrator must
+        # not start another compensation (recovery runs it).
+        await anyio.lowlevel.checkpoint_if_cancelled()
         try:
             with anyio.CancelScope(shield=True):
                 if timeout is None:
