@@ -105,6 +105,10 @@ class TestSagaRules:
             Saga(name="s", steps=[comp("a")], stuck_after=value)
         assert Saga(name="s", steps=[comp("a")], stuck_after=float("inf")).stuck_after > 0
 
+    def test_stuck_after_huge_int(self) -> None:
+        """A huge int stuck_after is just a very long time (no OverflowError)."""
+        assert Saga(name="s", steps=[comp("a")], stuck_after=10**400).stuck_after > 0
+
     @pytest.mark.parametrize(
         ("field", "kwargs"),
         [
