@@ -171,6 +171,29 @@ class TestJson:
         with pytest.raises(ConfigurationError, match="data"):
             json_mapping(deep, "data")
 
+    def test_nesting_near_the_limit_is_refused_or_kept(self) -> None:
+        """Nesting the encoder takes but the decoder refuses is a ConfigurationError too."""
+        outcomes = set()
+        for depth in range(500, 1500):  # around the recursion limit, wherever the stack is
+            deep: dict[str, Any] = {}
+            node = deep
+            for _ in range(depth):
+                node["x"] = {}
+                node = node["x"]
+            try:
+                json_mapping(deep, "data")
+                outcomes.add("kept")
+            except ConfigurationError:
+                outcomes.add("refused")
+        assert outcomes == {"kept", "refused"}
+
+    def test_colliding_keys_are_refused(self) -> None:
+        """Keys that become one str key (True and "true") are refused, not silently merged."""
+        with pytest.raises(ConfigurationError, match="data"):
+            json_mapping({"x": {True: 1, "true": 2}}, "data")
+        with pytest.raises(ConfigurationError, match="data"):
+            json_mapping({1: "a", "1": "b"}, "data")
+
     def test_round_trip(self) -> None:
         """Data reads back as the log will: tuples become lists, keys become str."""
         assert json_mapping({"t": (1, 2), 3: "x"}, "data") == {"t": [1, 2], "3": "x"}
