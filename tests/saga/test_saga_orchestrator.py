@@ -58,6 +58,10 @@ class Fixed:
         return self.seconds
 
 
+async def async_listener(transition: SagaTransition) -> None:
+    """A listener that would never be awaited (refused)."""
+
+
 def order_saga(p: Participant, **step_options: Any) -> Saga:
     """Create order -> reserve -> pay (pivot) -> confirm (retriable)."""
     return Saga(
@@ -367,6 +371,7 @@ class TestBadInput:
             {"sagas": [3]},
             {"listeners": 3},
             {"listeners": [3]},
+            {"listeners": [async_listener]},
             {"max_recovering": 0},
             {"store": object()},
         ],

@@ -84,8 +84,9 @@ class SagaOrchestrator:
         store: The event store holding one stream per saga.
         sagas: The saga definitions this orchestrator can run and recover.
         clock: The clock for timeouts, backoffs, stuck detection and ages.
-        listeners: Called with a `SagaTransition` for every record appended here; one that
-            raises is logged on the `meshkit.saga` logger and otherwise ignored.
+        listeners: Plain (not async) callables, called with a `SagaTransition` for every
+            record appended here; one that raises is logged on the `meshkit.saga` logger and
+            otherwise ignored.
         stream_prefix: Prefix of the saga streams' ids (`<prefix><saga_id>`).
         recover: Whether entering drives the unfinished sagas found in the store.
         recover_after: Seconds this orchestrator must have seen a saga's log stand still
