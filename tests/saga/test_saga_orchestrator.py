@@ -100,6 +100,29 @@ class TestHappyPath:
             "StepSucceeded",
         ]
 
+    async def test_steps_cannot_change_the_data_behind_the_log(self) -> None:
+        """A step mutating nested data in place changes nothing: later steps see the log's."""
+        seen: list[Any] = []
+
+        async def add(data: Any, context: StepContext) -> dict[str, Any]:
+            data["items"].append("sneaky")
+            return {}
+
+        async def look(data: Any, context: StepContext) -> None:
+            seen.append(data["items"])
+
+        saga = Saga(
+            name="s",
+            steps=[
+                Step(name="mutate", action=add, compensation=look),
+                Step(name="look", action=look, kind=StepKind.PIVOT),
+            ],
+        )
+        async with orchestrator(MemoryEventStore(), [saga]) as orch:
+            status = await orch.run(saga, {"items": [1]})
+        assert seen == [[1]]
+        assert status.data == {"items": [1]}
+
     async def test_statistics_and_listing(self) -> None:
         """Finished sagas are counted and listed by state."""
         p = Participant()

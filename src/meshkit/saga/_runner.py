@@ -6,6 +6,7 @@ a participant is recorded, never swallowed silently, and cancellation always pro
 
 from __future__ import annotations
 
+import copy
 import itertools
 from typing import TYPE_CHECKING, Any, final
 
@@ -24,6 +25,12 @@ if TYPE_CHECKING:
     from meshkit._clock import Clock
 
 __all__ = ["StepRunner"]
+
+
+def _copy(data: dict[str, Any]) -> dict[str, Any]:
+    # Deep: a participant that changed nested data in place would otherwise change what
+    # later steps see in this run, but not in a run recovered from the log.
+    return copy.deepcopy(data)
 
 
 @final
@@ -81,8 +88,8 @@ class StepRunner:
                 saga_id=machine.saga_id, step=step.name, idempotency_key=key, attempt=next(calls)
             )
             if timeout is None:
-                return await step.action(dict(data), context)
-            return await timeout.call(step.action, dict(data), context)
+                return await step.action(_copy(data), context)
+            return await timeout.call(step.action, _copy(data), context)
 
         try:
             result = await step.retry.call(attempt)
@@ -126,9 +133,9 @@ class StepRunner:
         try:
             with anyio.CancelScope(shield=True):
                 if timeout is None:
-                    await compensation(dict(machine.data), context)
+                    await compensation(_copy(machine.data), context)
                 else:
-                    await timeout.call(compensation, dict(machine.data), context)
+                    await timeout.call(compensation, _copy(machine.data), context)
         except Exception as exc:  # noqa: BLE001 - recorded, then retried after a backoff
             data = {"step": step.name, "error": describe(exc), "attempt": command.attempt}
             return Record(RecordType.COMPENSATION_FAILED, data)
