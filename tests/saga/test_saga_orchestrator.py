@@ -522,6 +522,40 @@ class TestRecovery:
         assert status.state is SagaState.COMPENSATED
         assert p.did("undo") == ["reserve", "create"]  # reserve compensated once, not twice
 
+    async def test_a_saga_lost_then_recovered_again_is_waited_for(self, clock: FakeClock) -> None:
+        """An orchestrator that lost a saga and later recovers it reports it, not the loss."""
+        p = Participant()
+        gates = [anyio.Event(), anyio.Event()]
+        entered = [anyio.Event(), anyio.Event()]
+
+        async def blocking(data: Any, context: StepContext) -> dict[str, Any]:
+            if context.attempt <= len(gates):
+                entered[context.attempt - 1].set()
+                await gates[context.attempt - 1].wait()
+            return await p.act(data, context)
+
+        saga = Saga(
+            name="order",
+            steps=[
+                Step(name="create", action=blocking, compensation=p.undo),
+                Step(name="pay", action=p.act, kind=StepKind.PIVOT),
+            ],
+        )
+        store = MemoryEventStore()
+        async with orchestrator(store, [saga], clock=clock, recover_after=10) as first:
+            saga_id = await first.start(saga, {})
+            await entered[0].wait()
+            async with orchestrator(store, [saga], clock=clock) as second:
+                await entered[1].wait()  # the second took the saga over
+                gates[0].set()
+                with pytest.raises(SagaOwnershipLostError):
+                    await first.wait(saga_id)
+            # the second left mid-step: the first sees the log stand still and takes it back
+            for _ in range(3):
+                await clock.advance_stepwise(10)
+            status = await first.wait(saga_id)
+        assert status.state is SagaState.COMPLETED
+
 
 class TestObservers:
     async def test_listener_errors_are_logged(self, caplog: pytest.LogCaptureFixture) -> None:

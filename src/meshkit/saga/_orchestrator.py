@@ -354,6 +354,7 @@ class SagaOrchestrator:
         try:
             if commands is None:  # recovering: claim the saga first
                 commands = await self._commit(saga, machine, list(claim))
+                self._lost.pop(machine.saga_id, None)  # an earlier loss is over: it is ours
             await self._loop(saga, machine, commands)
             drive.status = status_of(saga, machine, drive.history)
         except _LostError:
