@@ -545,7 +545,7 @@ class TestRecovery:
         async with orchestrator(store, [saga], clock=clock, recover_after=10) as first:
             saga_id = await first.start(saga, {})
             await entered[0].wait()
-            async with orchestrator(store, [saga], clock=clock) as second:
+            async with orchestrator(store, [saga], clock=clock):
                 await entered[1].wait()  # the second took the saga over
                 gates[0].set()
                 with pytest.raises(SagaOwnershipLostError):
