@@ -39,6 +39,11 @@ class StepContext:
     compensating: bool = False
 
 
+def idempotency_key(saga_id: str, step: str) -> str:
+    """Return the idempotency key of `step` in saga `saga_id` (see `StepContext`)."""
+    return f"{saga_id}:{step}"
+
+
 Action = Callable[[Mapping[str, Any], StepContext], Awaitable[Mapping[str, Any] | None]]
 """An action: `await action(data, context)` returns updates merged into the saga's data."""
 

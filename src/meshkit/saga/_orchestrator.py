@@ -208,15 +208,8 @@ class SagaOrchestrator:
         started = Record(RecordType.STARTED, {"saga": saga.name, "data": payload})
         if saga_id in self._drives:
             raise SagaAlreadyExistsError(saga_id)
-        drive = self._drives[saga_id] = _Drive()
-        try:
-            commands = await self._commit(saga, machine, [started], retry=False)
-        except BaseException as exc:
-            del self._drives[saga_id]
-            if isinstance(exc, _LostError):
-                raise SagaAlreadyExistsError(saga_id) from None
-            raise
-        tasks.start_soon(self._drive, saga, machine, commands, drive)
+        conflict = SagaAlreadyExistsError(saga_id)
+        await self._launch(tasks, saga, machine, started, drive=_Drive(), conflict=conflict)
         return saga_id
 
     async def run(
@@ -281,13 +274,34 @@ class SagaOrchestrator:
             raise SagaStateError(saga_id, machine.state.value, "resume")
         state = SagaState.COMPENSATING if machine.compensating else SagaState.RUNNING
         resumed = Record(RecordType.RESUMED, {"state": state.value, "owner": self.owner})
-        drive = self._drives[saga_id] = _Drive(history=events)
+        drive, conflict = _Drive(history=events), SagaOwnershipLostError(saga_id, machine.version)
+        await self._launch(tasks, saga, machine, resumed, drive=drive, conflict=conflict)
+
+    async def _launch(
+        self,
+        tasks: anyio.abc.TaskGroup,
+        saga: Saga,
+        machine: SagaMachine,
+        first: Record,
+        *,
+        drive: _Drive,
+        conflict: Exception,
+    ) -> None:
+        """Append `first` with the first claims, then drive the saga in the background.
+
+        `drive` is registered before the append, so that no second launch of the saga can
+        start meanwhile; it is removed if the append fails, and `conflict` is raised if it
+        conflicted.
+        """
+        saga_id = machine.saga_id
+        self._drives[saga_id] = drive
         try:
-            commands = await self._commit(saga, machine, [resumed], retry=False)
-        except BaseException as exc:
+            commands = await self._commit(saga, machine, [first], retry=False)
+        except _LostError:
             del self._drives[saga_id]
-            if isinstance(exc, _LostError):
-                raise SagaOwnershipLostError(saga_id, machine.version) from None
+            raise conflict from None
+        except BaseException:
+            del self._drives[saga_id]
             raise
         self._lost.pop(saga_id, None)
         tasks.start_soon(self._drive, saga, machine, commands, drive)

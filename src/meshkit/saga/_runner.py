@@ -16,7 +16,7 @@ import attrs
 
 from meshkit.resilience import Timeout
 from meshkit.saga._core import Compensate, Record, RecordType, RunStep, SagaMachine
-from meshkit.saga._definition import Step, StepContext
+from meshkit.saga._definition import Step, StepContext, idempotency_key
 from meshkit.saga._json import describe, json_mapping
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class StepRunner:
         calls = itertools.count(command.attempt)
         timeout = self._timeout(saga, step)
         data = machine.data
-        key = f"{machine.saga_id}:{step.name}"
+        key = idempotency_key(machine.saga_id, step.name)
 
         async def attempt() -> object:
             context = StepContext(
@@ -122,7 +122,7 @@ class StepRunner:
         context = StepContext(
             saga_id=machine.saga_id,
             step=step.name,
-            idempotency_key=f"{machine.saga_id}:{step.name}",
+            idempotency_key=idempotency_key(machine.saga_id, step.name),
             attempt=command.attempt,
             compensating=True,
         )
