@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -47,6 +48,7 @@ class Server:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its own process group: `close` can kill its children too
         )
 
     def send(self, job: dict[str, Any]) -> None:
@@ -65,9 +67,14 @@ class Server:
         return self.receive()
 
     def close(self) -> None:
+        """Let the server finish its job and exit; kill it and its child if they hang."""
         if self.process.stdin is not None:
             self.process.stdin.close()
-        self.process.wait(timeout=30)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a hung child must not outlive the test
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
         if self.process.stdout is not None:
             self.process.stdout.close()
 

@@ -105,6 +105,10 @@ class TestSagaRules:
             Saga(name="s", steps=[comp("a")], stuck_after=value)
         assert Saga(name="s", steps=[comp("a")], stuck_after=float("inf")).stuck_after > 0
 
+    def test_stuck_after_huge_int(self) -> None:
+        """A huge int stuck_after is just a very long time (no OverflowError)."""
+        assert Saga(name="s", steps=[comp("a")], stuck_after=10**400).stuck_after > 0
+
     @pytest.mark.parametrize(
         ("field", "kwargs"),
         [
@@ -166,6 +170,29 @@ class TestJson:
             node = node["x"]
         with pytest.raises(ConfigurationError, match="data"):
             json_mapping(deep, "data")
+
+    def test_nesting_near_the_limit_is_refused_or_kept(self) -> None:
+        """Nesting the encoder takes but the decoder refuses is a ConfigurationError too."""
+        outcomes = set()
+        for depth in range(500, 1500):  # around the recursion limit, wherever the stack is
+            deep: dict[str, Any] = {}
+            node = deep
+            for _ in range(depth):
+                node["x"] = {}
+                node = node["x"]
+            try:
+                json_mapping(deep, "data")
+                outcomes.add("kept")
+            except ConfigurationError:
+                outcomes.add("refused")
+        assert outcomes == {"kept", "refused"}
+
+    def test_colliding_keys_are_refused(self) -> None:
+        """Keys that become one str key (True and "true") are refused, not silently merged."""
+        with pytest.raises(ConfigurationError, match="data"):
+            json_mapping({"x": {True: 1, "true": 2}}, "data")
+        with pytest.raises(ConfigurationError, match="data"):
+            json_mapping({1: "a", "1": "b"}, "data")
 
     def test_round_trip(self) -> None:
         """Data reads back as the log will: tuples become lists, keys become str."""

@@ -58,6 +58,10 @@ class Fixed:
         return self.seconds
 
 
+async def async_listener(transition: SagaTransition) -> None:
+    """A listener that would never be awaited (refused)."""
+
+
 def order_saga(p: Participant, **step_options: Any) -> Saga:
     """Create order -> reserve -> pay (pivot) -> confirm (retriable)."""
     return Saga(
@@ -95,6 +99,29 @@ class TestHappyPath:
             "StepStarted",
             "StepSucceeded",
         ]
+
+    async def test_steps_cannot_change_the_data_behind_the_log(self) -> None:
+        """A step mutating nested data in place changes nothing: later steps see the log's."""
+        seen: list[Any] = []
+
+        async def add(data: Any, context: StepContext) -> dict[str, Any]:
+            data["items"].append("sneaky")
+            return {}
+
+        async def look(data: Any, context: StepContext) -> None:
+            seen.append(data["items"])
+
+        saga = Saga(
+            name="s",
+            steps=[
+                Step(name="mutate", action=add, compensation=look),
+                Step(name="look", action=look, kind=StepKind.PIVOT),
+            ],
+        )
+        async with orchestrator(MemoryEventStore(), [saga]) as orch:
+            status = await orch.run(saga, {"items": [1]})
+        assert seen == [[1]]
+        assert status.data == {"items": [1]}
 
     async def test_statistics_and_listing(self) -> None:
         """Finished sagas are counted and listed by state."""
@@ -367,6 +394,7 @@ class TestBadInput:
             {"sagas": [3]},
             {"listeners": 3},
             {"listeners": [3]},
+            {"listeners": [async_listener]},
             {"max_recovering": 0},
             {"store": object()},
         ],
@@ -461,6 +489,72 @@ class TestRecovery:
         assert status.state is SagaState.COMPLETED
         assert p.applied == 2
         assert sorted(p.did("do")) == ["create", "create", "pay"]  # create: at least once
+
+    async def test_cancelled_compensation_is_recorded_and_no_new_one_starts(self) -> None:
+        """A compensation cut off by shutdown is still logged; the next one is left to recovery."""
+        p = Participant()
+        p.fail["pay"] = 1
+        saga = order_saga(p)
+        store = MemoryEventStore()
+        scope = anyio.CancelScope()
+
+        async def undo_then_shut_down(data: Any, context: StepContext) -> None:
+            scope.cancel()  # the orchestrator is leaving while this compensation runs
+            await p.undo(data, context)
+
+        cut = Saga(
+            name="order",
+            steps=[
+                Step(name="create", action=p.act, compensation=p.undo),
+                Step(name="reserve", action=p.act, compensation=undo_then_shut_down),
+                Step(name="pay", action=p.act, kind=StepKind.PIVOT),
+                Step(name="confirm", action=p.act, kind=StepKind.RETRIABLE),
+            ],
+            stuck_after=30,
+        )
+        with scope:
+            async with orchestrator(store, [cut]) as first:
+                saga_id = await first.start(cut, {})
+                await anyio.sleep_forever()
+        assert p.did("undo") == ["reserve"]  # create's compensation was not started
+        async with orchestrator(store, [saga]) as second:
+            status = await second.wait(saga_id)
+        assert status.state is SagaState.COMPENSATED
+        assert p.did("undo") == ["reserve", "create"]  # reserve compensated once, not twice
+
+    async def test_a_saga_lost_then_recovered_again_is_waited_for(self, clock: FakeClock) -> None:
+        """An orchestrator that lost a saga and later recovers it reports it, not the loss."""
+        p = Participant()
+        gates = [anyio.Event(), anyio.Event()]
+        entered = [anyio.Event(), anyio.Event()]
+
+        async def blocking(data: Any, context: StepContext) -> dict[str, Any]:
+            if context.attempt <= len(gates):
+                entered[context.attempt - 1].set()
+                await gates[context.attempt - 1].wait()
+            return await p.act(data, context)
+
+        saga = Saga(
+            name="order",
+            steps=[
+                Step(name="create", action=blocking, compensation=p.undo),
+                Step(name="pay", action=p.act, kind=StepKind.PIVOT),
+            ],
+        )
+        store = MemoryEventStore()
+        async with orchestrator(store, [saga], clock=clock, recover_after=10) as first:
+            saga_id = await first.start(saga, {})
+            await entered[0].wait()
+            async with orchestrator(store, [saga], clock=clock):
+                await entered[1].wait()  # the second took the saga over
+                gates[0].set()
+                with pytest.raises(SagaOwnershipLostError):
+                    await first.wait(saga_id)
+            # the second left mid-step: the first sees the log stand still and takes it back
+            for _ in range(3):
+                await clock.advance_stepwise(10)
+            status = await first.wait(saga_id)
+        assert status.state is SagaState.COMPLETED
 
 
 class TestObservers:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast, final
 
@@ -38,6 +37,11 @@ class StepContext:
     idempotency_key: str
     attempt: int
     compensating: bool = False
+
+
+def idempotency_key(saga_id: str, step: str) -> str:
+    """Return the idempotency key of `step` in saga `saga_id` (see `StepContext`)."""
+    return f"{saga_id}:{step}"
 
 
 Action = Callable[[Mapping[str, Any], StepContext], Awaitable[Mapping[str, Any] | None]]
@@ -164,11 +168,6 @@ def _saga_steps(value: object) -> tuple[Step | Parallel, ...]:
     return tuple(items)
 
 
-def _stuck_after(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    gt(0)(_inst, attribute, value)
-    require(not math.isnan(float(value)), attribute.name, value, "must not be NaN")  # type: ignore[arg-type]
-
-
 @final
 @attrs.frozen(kw_only=True)
 class Saga:
@@ -194,7 +193,7 @@ class Saga:
 
     name: str = attrs.field(validator=_name)
     steps: tuple[Step | Parallel, ...] = attrs.field(converter=_saga_steps)
-    stuck_after: float = attrs.field(default=300.0, validator=_stuck_after)
+    stuck_after: float = attrs.field(default=300.0, validator=gt(0))
     plan: SagaPlan = attrs.field(init=False, eq=False, repr=False)
     by_name: Mapping[str, Step] = attrs.field(init=False, eq=False, repr=False)
 

@@ -22,18 +22,32 @@ def json_mapping(value: object, field: str) -> dict[str, Any]:
 
     Raises:
         ConfigurationError: Naming `field`, if `value` is not a mapping or cannot be encoded
-            (a non-JSON type, NaN or infinity, a lone surrogate, nesting too deep).
+            (a non-JSON type, NaN or infinity, a lone surrogate, nesting too deep, two keys
+            that become one str key).
     """
     if not isinstance(value, Mapping):
         raise ConfigurationError(field, value, "must be a mapping (a JSON object)")
     try:
         text = _ENCODER.encode(dict(value))
         text.encode()
+        # Decoding can fail where encoding did not (nesting just under the limit).
+        decoded: dict[str, Any] = json.loads(text, object_pairs_hook=_unique_keys)
     except (TypeError, ValueError, RecursionError, UnicodeEncodeError) as exc:
         reason = f"must be JSON-serializable: {type(exc).__name__}: {exc}"
         raise ConfigurationError(field, _short(value), reason[:_MAX_ERROR]) from None
-    decoded: dict[str, Any] = json.loads(text)
     return decoded
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A key repeats only where two keys became one str ({True: 1, "true": 2}): merging them
+    # would drop a value silently.
+    result: dict[str, Any] = {}
+    for key, item in pairs:
+        if key in result:
+            msg = f"two keys become the same str key {key!r}"
+            raise ValueError(msg)
+        result[key] = item
+    return result
 
 
 def _short(value: object) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, cast
 
@@ -31,12 +32,15 @@ def sagas_by_name(value: object) -> dict[str, Saga]:
 
 
 def listeners_of(value: object) -> tuple[Listener, ...]:
-    """Return the listeners as a tuple of callables (the `listeners` converter)."""
+    """Return the listeners as a tuple of plain callables (the `listeners` converter)."""
     ok = isinstance(value, Iterable) and not isinstance(value, str)
     require(ok, "listeners", value, "must be an iterable of callables")
     items = tuple(cast("Iterable[object]", value))
     for item in items:
         require(callable(item), "listeners", item, "must hold callables")
+        # Listeners are called, not awaited: an async one would silently do nothing.
+        sync = not inspect.iscoroutinefunction(item)
+        require(sync, "listeners", item, "must hold plain (not async) callables")
     return cast("tuple[Listener, ...]", items)
 
 

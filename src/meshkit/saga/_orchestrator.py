@@ -84,8 +84,9 @@ class SagaOrchestrator:
         store: The event store holding one stream per saga.
         sagas: The saga definitions this orchestrator can run and recover.
         clock: The clock for timeouts, backoffs, stuck detection and ages.
-        listeners: Called with a `SagaTransition` for every record appended here; one that
-            raises is logged on the `meshkit.saga` logger and otherwise ignored.
+        listeners: Plain (not async) callables, called with a `SagaTransition` for every
+            record appended here; one that raises is logged on the `meshkit.saga` logger and
+            otherwise ignored.
         stream_prefix: Prefix of the saga streams' ids (`<prefix><saga_id>`).
         recover: Whether entering drives the unfinished sagas found in the store.
         recover_after: Seconds this orchestrator must have seen a saga's log stand still
@@ -207,15 +208,8 @@ class SagaOrchestrator:
         started = Record(RecordType.STARTED, {"saga": saga.name, "data": payload})
         if saga_id in self._drives:
             raise SagaAlreadyExistsError(saga_id)
-        drive = self._drives[saga_id] = _Drive()
-        try:
-            commands = await self._commit(saga, machine, [started], retry=False)
-        except BaseException as exc:
-            del self._drives[saga_id]
-            if isinstance(exc, _LostError):
-                raise SagaAlreadyExistsError(saga_id) from None
-            raise
-        tasks.start_soon(self._drive, saga, machine, commands, drive)
+        conflict = SagaAlreadyExistsError(saga_id)
+        await self._launch(tasks, saga, machine, started, drive=_Drive(), conflict=conflict)
         return saga_id
 
     async def run(
@@ -280,13 +274,34 @@ class SagaOrchestrator:
             raise SagaStateError(saga_id, machine.state.value, "resume")
         state = SagaState.COMPENSATING if machine.compensating else SagaState.RUNNING
         resumed = Record(RecordType.RESUMED, {"state": state.value, "owner": self.owner})
-        drive = self._drives[saga_id] = _Drive(history=events)
+        drive, conflict = _Drive(history=events), SagaOwnershipLostError(saga_id, machine.version)
+        await self._launch(tasks, saga, machine, resumed, drive=drive, conflict=conflict)
+
+    async def _launch(
+        self,
+        tasks: anyio.abc.TaskGroup,
+        saga: Saga,
+        machine: SagaMachine,
+        first: Record,
+        *,
+        drive: _Drive,
+        conflict: Exception,
+    ) -> None:
+        """Append `first` with the first claims, then drive the saga in the background.
+
+        `drive` is registered before the append, so that no second launch of the saga can
+        start meanwhile; it is removed if the append fails, and `conflict` is raised if it
+        conflicted.
+        """
+        saga_id = machine.saga_id
+        self._drives[saga_id] = drive
         try:
-            commands = await self._commit(saga, machine, [resumed], retry=False)
-        except BaseException as exc:
+            commands = await self._commit(saga, machine, [first], retry=False)
+        except _LostError:
             del self._drives[saga_id]
-            if isinstance(exc, _LostError):
-                raise SagaOwnershipLostError(saga_id, machine.version) from None
+            raise conflict from None
+        except BaseException:
+            del self._drives[saga_id]
             raise
         self._lost.pop(saga_id, None)
         tasks.start_soon(self._drive, saga, machine, commands, drive)
@@ -353,6 +368,7 @@ class SagaOrchestrator:
         try:
             if commands is None:  # recovering: claim the saga first
                 commands = await self._commit(saga, machine, list(claim))
+                self._lost.pop(machine.saga_id, None)  # an earlier loss is over: it is ours
             await self._loop(saga, machine, commands)
             drive.status = status_of(saga, machine, drive.history)
         except _LostError:
@@ -448,10 +464,12 @@ class SagaOrchestrator:
         ]
         failures = 0
         while True:
-            # Not shielded: an append cut off by cancellation either landed or not, and the
-            # next recovery reads which (a compensation it recorded is at worst run again).
+            # Shielded, so that an orchestrator leaving still records the outcome of the call
+            # it just made (a compensation left unrecorded would be run again on recovery).
+            # The backoff below stays cancellable: one store call is all the shield covers.
             try:
-                await self.store.append(stream, events, expected)
+                with anyio.CancelScope(shield=True):
+                    await self.store.append(stream, events, expected)
                 break
             except VersionConflictError:
                 raise _LostError from None

@@ -6,15 +6,17 @@ a participant is recorded, never swallowed silently, and cancellation always pro
 
 from __future__ import annotations
 
+import copy
 import itertools
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
+import anyio.lowlevel
 import attrs
 
 from meshkit.resilience import Timeout
 from meshkit.saga._core import Compensate, Record, RecordType, RunStep, SagaMachine
-from meshkit.saga._definition import Step, StepContext
+from meshkit.saga._definition import Step, StepContext, idempotency_key
 from meshkit.saga._json import describe, json_mapping
 
 if TYPE_CHECKING:
@@ -23,6 +25,12 @@ if TYPE_CHECKING:
     from meshkit._clock import Clock
 
 __all__ = ["StepRunner"]
+
+
+def _copy(data: dict[str, Any]) -> dict[str, Any]:
+    # Deep: a participant that changed nested data in place would otherwise change what
+    # later steps see in this run, but not in a run recovered from the log.
+    return copy.deepcopy(data)
 
 
 @final
@@ -73,15 +81,15 @@ class StepRunner:
         calls = itertools.count(command.attempt)
         timeout = self._timeout(saga, step)
         data = machine.data
-        key = f"{machine.saga_id}:{step.name}"
+        key = idempotency_key(machine.saga_id, step.name)
 
         async def attempt() -> object:
             context = StepContext(
                 saga_id=machine.saga_id, step=step.name, idempotency_key=key, attempt=next(calls)
             )
             if timeout is None:
-                return await step.action(dict(data), context)
-            return await timeout.call(step.action, dict(data), context)
+                return await step.action(_copy(data), context)
+            return await timeout.call(step.action, _copy(data), context)
 
         try:
             result = await step.retry.call(attempt)
@@ -105,26 +113,29 @@ class StepRunner:
     async def compensate(
         self, saga: str, step: Step, machine: SagaMachine, command: Compensate
     ) -> Record:
-        """Call the step's compensation once, shielded from cancellation.
+        """Call the step's compensation once, shielded from cancellation once started.
 
-        Its own timeout still applies. Returns `CompensationSucceeded` or
-        `CompensationFailed`.
+        Its own timeout still applies; a cancelled caller starts no compensation. Returns
+        `CompensationSucceeded` or `CompensationFailed`.
         """
         compensation: Any = step.compensation
         context = StepContext(
             saga_id=machine.saga_id,
             step=step.name,
-            idempotency_key=f"{machine.saga_id}:{step.name}",
+            idempotency_key=idempotency_key(machine.saga_id, step.name),
             attempt=command.attempt,
             compensating=True,
         )
         timeout = self._timeout(saga, step)
+        # The shield below would hide a pending cancellation: a leaving orchestrator must
+        # not start another compensation (recovery runs it).
+        await anyio.lowlevel.checkpoint_if_cancelled()
         try:
             with anyio.CancelScope(shield=True):
                 if timeout is None:
-                    await compensation(dict(machine.data), context)
+                    await compensation(_copy(machine.data), context)
                 else:
-                    await timeout.call(compensation, dict(machine.data), context)
+                    await timeout.call(compensation, _copy(machine.data), context)
         except Exception as exc:  # noqa: BLE001 - recorded, then retried after a backoff
             data = {"step": step.name, "error": describe(exc), "attempt": command.attempt}
             return Record(RecordType.COMPENSATION_FAILED, data)
