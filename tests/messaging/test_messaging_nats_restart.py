@@ -21,6 +21,7 @@ from meshkit import PublishError
 from meshkit.eventsourcing import Event
 from meshkit.messaging import Dispatcher, JetStreamConsumer, JetStreamPublisher, MemoryInbox
 from meshkit.testing._bus_conformance import record_effect
+from services import missing_service
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -88,7 +89,7 @@ class OwnServer:
 def own_nats(tmp_path: Path, nats_url: str) -> Iterator[OwnServer]:
     """Start a private JetStream server; stop it (and its store goes with tmp_path)."""
     if not shutil.which(NATS_SERVER):  # pragma: no cover - depends on the machine
-        pytest.skip("nats-server is not installed")
+        missing_service(f"{NATS_SERVER} is not installed (Debian package nats-server)")
     server = OwnServer(tmp_path / "jetstream")
     server.start()
     yield server

@@ -186,9 +186,10 @@ class StoreContext:
         """Open the store (by default there is nothing to open)."""
         await anyio.lowlevel.checkpoint()
 
-    async def aclose(self) -> None:
-        """Release what the store holds."""
-        raise NotImplementedError
+    if TYPE_CHECKING:  # each store defines its own; declared here for the exit below
+
+        async def aclose(self) -> None:
+            """Release what the store holds."""
 
     async def __aenter__(self) -> Self:
         await self._start()
