@@ -159,12 +159,21 @@ def encode_payload(serializer: Serializer, field: str, data: object) -> bytes:
 
     Raises:
         ConfigurationError: Naming `field` if it cannot be serialized (the default JSON
-            serializer refuses NaN, infinities and nesting deeper than its limit).
+            serializer refuses NaN, infinities and nesting deeper than its limit), or if the
+            serializer returns something other than bytes.
     """
     try:
-        return serializer.dumps(data)  # type: ignore[arg-type]
+        raw: object = serializer.dumps(data)  # type: ignore[arg-type]
     except (TypeError, ValueError, RecursionError) as exc:
         raise ConfigurationError(field, data, str(exc) or type(exc).__name__) from exc
+    if type(raw) is bytes:
+        return raw
+    if isinstance(raw, bytes | bytearray):
+        return bytes(raw)
+    # A buggy custom serializer: a str or int would be stored as such by SQLite (and text
+    # coerced by psycopg), leaving a row no read can decode; memory would fail raw.
+    reason = f"the serializer returned {type(raw).__name__}, not bytes"
+    raise ConfigurationError(field, data, reason)
 
 
 def check_snapshot(snapshot: object) -> Snapshot:
