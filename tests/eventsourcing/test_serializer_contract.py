@@ -78,3 +78,13 @@ async def test_a_serializer_returning_no_bytes_is_refused(store: _Store, out: ob
         with pytest.raises(ConfigurationError, match=r"snapshot\.state"):
             await store.save_snapshot(snapshot)
         assert await store.load_snapshot("s") is None
+
+
+async def test_memory_refuses_a_payload_its_serializer_cannot_read_back() -> None:
+    """Memory reads each payload back: one its serializer cannot decode is refused, not raw."""
+    async with MemoryEventStore(serializer=_NotBytes()) as store:
+        event = Event(stream_id="s", version=1, type="T", data={"out": b"\xff"})
+        with pytest.raises(ConfigurationError, match="cannot read it back") as info:
+            await store.append("s", [event], 0)
+        assert info.value.field == "event.data"
+        assert await store.read("s") == []
