@@ -36,6 +36,20 @@ class TestErrorTree:
         assert (err.field, err.value) == ("max_attempts", -1)
         assert str(err) == "invalid max_attempts=-1: must be >= 1"
 
+    def test_configuration_error_survives_a_value_it_cannot_show(self) -> None:
+        """A value whose repr raises (a 5,000-digit int, a broken repr) is named by type."""
+
+        class Broken:
+            def __repr__(self) -> str:
+                raise RuntimeError
+
+        huge = meshkit.ConfigurationError("x", 10**5000, "too big")
+        assert str(huge) == "invalid x=<int that cannot be shown>: too big"
+        assert huge.value == 10**5000
+        assert "<Broken that cannot be shown>" in str(
+            meshkit.ConfigurationError("y", Broken(), "r")
+        )
+
     def test_messages_carry_the_attributes(self) -> None:
         """Each error's message is built from its typed attributes."""
         assert "retry after 1.500s" in str(meshkit.CircuitOpenError("db", 1.5))

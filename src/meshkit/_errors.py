@@ -114,12 +114,15 @@ def _shown(value: object, limit: int = 300) -> str:
     """Return `repr(value)` cut to `limit` characters; a value too deep to show is named.
 
     A rejected payload may be megabytes long or nested 100,000 deep: its message must not
-    be either, nor raise RecursionError while the error is being built.
+    be either, nor raise while the error is being built (an int of over 4,300 digits makes
+    repr raise ValueError; a caller's object may have a repr that raises anything).
     """
     try:
         text = repr(value)
     except RecursionError:
         return f"<{type(value).__name__} nested too deeply to show>"
+    except Exception:  # noqa: BLE001 - the rejection being reported matters, not this
+        return f"<{type(value).__name__} that cannot be shown>"
     return text if len(text) <= limit else f"{text[:limit]}...({len(text)} characters)"
 
 

@@ -13,6 +13,28 @@ from meshkit.eventsourcing import Event, JSONSerializer, Serializer, Snapshot
 
 NAIVE = dt.datetime(2024, 1, 1)  # noqa: DTZ001 - the point: a timestamp without a zone
 
+
+class _BrokenZone(dt.tzinfo):
+    """A zone whose offset Python refuses (beyond a day, or not a timedelta)."""
+
+    def __init__(self, offset: object) -> None:
+        self.offset = offset
+
+    def utcoffset(self, _stamp: dt.datetime | None) -> dt.timedelta:
+        return self.offset  # type: ignore[return-value]
+
+    def dst(self, _stamp: dt.datetime | None) -> None:
+        return None
+
+    def tzname(self, _stamp: dt.datetime | None) -> str:
+        return "broken"
+
+
+BROKEN_ZONES = [
+    dt.datetime(2024, 1, 1, tzinfo=_BrokenZone(dt.timedelta(hours=25))),
+    dt.datetime(2024, 1, 1, tzinfo=_BrokenZone("+01:00")),
+]
+
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
@@ -60,6 +82,8 @@ class TestEvent:
             ("event_id", "not-a-uuid"),
             ("timestamp", NAIVE),
             ("timestamp", "2024-01-01T00:00:00+00:00"),
+            ("timestamp", BROKEN_ZONES[0]),
+            ("timestamp", BROKEN_ZONES[1]),
             ("correlation_id", "not-a-uuid"),
             ("causation_id", 5),
             ("position", "3"),
@@ -74,9 +98,12 @@ class TestEvent:
 
 
 class TestSnapshot:
-    @pytest.mark.parametrize(("field", "value"), [("state", [1]), ("timestamp", NAIVE)])
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [("state", [1]), ("timestamp", NAIVE), *[("timestamp", zone) for zone in BROKEN_ZONES]],
+    )
     def test_bad_values_name_the_field(self, field: str, value: object) -> None:
-        """A snapshot whose state is not a mapping, or whose time is naive, is refused."""
+        """A state not a mapping, or a time naive or in a broken zone, is refused."""
         kwargs: dict[str, object] = {"stream_id": "s", "version": 1, "type": "T", field: value}
         with pytest.raises(ConfigurationError) as info:
             Snapshot(**kwargs)  # type: ignore[arg-type]

@@ -271,6 +271,33 @@ class TestErrors:
             with pytest.raises(EventDecodeError, match="'A'"):
                 await store.load_snapshot("s")
 
+    @pytest.mark.parametrize("stored", ["'x'", "-5", "1.5"])
+    async def test_corrupt_checkpoint_is_corrupt_not_a_raw_error(
+        self, db: str, stored: str
+    ) -> None:
+        """A checkpoint stored as text, negative or a float raises EventStoreCorruptError."""
+        async with SQLiteEventStore(path=db) as store:
+            await store.save_checkpoint("c", 1)
+            raw = sqlite3.connect(db, isolation_level=None)
+            raw.execute(f"UPDATE meshkit_checkpoints SET position = {stored}")  # noqa: S608
+            raw.close()
+            with pytest.raises(EventStoreCorruptError, match="'c'"):
+                await store.load_checkpoint("c")
+            with pytest.raises(EventStoreCorruptError, match="'c'"):
+                async with store.transaction() as tx:
+                    await tx.load_checkpoint("c")
+
+    @pytest.mark.parametrize("column", ["type", "timestamp"])
+    async def test_text_that_is_not_utf8_is_corrupt(self, db: str, column: str) -> None:
+        """Stored text that is not UTF-8 is damage no retry mends: EventStoreCorruptError."""
+        async with SQLiteEventStore(path=db) as store:
+            await store.append("s", _events("s", 1), 0)
+            raw = sqlite3.connect(db, isolation_level=None)
+            raw.execute(f"UPDATE meshkit_events SET {column} = CAST(x'ff' AS TEXT)")  # noqa: S608
+            raw.close()
+            with pytest.raises(EventStoreCorruptError, match="UTF-8"):
+                await store.read("s")
+
     async def test_file_that_is_not_a_database_is_corrupt(self, tmp_path: Path) -> None:
         """A file that is not a database raises EventStoreCorruptError, not a retryable one."""
         path = tmp_path / "garbage.db"

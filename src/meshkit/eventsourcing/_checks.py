@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final, TypeGuard, cast, final
+from typing import TYPE_CHECKING, Final, TypeGuard, cast
 
 from meshkit._errors import ConfigurationError
-from meshkit._validate import count, require, text_problem
+from meshkit._validate import check, count, require, text_problem
 from meshkit.eventsourcing._event import Event, Snapshot
 
 if TYPE_CHECKING:
-    import attrs
-
     from meshkit.eventsourcing._event import Serializer
 
 __all__ = [
@@ -53,24 +51,10 @@ MAX_KEY_BYTES: Final = 1024
 """The most UTF-8 bytes of a stream id, an event type or a checkpoint name."""
 
 
-@final
-class _Argument:
-    """What a `meshkit._validate` validator reads from an attrs attribute: its name."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
 _POSITION = count(0, MAX_INT64)
 _INT64 = count(-MAX_INT64 - 1, MAX_INT64)
 _LIMIT = count(1, MAX_INT64)
 _SCHEMA_VERSION = count(1, MAX_SCHEMA_VERSION)
-
-
-def _check(validator: Any, field: str, value: object) -> None:  # noqa: ANN401 - a validator
-    validator(None, cast("attrs.Attribute[Any]", _Argument(field)), value)
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -104,7 +88,7 @@ def check_position(field: str, value: object) -> None:
     Raises:
         ConfigurationError: Naming `field` and `value` otherwise.
     """
-    _check(_POSITION, field, value)
+    check(field, value, _POSITION)
 
 
 def check_limit(limit: object) -> None:
@@ -114,7 +98,7 @@ def check_limit(limit: object) -> None:
         ConfigurationError: Otherwise.
     """
     if limit is not None:
-        _check(_LIMIT, "limit", limit)
+        check("limit", limit, _LIMIT)
 
 
 def check_name(name: object) -> None:
@@ -142,7 +126,7 @@ def check_read(stream_id: object, from_version: object, limit: object) -> None:
         ConfigurationError: Naming the bad argument.
     """
     check_stream_id(stream_id)
-    _check(_INT64, "from_version", from_version)
+    check("from_version", from_version, _INT64)
     check_limit(limit)
 
 
@@ -175,12 +159,21 @@ def encode_payload(serializer: Serializer, field: str, data: object) -> bytes:
 
     Raises:
         ConfigurationError: Naming `field` if it cannot be serialized (the default JSON
-            serializer refuses NaN, infinities and nesting deeper than its limit).
+            serializer refuses NaN, infinities and nesting deeper than its limit), or if the
+            serializer returns something other than bytes.
     """
     try:
-        return serializer.dumps(data)  # type: ignore[arg-type]
+        raw: object = serializer.dumps(data)  # type: ignore[arg-type]
     except (TypeError, ValueError, RecursionError) as exc:
         raise ConfigurationError(field, data, str(exc) or type(exc).__name__) from exc
+    if type(raw) is bytes:
+        return raw
+    if isinstance(raw, bytes | bytearray):
+        return bytes(raw)
+    # A buggy custom serializer: a str or int would be stored as such by SQLite (and text
+    # coerced by psycopg), leaving a row no read can decode; memory would fail raw.
+    reason = f"the serializer returned {type(raw).__name__}, not bytes"
+    raise ConfigurationError(field, data, reason)
 
 
 def check_snapshot(snapshot: object) -> Snapshot:
@@ -193,8 +186,8 @@ def check_snapshot(snapshot: object) -> Snapshot:
     checked = cast("Snapshot", snapshot)
     check_key("snapshot.stream_id", checked.stream_id)
     check_key("snapshot.type", checked.type)
-    _check(_POSITION, "snapshot.version", checked.version)
-    _check(_SCHEMA_VERSION, "snapshot.schema_version", checked.schema_version)
+    check("snapshot.version", checked.version, _POSITION)
+    check("snapshot.schema_version", checked.schema_version, _SCHEMA_VERSION)
     to_utc("snapshot.timestamp", checked.timestamp)
     return checked
 
@@ -213,7 +206,7 @@ def check_append(stream_id: object, events: Sequence[Event], expected_version: o
     """
     check_key("stream_id", stream_id)
     if type(expected_version) is not int or not 0 <= expected_version <= MAX_INT64:
-        _check(_POSITION, "expected_version", expected_version)
+        check("expected_version", expected_version, _POSITION)
     if type(events) is not list and not isinstance(events, Sequence):
         raise ConfigurationError("events", events, "must be a sequence (a list) of Event")
     require(len(events) > 0, "events", events, "must not be empty")
@@ -233,7 +226,7 @@ def check_append(stream_id: object, events: Sequence[Event], expected_version: o
 def _check_event(event: Event) -> None:
     check_key("event.type", event.type)
     if not (_is_int(event.schema_version) and event.schema_version <= MAX_SCHEMA_VERSION):
-        _check(_SCHEMA_VERSION, "event.schema_version", event.schema_version)
+        check("event.schema_version", event.schema_version, _SCHEMA_VERSION)
 
 
 def _reject(event: object, stream_id: object, want: int) -> None:

@@ -10,6 +10,7 @@ from typing import Any, Protocol, final, runtime_checkable
 
 import attrs
 
+from meshkit._errors import ConfigurationError
 from meshkit._validate import count, instance_of, optional, require
 
 __all__ = ["MAX_PAYLOAD_DEPTH", "Event", "JSONSerializer", "Serializer", "Snapshot", "utc_now"]
@@ -33,7 +34,10 @@ def utc_now() -> dt.datetime:
 
 
 def _aware(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    ok = isinstance(value, dt.datetime) and value.utcoffset() is not None
+    try:
+        ok = isinstance(value, dt.datetime) and value.utcoffset() is not None
+    except (TypeError, ValueError) as exc:  # a tzinfo whose offset Python refuses
+        raise ConfigurationError(attribute.name, value, str(exc)) from exc
     require(ok, attribute.name, value, "must be an aware datetime")
 
 

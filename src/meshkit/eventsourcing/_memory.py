@@ -17,7 +17,7 @@ import anyio
 import anyio.lowlevel
 import attrs
 
-from meshkit._errors import DuplicateEventIdError, VersionConflictError
+from meshkit._errors import ConfigurationError, DuplicateEventIdError, VersionConflictError
 from meshkit._validate import instance_of, optional
 from meshkit.eventsourcing._checks import (
     check_append,
@@ -237,7 +237,13 @@ class MemoryEventStore(StoreContext):
         raw = encode_payload(self.serializer, field, data)
         if not copy and type(self.serializer) is JSONSerializer and _is_plain_json(data):
             return data
-        return self.serializer.loads(raw)
+        try:
+            return self.serializer.loads(raw)
+        except (TypeError, ValueError, RecursionError) as exc:
+            # A custom serializer that cannot decode its own output: a SQL store would store
+            # a row no read can decode; refusing it names the payload instead of a raw error.
+            reason = f"the serializer cannot read it back: {exc}"
+            raise ConfigurationError(field, data, reason) from exc
 
     def _notify(self) -> None:
         new, self._new = self._new, None

@@ -18,7 +18,7 @@ from meshkit._errors import (
     EventStoreUnavailableError,
     VersionConflictError,
 )
-from meshkit.eventsourcing._checks import encode_payload, to_utc
+from meshkit.eventsourcing._checks import MAX_INT64, encode_payload, to_utc
 from meshkit.eventsourcing._event import Event, Snapshot
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ __all__ = [
     "encode_snapshot",
     "resolve_mismatch",
     "run_statement",
+    "stored_checkpoint",
     "stored_version",
     "transaction_scope",
     "translate",
@@ -142,6 +143,21 @@ def stored_version(stream_id: str, value: object, type_: object) -> int:
     return value
 
 
+def stored_checkpoint(backend: str, name: str, value: object) -> int:
+    """Return a checkpoint position read from the database, checking it is one.
+
+    A corrupt cell (text, a float, a negative number) would otherwise escape as a raw
+    `ValueError` from `int()`, or resume a subscription from a position no read accepts.
+
+    Raises:
+        EventStoreCorruptError: If the stored value is not an int in `[0, MAX_INT64]`.
+    """
+    if type(value) is not int or not 0 <= value <= MAX_INT64:
+        reason = f"checkpoint {name!r} holds {type(value).__name__} {str(value)[:100]!r}"
+        raise EventStoreCorruptError(backend, "load_checkpoint", reason)
+    return value
+
+
 def encode_snapshot(snapshot: Snapshot, serializer: Serializer) -> tuple[Any, ...]:
     """Turn a (checked) snapshot into a row.
 
@@ -215,19 +231,24 @@ def duplicate_id(stream_id: str, holders: Sequence[Sequence[Any]]) -> DuplicateE
 
 _DAMAGED_SQLITE = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
 _DAMAGED_SQLSTATE = {"XX001", "XX002"}  # data_corrupted, index_corrupted
+# Python's sqlite3 raises OperationalError (no SQLite result code) for a TEXT cell that is not
+# UTF-8: damaged data that no retry mends, not an outage.
+_UNDECODABLE_TEXT = "Could not decode to UTF-8"
 
 
 def translate(backend: str, operation: str, exc: BaseException) -> EventSourcingError:
     """Return the meshkit error for a driver error, chained to it.
 
-    A damaged database (SQLite's "malformed" and "not a database", PostgreSQL's
-    `data_corrupted`/`index_corrupted`) is an `EventStoreCorruptError`, which no retry can
-    mend; anything else an `EventStoreUnavailableError`.
+    A damaged database (SQLite's "malformed" and "not a database" and text that is not
+    UTF-8, PostgreSQL's `data_corrupted`/`index_corrupted`) is an `EventStoreCorruptError`,
+    which no retry can mend; anything else an `EventStoreUnavailableError`.
     """
     code = getattr(exc, "sqlite_errorcode", None)
-    damaged = (isinstance(code, int) and code & 0xFF in _DAMAGED_SQLITE) or getattr(
-        exc, "sqlstate", None
-    ) in _DAMAGED_SQLSTATE
+    damaged = (
+        (isinstance(code, int) and code & 0xFF in _DAMAGED_SQLITE)
+        or getattr(exc, "sqlstate", None) in _DAMAGED_SQLSTATE
+        or str(exc).startswith(_UNDECODABLE_TEXT)
+    )
     kind = EventStoreCorruptError if damaged else EventStoreUnavailableError
     error = kind(backend, operation, str(exc))
     error.__cause__ = exc

@@ -46,6 +46,7 @@ from meshkit.eventsourcing._sql_common import (
     encode_events,
     encode_snapshot,
     run_statement,
+    stored_checkpoint,
     stored_version,
     transaction_scope,
     translate_errors,
@@ -112,11 +113,12 @@ class SQLTransaction(Generic[_Conn]):
         Raises:
             ConfigurationError: If `name` is invalid.
             EventStoreUnavailableError: If the database fails.
+            EventStoreCorruptError: If the stored position is not one (a damaged row).
         """
         check_name(name)
         statement = self._statements.load_checkpoint
         rows = await self.run_sync(lambda conn: run_statement(conn, statement, (name,)))
-        return int(rows[0][0]) if rows else 0
+        return stored_checkpoint(self._backend, name, rows[0][0]) if rows else 0
 
     async def run_sync(self, function: Callable[[_Conn], _T]) -> _T:
         """Call `function(connection)` in a worker thread, inside this transaction.
@@ -273,7 +275,7 @@ class SQLStoreBase(StoreContext, abc.ABC, Generic[_Tx]):
         """See `CheckpointStore.load_checkpoint`."""
         check_name(name)
         rows = await self._fetch("load_checkpoint", name)
-        return int(rows[0][0]) if rows else 0
+        return stored_checkpoint(self.BACKEND, name, rows[0][0]) if rows else 0
 
     async def save_checkpoint(self, name: str, position: int) -> None:
         """See `CheckpointStore.save_checkpoint`."""

@@ -158,7 +158,8 @@ class CheckpointStore(Protocol):
         Raises:
             ConfigurationError: If `name` is not a non-empty, storable name.
             EventStoreUnavailableError: If the database fails.
-            EventStoreCorruptError: If the database file is damaged.
+            EventStoreCorruptError: If the database file is damaged, or the stored position
+                is not one.
         """
         ...
 

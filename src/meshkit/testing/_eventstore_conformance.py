@@ -348,7 +348,7 @@ class EventStoreConformance(abc.ABC):
             _equal((stored, stored.utcoffset()), (east, dt.timedelta(0)), "read back in UTC")
 
     async def test_payloads_are_strict_json(self) -> None:
-        """NaN, infinities and nesting past 100 levels are refused; data reads back as JSON."""
+        """NaN, infinities, huge ints and deep nesting are refused; data reads back as JSON."""
         async with self._store() as store:
             deep: dict[str, Any] = {}
             inner = deep
@@ -360,6 +360,8 @@ class EventStoreConformance(abc.ABC):
                 "infinity": {"x": [float("inf")]},
                 "100,000 levels": deep,
                 "101 levels": _nested(101),
+                # Too long for int-to-str (4,300 digits): the error's own repr must not fail.
+                "a 5,000-digit int": {"x": 10**5000},
             }
             for what, data in bad.items():
                 with _raises(ConfigurationError, f"a payload with {what}"):
