@@ -15,9 +15,14 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 import grpc
 
-from meshkit.grpc._metrics import GRPC_TYPES
 from meshkit.grpc._server import Admission, Memo, ServerPolicy
-from meshkit.grpc._sync_server import cached_handler, incoming_call, status_of
+from meshkit.grpc._sync_server import (
+    HandlerFace,
+    cached_handler,
+    incoming_call,
+    policy_handler,
+    status_of,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -140,6 +145,10 @@ def _observed_stream(observer: CallObserver, kind: str, method: str, handle: Any
     return observed
 
 
+_FACE = HandlerFace(_unary_response, _stream_response, _observed_unary, _observed_stream)
+"""This module's handlers, for `policy_handler`."""
+
+
 @final
 class AioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Enforce a `ServerPolicy` on a `grpc.aio` server, for all four call kinds."""
@@ -149,14 +158,7 @@ class AioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
         self._handlers: dict[str, tuple[Any, Any]] = {}
 
     def _wrap(self, method: str, kind: str, behavior: Any, serialize: Any) -> Any:
-        streams = kind.endswith("_stream")
-        wrap = _stream_response if streams else _unary_response
-        handle = wrap(self._policy, method, behavior, serialize)
-        observer = self._policy.observer
-        if observer is None:
-            return handle
-        observe = _observed_stream if streams else _observed_unary
-        return observe(observer, GRPC_TYPES[kind], method, handle)
+        return policy_handler(self._policy, _FACE, method, kind, behavior, serialize)
 
     async def intercept_service(
         self,

@@ -18,25 +18,24 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
-from meshkit.grpc._client import ClientPolicy
-from meshkit.grpc._codes import error_for
-from meshkit.grpc._mesh import END, Connection, EndpointWatch, MeshCore, unwrap
-from meshkit.grpc._metrics import GRPC_TYPES
-from meshkit.grpc._routing import MeshConfig
+from meshkit.grpc._mesh import END, Connection, EndpointWatch, unwrap
+from meshkit.grpc._mesh_face import MeshCallableBase, MeshFace
 
 if TYPE_CHECKING:
     import random
     from collections.abc import AsyncIterator, Callable, Sequence
     from types import TracebackType
 
-    from meshkit.balancing import Endpoint, LoadBalancer
+    from meshkit.balancing import Endpoint
+    from meshkit.grpc._client import ClientPolicy
+    from meshkit.grpc._routing import MeshConfig
     from meshkit.resilience import CircuitBreaker
 
 __all__ = ["EndpointWatch", "MeshChannel"]
 
 
 @final
-class MeshChannel:
+class MeshChannel(MeshFace):
     """A channel to a logical service: routes, balances and retries per call.
 
     Use it as an async context manager (it owns the task following the registry), then make
@@ -66,12 +65,16 @@ class MeshChannel:
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
     ) -> None:
-        self.config = MeshConfig(host=config) if isinstance(config, str) else config
-        policy = ClientPolicy(clock=clock) if policy is None else policy
-        self._core = MeshCore(self.config, policy, breaker, clock, rng)
+        self._setup(
+            config,
+            policy=policy,
+            breaker=breaker,
+            credentials=credentials,
+            options=options,
+            clock=clock,
+            rng=rng,
+        )
         self._registry = registry
-        self._credentials = credentials
-        self._options = tuple(options)
         self._ready = anyio.Event()
         self._group: anyio.abc.TaskGroup | None = None
 
@@ -120,77 +123,13 @@ class MeshChannel:
         """Swap in a new endpoint set: new endpoints get channels, removed ones drain."""
         await _close(self._core.apply(endpoints, self._connect))
 
-    def _connect(self, endpoint: Endpoint) -> Any:
+    def _channels(self) -> Any:
         import grpc  # noqa: PLC0415 - optional dependency
 
-        # Plain channels: the mesh runs the policy itself (one plan per call, the breaker of
-        # the endpoint picked), which saves grpc.aio's interceptor task and a second plan.
-        if self._credentials is None:
-            return grpc.aio.insecure_channel(endpoint.address, options=self._options)
-        return grpc.aio.secure_channel(endpoint.address, self._credentials, options=self._options)
+        return grpc.aio
 
-    @property
-    def endpoints(self) -> tuple[Endpoint, ...]:
-        """The endpoints with an open channel (including those draining)."""
-        return tuple(c.endpoint for c in self._core.connections.values())
-
-    def in_flight(self, endpoint: Endpoint) -> int:
-        """Return the calls in flight on `endpoint` (0 once its channel is closed)."""
-        return self._core.in_flight(endpoint)
-
-    def balancer(self, subset: str | None = None) -> LoadBalancer:
-        """Return the balancer of a subset (None: all endpoints)."""
-        return self._core.balancers[subset]
-
-    # ------------------------------------------------------------ calls
-
-    def unary_unary(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **_: Any,
-    ) -> Any:
-        """Return a callable making unary calls (what generated stubs use)."""
-        return _MeshCallable(
-            self._core, method, "unary_unary", request_serializer, response_deserializer
-        )
-
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **_: Any,
-    ) -> Any:
-        """Return a callable making server-streaming calls."""
-        return _MeshCallable(
-            self._core, method, "unary_stream", request_serializer, response_deserializer
-        )
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **_: Any,
-    ) -> Any:
-        """Return a callable making client-streaming calls."""
-        return _MeshCallable(
-            self._core, method, "stream_unary", request_serializer, response_deserializer
-        )
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **_: Any,
-    ) -> Any:
-        """Return a callable making bidirectional-streaming calls."""
-        return _MeshCallable(
-            self._core, method, "stream_stream", request_serializer, response_deserializer
-        )
+    def _multi_callable(self, kind: str, method: str, serializer: Any, deserializer: Any) -> Any:
+        return _MeshCallable(self._core, method, kind, serializer, deserializer)
 
 
 async def _close(connections: list[Connection]) -> None:
@@ -200,27 +139,14 @@ async def _close(connections: list[Connection]) -> None:
 
 
 @final
-class _MeshCallable:
+class _MeshCallable(MeshCallableBase):
     """A multi-callable of `MeshChannel`: each call is routed, balanced and retried."""
-
-    def __init__(
-        self, core: MeshCore, method: str, kind: str, serializer: Any, deserializer: Any
-    ) -> None:
-        self._core = core
-        self._method = method
-        self._kind = kind
-        self._serializer = serializer
-        self._deserializer = deserializer
-        self._grpc_type = GRPC_TYPES[kind]
-
-    def _callable(self, connection: Connection) -> Any:
-        return connection.callable(self._kind, self._method, self._serializer, self._deserializer)
 
     def __call__(
         self, request: Any, *, timeout: float | None = None, metadata: Any = None, **_: Any
     ) -> Any:
         """Start a call: an awaitable for unary responses, an async iterator for streams."""
-        if self._kind.endswith("_unary"):
+        if self._unary_response:
             return self._unary(request, timeout, metadata)
         return self._stream(request, timeout, metadata)
 
@@ -239,12 +165,9 @@ class _MeshCallable:
         import grpc  # noqa: PLC0415 - optional dependency, loaded by now
 
         from meshkit.grpc import _aio_client as aio  # noqa: PLC0415 - imports grpc
-        from meshkit.grpc._sync_client import code_of, fresh, replayable  # noqa: PLC0415
+        from meshkit.grpc._sync_client import code_of, fresh  # noqa: PLC0415
 
-        core = self._core
-        plan, route, headers = core.plan(
-            self._method, seconds, metadata, replayable=replayable(request), kind=self._grpc_type
-        )
+        plan, route, headers = self._plan(request, seconds, metadata)
 
         async def wait(connection: Connection, limit: float | None) -> Any:
             call = self._callable(connection)(fresh(request), timeout=limit, metadata=plan.metadata)
@@ -267,9 +190,10 @@ class _MeshCallable:
             finally:
                 await self._finish(picked, error)
 
-        if core.bulkhead is None:
+        bulkhead = self._core.bulkhead
+        if bulkhead is None:
             return await plan.run(once)
-        return await core.bulkhead.call(plan.run, once)
+        return await bulkhead.call(plan.run, once)
 
     async def _stream(
         self, request: Any, seconds: float | None, metadata: Any
@@ -280,12 +204,9 @@ class _MeshCallable:
         import grpc  # noqa: PLC0415 - optional dependency, loaded by now
 
         from meshkit.grpc import _aio_client as aio  # noqa: PLC0415 - imports grpc
-        from meshkit.grpc._sync_client import code_of, fresh, replayable  # noqa: PLC0415
+        from meshkit.grpc._sync_client import code_of, fresh  # noqa: PLC0415
 
-        core = self._core
-        plan, route, headers = core.plan(
-            self._method, seconds, metadata, replayable=replayable(request), kind=self._grpc_type
-        )
+        plan, route, headers = self._plan(request, seconds, metadata)
 
         async def once(limit: float | None) -> Any:
             picked = await self._attempt_start(route, headers)
@@ -297,7 +218,7 @@ class _MeshCallable:
                 first = END
             except grpc.aio.AioRpcError as exc:
                 code, details = code_of(exc), exc.details() or ""
-                await self._finish(picked, error_for(code, details, self._method))
+                await self._finish(picked, self._error(code, details))
                 return plan.failure(code, details, limit)
             except BaseException as exc:
                 await self._finish(picked, exc)
@@ -317,7 +238,7 @@ class _MeshCallable:
                     return
                 yield response
         except grpc.aio.AioRpcError as exc:
-            error = error_for(code_of(exc), exc.details() or "", self._method)
+            error = self._error(code_of(exc), exc.details() or "")
             raise error from exc
         except BaseException as exc:
             error = exc

@@ -11,25 +11,24 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, final
 
 from meshkit._clock import SYSTEM_CLOCK, Clock
-from meshkit.grpc._client import ClientPolicy
-from meshkit.grpc._codes import error_for
-from meshkit.grpc._mesh import END, Connection, MeshCore, unwrap
-from meshkit.grpc._metrics import GRPC_TYPES
-from meshkit.grpc._routing import MeshConfig
+from meshkit.grpc._mesh import END, Connection, unwrap
+from meshkit.grpc._mesh_face import MeshCallableBase, MeshFace
 
 if TYPE_CHECKING:
     import random
     from collections.abc import Callable, Iterator, Sequence
     from types import TracebackType
 
-    from meshkit.balancing import Endpoint, LoadBalancer
+    from meshkit.balancing import Endpoint
+    from meshkit.grpc._client import ClientPolicy
+    from meshkit.grpc._routing import MeshConfig
     from meshkit.resilience import CircuitBreaker
 
 __all__ = ["SyncMeshChannel"]
 
 
 @final
-class SyncMeshChannel:
+class SyncMeshChannel(MeshFace):
     """A sync grpcio channel to a logical service: routes, balances and retries per call.
 
     Use it as a context manager (closing every endpoint channel on exit) and make stubs on
@@ -59,11 +58,15 @@ class SyncMeshChannel:
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
     ) -> None:
-        self.config = MeshConfig(host=config) if isinstance(config, str) else config
-        policy = ClientPolicy(clock=clock) if policy is None else policy
-        self._core = MeshCore(self.config, policy, breaker, clock, rng)
-        self._credentials = credentials
-        self._options = tuple(options)
+        self._setup(
+            config,
+            policy=policy,
+            breaker=breaker,
+            credentials=credentials,
+            options=options,
+            clock=clock,
+            rng=rng,
+        )
         self.update(endpoints)
 
     def __enter__(self) -> SyncMeshChannel:
@@ -88,106 +91,30 @@ class SyncMeshChannel:
         for connection in self._core.apply(endpoints, self._connect):
             connection.channel.close()
 
-    def _connect(self, endpoint: Endpoint) -> Any:
+    def _channels(self) -> Any:
         import grpc  # noqa: PLC0415 - optional dependency
 
-        if self._credentials is None:
-            return grpc.insecure_channel(endpoint.address, options=self._options)
-        return grpc.secure_channel(endpoint.address, self._credentials, options=self._options)
+        return grpc
 
-    @property
-    def endpoints(self) -> tuple[Endpoint, ...]:
-        """The endpoints with an open channel (including those draining)."""
-        return tuple(c.endpoint for c in self._core.connections.values())
-
-    def in_flight(self, endpoint: Endpoint) -> int:
-        """Return the calls in flight on `endpoint` (0 once its channel is closed)."""
-        return self._core.in_flight(endpoint)
-
-    def balancer(self, subset: str | None = None) -> LoadBalancer:
-        """Return the balancer of a subset (None: all endpoints)."""
-        return self._core.balancers[subset]
-
-    def _callable(self, kind: str, method: str, serializer: Any, deserializer: Any) -> Any:
+    def _multi_callable(self, kind: str, method: str, serializer: Any, deserializer: Any) -> Any:
         return _SyncMeshCallable(self._core, method, kind, serializer, deserializer)
 
-    def unary_unary(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **_: Any,
-    ) -> Any:
-        """Return a callable making unary calls (what generated stubs use)."""
-        return self._callable("unary_unary", method, request_serializer, response_deserializer)
 
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **_: Any,
-    ) -> Any:
-        """Return a callable making server-streaming calls."""
-        return self._callable("unary_stream", method, request_serializer, response_deserializer)
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **_: Any,
-    ) -> Any:
-        """Return a callable making client-streaming calls."""
-        return self._callable("stream_unary", method, request_serializer, response_deserializer)
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **_: Any,
-    ) -> Any:
-        """Return a callable making bidirectional-streaming calls."""
-        return self._callable("stream_stream", method, request_serializer, response_deserializer)
-
-
-def _close_drained(core: MeshCore, picked: Any, error: BaseException | None) -> None:
-    drained = core.finish(picked, error)
+def _close_drained(drained: Connection | None) -> None:
     if drained is not None:
         drained.channel.close()
 
 
 @final
-class _SyncMeshCallable:
+class _SyncMeshCallable(MeshCallableBase):
     """A multi-callable of `SyncMeshChannel`."""
-
-    def __init__(
-        self, core: MeshCore, method: str, kind: str, serializer: Any, deserializer: Any
-    ) -> None:
-        self._core = core
-        self._method = method
-        self._kind = kind
-        self._serializer = serializer
-        self._deserializer = deserializer
-
-    def _callable(self, connection: Connection) -> Any:
-        return connection.callable(self._kind, self._method, self._serializer, self._deserializer)
 
     def __call__(
         self, request: Any, *, timeout: float | None = None, metadata: Any = None, **_: Any
     ) -> Any:
         """Make a call: the response for unary responses, an iterator for streams."""
-        from meshkit.grpc._sync_client import replayable  # noqa: PLC0415 - imports grpc
-
-        plan, route, headers = self._core.plan(
-            self._method,
-            timeout,
-            metadata,
-            replayable=replayable(request),
-            kind=GRPC_TYPES[self._kind],
-        )
-        if self._kind.endswith("_unary"):
+        plan, route, headers = self._plan(request, timeout, metadata)
+        if self._unary_response:
             return self._unary(plan, route, headers, request)
         return self._stream(plan, route, headers, request)
 
@@ -222,7 +149,7 @@ class _SyncMeshCallable:
                 error = exc
                 raise
             finally:
-                _close_drained(self._core, picked, error)
+                _close_drained(self._core.finish(picked, error))
 
         bulkhead = self._core.bulkhead
         return plan.run_sync(once) if bulkhead is None else bulkhead.call_sync(plan.run_sync, once)
@@ -243,10 +170,10 @@ class _SyncMeshCallable:
                 first = END
             except grpc.RpcError as exc:
                 code, details = code_of(exc), exc.details() or ""
-                _close_drained(self._core, picked, error_for(code, details, self._method))
+                _close_drained(self._core.finish(picked, self._error(code, details)))
                 return plan.failure(code, details, limit)
             except BaseException as exc:
-                _close_drained(self._core, picked, exc)
+                _close_drained(self._core.finish(picked, exc))
                 raise
             return picked, call, first
 
@@ -259,10 +186,10 @@ class _SyncMeshCallable:
             yield first
             yield from call
         except grpc.RpcError as exc:
-            error = error_for(code_of(exc), exc.details() or "", self._method)
+            error = self._error(code_of(exc), exc.details() or "")
             raise error from exc
         except BaseException as exc:
             error = exc
             raise
         finally:
-            _close_drained(self._core, picked, error)
+            _close_drained(self._core.finish(picked, error))

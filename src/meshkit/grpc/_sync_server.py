@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NoReturn, final
 
+import attrs
 import grpc
 
 from meshkit.grpc._codes import Code
@@ -22,9 +23,11 @@ if TYPE_CHECKING:
     from meshkit.grpc._metrics import CallObserver
 
 __all__ = [
+    "HandlerFace",
     "SyncServerInterceptor",
     "cached_handler",
     "incoming_call",
+    "policy_handler",
     "status_of",
     "wrapped_handler",
 ]
@@ -169,6 +172,35 @@ def wrapped_handler(handler: Any, wrap: Callable[..., Any], method: str) -> Any:
     )
 
 
+@attrs.frozen
+class HandlerFace:
+    """One server face's handler wrappers (grpc.aio's or grpcio's)."""
+
+    unary_response: Callable[..., Any]
+    stream_response: Callable[..., Any]
+    observed_unary: Callable[..., Any]
+    observed_stream: Callable[..., Any]
+
+
+def policy_handler(  # noqa: PLR0917 - one face's wrapping of one method
+    policy: ServerPolicy,
+    face: HandlerFace,
+    method: str,
+    kind: str,
+    behavior: Any,
+    serialize: Any,
+) -> Any:
+    """Return a method's behaviour wrapped in `policy` (and its observer) by `face`."""
+    streams = kind.endswith("_stream")
+    wrap = face.stream_response if streams else face.unary_response
+    handle = wrap(policy, method, behavior, serialize)
+    observer = policy.observer
+    if observer is None:
+        return handle
+    observe = face.observed_stream if streams else face.observed_unary
+    return observe(observer, GRPC_TYPES[kind], method, handle)
+
+
 def cached_handler(
     cache: dict[str, tuple[Any, Any]], handler: Any, wrap: Callable[..., Any], method: str
 ) -> Any:
@@ -187,6 +219,10 @@ def cached_handler(
     return wrapped
 
 
+_FACE = HandlerFace(_unary_response, _stream_response, _observed_unary, _observed_stream)
+"""This module's handlers, for `policy_handler`."""
+
+
 @final
 class SyncServerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Enforce a `ServerPolicy` on a sync grpcio server, for all four call kinds."""
@@ -196,14 +232,7 @@ class SyncServerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         self._handlers: dict[str, tuple[Any, Any]] = {}
 
     def _wrap(self, method: str, kind: str, behavior: Any, serialize: Any) -> Any:
-        streams = kind.endswith("_stream")
-        wrap = _stream_response if streams else _unary_response
-        handle = wrap(self._policy, method, behavior, serialize)
-        observer = self._policy.observer
-        if observer is None:
-            return handle
-        observe = _observed_stream if streams else _observed_unary
-        return observe(observer, GRPC_TYPES[kind], method, handle)
+        return policy_handler(self._policy, _FACE, method, kind, behavior, serialize)
 
     def intercept_service(
         self,
