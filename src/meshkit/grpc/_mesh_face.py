@@ -9,6 +9,7 @@ themselves stay in `MeshCore`.
 
 from __future__ import annotations
 
+import abc
 from functools import partialmethod
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["MeshCallableBase", "MeshFace"]
 
 
-class MeshFace:
+class MeshFace(abc.ABC):
     """The surface of a mesh channel; a face sets `_channels` and `_multi_callable`."""
 
     config: MeshConfig
@@ -56,12 +57,13 @@ class MeshFace:
         self._credentials = credentials
         self._options = tuple(options)
 
+    @abc.abstractmethod
     def _channels(self) -> Any:
         """Return the module making this face's channels (`grpc.aio` or `grpc`)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _multi_callable(self, kind: str, method: str, serializer: Any, deserializer: Any) -> Any:
-        raise NotImplementedError
+        """Return this face's callable for one method of one call kind."""
 
     def _connect(self, endpoint: Endpoint) -> Any:
         # Plain channels: the mesh runs the policy itself (one plan per call, the breaker of
